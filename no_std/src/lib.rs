@@ -1,0 +1,2 @@
+//! `mpsnn-micro` (in progress).
+#![no_std]

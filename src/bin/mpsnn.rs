@@ -1,0 +1,2 @@
+//! The `mpsnn` command-line tool (in progress).
+fn main() {}

@@ -1,0 +1,198 @@
+//! Layers built on the kernels, the [`Layer`] trait, containers, and models as data.
+//!
+//! Every layer caches in `forward` (training mode) what its `backward` needs; `backward` returns
+//! the input gradient and *accumulates* into its parameters' gradients. Tensors are NCHW with time
+//! folded into the batch axis (`N = T·B`, time-major); only LIF layers walk time.
+//!
+//! Parameters and buffers carry their full names (`<layer>.<param>`, e.g. `conv1.weight`,
+//! `lif1.k`, `lif1.mu`), so checkpoints and exports are keyed by name, never by position.
+
+use crate::error::Result;
+use crate::tensor::Tensor;
+use std::any::Any;
+
+pub mod batchnorm;
+pub mod build;
+pub mod conv;
+pub mod dropout;
+pub mod flatten;
+pub mod lif;
+pub mod linear;
+pub mod network;
+pub mod pool;
+pub mod repeat;
+pub mod residual;
+pub mod sequential;
+pub mod spec;
+
+pub use network::{Network, StateDict};
+pub use sequential::Sequential;
+pub use spec::{Encoding, LayerSpec, ModelSpec};
+
+/// Training or evaluation behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Batch statistics, MP-Init running-mean updates, caches for backward.
+    Train,
+    /// Running statistics, frozen MP-Init potentials, nothing cached.
+    Eval,
+}
+
+/// What a forward pass needs to know besides its input.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct ForwardCtx {
+    /// Training or evaluation.
+    pub mode: Mode,
+    /// Number of timesteps `T` folded into the batch axis.
+    pub timesteps: usize,
+}
+
+impl ForwardCtx {
+    /// Training-mode context for `timesteps` steps.
+    pub fn train(timesteps: usize) -> Self {
+        ForwardCtx {
+            mode: Mode::Train,
+            timesteps,
+        }
+    }
+
+    /// Evaluation-mode context for `timesteps` steps.
+    pub fn eval(timesteps: usize) -> Self {
+        ForwardCtx {
+            mode: Mode::Eval,
+            timesteps,
+        }
+    }
+
+    /// True in training mode.
+    pub fn is_train(&self) -> bool {
+        self.mode == Mode::Train
+    }
+}
+
+/// A learnable tensor with its gradient accumulator.
+#[derive(Clone, Debug)]
+pub struct Param {
+    /// Full name, `<layer>.<param>`.
+    pub name: String,
+    /// Current value.
+    pub value: Tensor,
+    /// Accumulated gradient (same shape as `value`); layers add to it, optimizers zero it.
+    pub grad: Tensor,
+    /// False for frozen parameters (e.g. θ or τ in the paper's ablations): no gradient is
+    /// accumulated and optimizers leave the value alone.
+    pub trainable: bool,
+}
+
+impl Param {
+    /// A trainable parameter with a zero gradient.
+    pub fn new(name: impl Into<String>, value: Tensor) -> Self {
+        let grad = Tensor::zeros(value.shape());
+        Param {
+            name: name.into(),
+            value,
+            grad,
+            trainable: true,
+        }
+    }
+
+    /// The same parameter, frozen or not.
+    pub fn trainable(mut self, trainable: bool) -> Self {
+        self.trainable = trainable;
+        self
+    }
+}
+
+/// A named non-learnable state tensor (BN running statistics, the MP-Init potential μ).
+#[derive(Clone, Debug)]
+pub struct Buffer {
+    /// Full name, `<layer>.<buffer>`.
+    pub name: String,
+    /// Current value.
+    pub value: Tensor,
+}
+
+impl Buffer {
+    /// A named buffer.
+    pub fn new(name: impl Into<String>, value: Tensor) -> Self {
+        Buffer {
+            name: name.into(),
+            value,
+        }
+    }
+}
+
+/// A differentiable network layer.
+///
+/// Contract:
+/// - `forward` consumes its input (so layers can reuse the allocation or keep it for backward)
+///   and returns the output. In [`Mode::Train`] it caches what `backward` needs; in
+///   [`Mode::Eval`] it caches nothing.
+/// - `backward` takes `∂L/∂output` for the most recent training forward, returns `∂L/∂input`
+///   and adds the parameter gradients into [`Param::grad`]. Calling it without a training
+///   forward is [`crate::Error::NoForwardCache`].
+/// - Shape problems are [`crate::Error::ShapeMismatch`] naming both shapes, raised before any
+///   kernel runs.
+pub trait Layer: Send + Any {
+    /// The layer's name (the prefix of its parameters' names).
+    fn name(&self) -> &str;
+
+    /// The output shape for an input of shape `input`, or a shape error naming both.
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>>;
+
+    /// Runs the layer; see the trait docs for the caching contract.
+    fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor>;
+
+    /// Back-propagates `grad_output`; see the trait docs.
+    fn backward(&mut self, grad_output: Tensor) -> Result<Tensor>;
+
+    /// Calls `f` on every parameter (containers recurse).
+    fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}
+
+    /// Calls `f` on every buffer (containers recurse).
+    fn visit_buffers(&mut self, _f: &mut dyn FnMut(&mut Buffer)) {}
+
+    /// The direct children of a container layer; leaves have none.
+    fn children_mut(&mut self) -> Vec<&mut dyn Layer> {
+        Vec::new()
+    }
+
+    /// False for containers ([`Sequential`], [`residual::Residual`]), true for real layers.
+    fn is_leaf(&self) -> bool {
+        true
+    }
+
+    /// Drops any cached forward state (frees memory between steps).
+    fn clear_cache(&mut self) {}
+
+    /// `self` as [`Any`], to downcast to a concrete layer (e.g. to read LIF statistics).
+    fn as_any(&self) -> &dyn Any;
+
+    /// `self` as mutable [`Any`].
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+/// Calls `f` on every leaf layer under `root`, depth first, in forward order.
+pub fn for_each_leaf(root: &mut dyn Layer, f: &mut dyn FnMut(&mut dyn Layer)) {
+    if root.is_leaf() {
+        f(root);
+    } else {
+        for child in root.children_mut() {
+            for_each_leaf(child, f);
+        }
+    }
+}
+
+/// Implements [`Layer::as_any`] and [`Layer::as_any_mut`] inside an `impl Layer for X` block.
+#[macro_export]
+macro_rules! impl_as_any {
+    () => {
+        fn as_any(&self) -> &dyn ::std::any::Any {
+            self
+        }
+        fn as_any_mut(&mut self) -> &mut dyn ::std::any::Any {
+            self
+        }
+    };
+}

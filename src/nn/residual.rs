@@ -1,0 +1,102 @@
+//! [`Residual`]: `body(x) + shortcut(x)`, the ResNet basic block without its final neuron.
+
+use super::{Buffer, ForwardCtx, Layer, Param, Sequential};
+use crate::error::{Error, Result};
+use crate::kernels::elementwise;
+use crate::tensor::Tensor;
+
+/// Sums a body branch and a shortcut branch; an empty shortcut is the identity.
+///
+/// The neuron after the addition is the next layer of the enclosing list, as in the golden
+/// `residual` format and the paper's BasicBlock: `lif2(bn2(conv2(lif1(bn1(conv1 x)))) + sc(x))`.
+pub struct Residual {
+    name: String,
+    body: Sequential,
+    shortcut: Sequential,
+}
+
+impl Residual {
+    /// A residual block from its two branches.
+    pub fn new(name: impl Into<String>, body: Sequential, shortcut: Sequential) -> Self {
+        Residual {
+            name: name.into(),
+            body,
+            shortcut,
+        }
+    }
+
+    /// The main branch.
+    pub fn body(&self) -> &Sequential {
+        &self.body
+    }
+
+    /// The shortcut branch (empty = identity).
+    pub fn shortcut(&self) -> &Sequential {
+        &self.shortcut
+    }
+}
+
+impl Layer for Residual {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let body = self.body.output_shape(input)?;
+        let shortcut = self.shortcut.output_shape(input)?;
+        if body != shortcut {
+            return Err(Error::ShapeMismatch {
+                layer: self.name.clone(),
+                expected: format!("shortcut output equal to body output {body:?}"),
+                got: format!("{shortcut:?}"),
+            });
+        }
+        Ok(body)
+    }
+
+    fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        let side = self.shortcut.forward(input.clone(), ctx)?;
+        let mut out = self.body.forward(input, ctx)?;
+        if out.shape() != side.shape() {
+            return Err(Error::ShapeMismatch {
+                layer: self.name.clone(),
+                expected: format!("shortcut output equal to body output {:?}", out.shape()),
+                got: format!("{:?}", side.shape()),
+            });
+        }
+        elementwise::add_assign(out.data_mut(), side.data());
+        Ok(out)
+    }
+
+    fn backward(&mut self, grad_output: Tensor) -> Result<Tensor> {
+        let grad_side = self.shortcut.backward(grad_output.clone())?;
+        let mut grad = self.body.backward(grad_output)?;
+        elementwise::add_assign(grad.data_mut(), grad_side.data());
+        Ok(grad)
+    }
+
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        self.body.visit_params(f);
+        self.shortcut.visit_params(f);
+    }
+
+    fn visit_buffers(&mut self, f: &mut dyn FnMut(&mut Buffer)) {
+        self.body.visit_buffers(f);
+        self.shortcut.visit_buffers(f);
+    }
+
+    fn children_mut(&mut self) -> Vec<&mut dyn Layer> {
+        vec![&mut self.body, &mut self.shortcut]
+    }
+
+    fn is_leaf(&self) -> bool {
+        false
+    }
+
+    fn clear_cache(&mut self) {
+        self.body.clear_cache();
+        self.shortcut.clear_cache();
+    }
+
+    crate::impl_as_any!();
+}
