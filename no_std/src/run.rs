@@ -1,0 +1,510 @@
+//! Inference: layer by layer, time innermost.
+//!
+//! Each LIF operation visits its output neurons once; for each it computes the neuron's `T`
+//! input currents from its terms, runs the `T` LIF steps ([`crate::lif::run`]) and stores the
+//! `T` spike bits. No membrane array exists: the potential lives in a register for the `T`
+//! steps of one neuron. Spike maps are bit-packed, one slot of `2^⌈log2 T⌉` bits per neuron
+//! (neuron-major), so one word load yields a neuron's whole spike train and a train never
+//! straddles two words; the cost over the tightest packing is at most 2× (none for T = 1, 2, 4,
+//! 8, 16, 32). Work on spike inputs is accumulate-only: a weight is added to the currents of the
+//! timesteps whose bit is set, and silent inputs cost one load and a test.
+
+use crate::blob::{F32s, MAX_INPUT_CHANNELS, MAX_T, MAX_TERMS, SOURCE_INPUT};
+use crate::error::Error;
+use crate::model::{Buffer, Model};
+use crate::ops::{Conv, Op, Shape, Term, TermKind, Weights};
+
+/// One sample's input, normalized or raw.
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'x> {
+    /// Already-normalized values (what `mpsnn eval` feeds its network), `[C, H, W]` or
+    /// `[T, C, H, W]`.
+    F32(&'x [f32]),
+    /// Raw values (e.g. `u8` pixels), normalized on the fly as
+    /// `(x / div − mean[c]) / std[c]` with the constants stored in the blob.
+    U8(&'x [u8]),
+}
+
+/// The analog input with its normalization constants at hand.
+struct Analog<'x> {
+    input: Input<'x>,
+    shape: Shape,
+    div: f32,
+    norm: [(f32, f32); MAX_INPUT_CHANNELS],
+}
+
+impl Analog<'_> {
+    #[inline(always)]
+    fn get(&self, p: usize, c: usize, y: usize, x: usize) -> f32 {
+        let s = self.shape;
+        let i = ((p * s.c + c) * s.h + y) * s.w + x;
+        match self.input {
+            Input::F32(v) => v.get(i).copied().unwrap_or(0.0),
+            Input::U8(v) => {
+                let (mean, std) = self.norm.get(c).copied().unwrap_or((0.0, 1.0));
+                (f32::from(v.get(i).copied().unwrap_or(0)) / self.div - mean) / std
+            }
+        }
+    }
+}
+
+/// A bit-packed spike map (read side).
+#[derive(Clone, Copy)]
+struct Spikes<'s> {
+    words: &'s [u32],
+    shape: Shape,
+    log2: u32,
+    mask: u32,
+}
+
+impl Spikes<'_> {
+    #[inline(always)]
+    fn bits(&self, c: usize, y: usize, x: usize) -> u32 {
+        let n = (c * self.shape.h + y) * self.shape.w + x;
+        let bit = n << self.log2;
+        let word = self.words.get(bit >> 5).copied().unwrap_or(0);
+        (word >> (bit & 31)) & self.mask
+    }
+}
+
+#[inline(always)]
+fn store(words: &mut [u32], n: usize, log2: u32, mask: u32, bits: u32) {
+    let bit = n << log2;
+    let off = bit & 31;
+    if let Some(w) = words.get_mut(bit >> 5) {
+        *w = (*w & !(mask << off)) | ((bits & mask) << off);
+    }
+}
+
+/// What every term needs besides its source: the analog input, `T`, and its plane count.
+#[derive(Clone, Copy)]
+struct Ctx<'x> {
+    x: &'x Analog<'x>,
+    t: usize,
+    planes: usize,
+}
+
+/// A term's source, resolved against the scratch arena.
+#[derive(Clone, Copy)]
+enum Src<'s> {
+    Input,
+    Spikes(Spikes<'s>),
+}
+
+/// Adds `w` to `acc[t]` for every set bit `t`.
+#[inline(always)]
+fn add_bits<A: Copy + core::ops::AddAssign>(acc: &mut [A; MAX_T], mut bits: u32, w: A) {
+    while bits != 0 {
+        if let Some(a) = acc.get_mut(bits.trailing_zeros() as usize) {
+            *a += w;
+        }
+        bits &= bits - 1;
+    }
+}
+
+/// Visits the kernel taps of output `(oy, ox)` that fall inside the (pooled) source, calling
+/// `f(weight_index, ci, py, px)` in weight order.
+#[inline(always)]
+fn taps(
+    c: &Conv<'_>,
+    hp: usize,
+    wp: usize,
+    oy: usize,
+    ox: usize,
+    mut f: impl FnMut(usize, usize, usize, usize),
+) {
+    let mut i = 0;
+    for ci in 0..c.cin {
+        for ky in 0..c.kh {
+            // Wrapping turns a position in the top padding into a huge index, rejected below.
+            let py = (oy * c.stride + ky).wrapping_sub(c.pad);
+            if py >= hp {
+                i += c.kw;
+                continue;
+            }
+            for kx in 0..c.kw {
+                let px = (ox * c.stride + kx).wrapping_sub(c.pad);
+                if px < wp {
+                    f(i, ci, py, px);
+                }
+                i += 1;
+            }
+        }
+    }
+}
+
+/// The pooled source size for a conv term.
+fn pooled(c: &Conv<'_>, s: Shape) -> (usize, usize) {
+    match c.pool {
+        None => (s.h, s.w),
+        Some(p) => ((s.h - p.kh) / p.sh + 1, (s.w - p.kw) / p.sw + 1),
+    }
+}
+
+/// Spike-input convolution: integer-free accumulate of weight `w(i)` per active input.
+#[inline(always)]
+fn conv_spikes<A: Copy + Default + core::ops::AddAssign>(
+    c: &Conv<'_>,
+    map: &Spikes<'_>,
+    oy: usize,
+    ox: usize,
+    w: impl Fn(usize) -> A,
+    acc: &mut [A; MAX_T],
+) {
+    let (hp, wp) = pooled(c, map.shape);
+    match c.pool {
+        None => taps(c, hp, wp, oy, ox, |i, ci, y, x| {
+            let bits = map.bits(ci, y, x);
+            if bits != 0 {
+                add_bits(acc, bits, w(i));
+            }
+        }),
+        Some(p) => taps(c, hp, wp, oy, ox, |i, ci, py, px| {
+            let wi = w(i);
+            for dy in 0..p.kh {
+                for dx in 0..p.kw {
+                    add_bits(acc, map.bits(ci, py * p.sh + dy, px * p.sw + dx), wi);
+                }
+            }
+        }),
+    }
+}
+
+/// Analog-input convolution (the stem): `acc[p] += w(i) · x[p]` for each input plane `p`.
+#[inline(always)]
+fn conv_analog(
+    c: &Conv<'_>,
+    x: &Analog<'_>,
+    planes: usize,
+    oy: usize,
+    ox: usize,
+    w: impl Fn(usize) -> f32,
+    acc: &mut [f32; MAX_T],
+) {
+    let (hp, wp) = pooled(c, x.shape);
+    for (p, a) in acc.iter_mut().enumerate().take(planes) {
+        taps(c, hp, wp, oy, ox, |i, ci, py, px| {
+            let v = match c.pool {
+                None => x.get(p, ci, py, px),
+                Some(pl) => {
+                    let mut s = 0.0;
+                    for dy in 0..pl.kh {
+                        for dx in 0..pl.kw {
+                            s += x.get(p, ci, py * pl.sh + dy, px * pl.sw + dx);
+                        }
+                    }
+                    s
+                }
+            };
+            *a += w(i) * v;
+        });
+    }
+}
+
+/// Adds term `term`'s contribution to output neuron `(co, oy, ox)` into `cur[..t]`.
+#[inline(always)]
+fn add_term(
+    term: &Term<'_>,
+    src: &Src<'_>,
+    ctx: &Ctx<'_>,
+    co: usize,
+    oy: usize,
+    ox: usize,
+    cur: &mut [f32; MAX_T],
+) {
+    let Ctx { x, t, planes } = *ctx;
+    match (&term.kind, src) {
+        (TermKind::Conv(c), Src::Spikes(map)) => {
+            let row = co * c.cin * c.kh * c.kw;
+            match c.weights {
+                Weights::F32(w) => {
+                    let mut acc = [0.0f32; MAX_T];
+                    conv_spikes(c, map, oy, ox, |i| w.get(row + i), &mut acc);
+                    for (o, a) in cur.iter_mut().zip(acc).take(t) {
+                        *o += a;
+                    }
+                }
+                Weights::I8 { q, scale } => {
+                    let mut acc = [0i32; MAX_T];
+                    let qw = |i: usize| i32::from(q.get(row + i).copied().unwrap_or(0) as i8);
+                    conv_spikes(c, map, oy, ox, qw, &mut acc);
+                    let s = scale.get(co);
+                    for (o, a) in cur.iter_mut().zip(acc).take(t) {
+                        *o += a as f32 * s;
+                    }
+                }
+            }
+        }
+        (TermKind::Conv(c), Src::Input) => {
+            let row = co * c.cin * c.kh * c.kw;
+            let mut acc = [0.0f32; MAX_T];
+            let s = match c.weights {
+                Weights::F32(w) => {
+                    conv_analog(c, x, planes, oy, ox, |i| w.get(row + i), &mut acc);
+                    1.0
+                }
+                Weights::I8 { q, scale } => {
+                    let qw = |i: usize| f32::from(q.get(row + i).copied().unwrap_or(0) as i8);
+                    conv_analog(c, x, planes, oy, ox, qw, &mut acc);
+                    scale.get(co)
+                }
+            };
+            add_planes(cur, &acc, t, planes, s);
+        }
+        (TermKind::Identity(scale), Src::Spikes(map)) => {
+            add_bits(cur, map.bits(co, oy, ox), scale.get(co));
+        }
+        (TermKind::Identity(scale), Src::Input) => {
+            let mut acc = [0.0f32; MAX_T];
+            for (p, a) in acc.iter_mut().enumerate().take(planes) {
+                *a = x.get(p, co, oy, ox);
+            }
+            add_planes(cur, &acc, t, planes, scale.get(co));
+        }
+    }
+}
+
+/// `cur[t] += s · acc[plane(t)]`, where one plane is shared by every timestep.
+#[inline(always)]
+fn add_planes(cur: &mut [f32; MAX_T], acc: &[f32; MAX_T], t: usize, planes: usize, s: f32) {
+    for (k, o) in cur.iter_mut().enumerate().take(t) {
+        let a = if planes == 1 {
+            acc[0]
+        } else {
+            acc.get(k).copied().unwrap_or(0.0)
+        };
+        *o += if s == 1.0 { a } else { a * s };
+    }
+}
+
+fn spikes<'s>(model: &Model<'_>, buf: &Buffer, words: &'s [u32]) -> Spikes<'s> {
+    let log2 = model.slot_log2();
+    Spikes {
+        words,
+        shape: buf.shape,
+        log2,
+        mask: if log2 == 5 {
+            u32::MAX
+        } else {
+            (1u32 << (1u32 << log2)) - 1
+        },
+    }
+}
+
+/// Resolves a source buffer that lies entirely before or after the output region.
+fn resolve<'s>(
+    model: &Model<'_>,
+    source: u16,
+    before: &'s [u32],
+    after: &'s [u32],
+    after_at: usize,
+) -> Result<Src<'s>, Error> {
+    if source == SOURCE_INPUT {
+        return Ok(Src::Input);
+    }
+    let b = model.buffer(usize::from(source))?;
+    let end = b.offset + b.words;
+    let words = if end <= before.len() {
+        before.get(b.offset..end)
+    } else if b.offset >= after_at {
+        after.get(b.offset - after_at..end - after_at)
+    } else {
+        None
+    };
+    let words = words.ok_or(Error::Invalid {
+        what: "output buffer overlaps a source",
+        op: u16::MAX,
+    })?;
+    Ok(Src::Spikes(spikes(model, &b, words)))
+}
+
+impl Model<'_> {
+    /// Runs one sample: writes the class scores (logits averaged over `T`) into
+    /// `scores[..classes]` and returns the predicted class (the first maximal score).
+    ///
+    /// `scratch` must have at least [`Model::scratch_words`] words; its contents on entry do not
+    /// matter. `input` must have [`Model::input_len`] elements.
+    pub fn run(
+        &self,
+        input: Input<'_>,
+        scratch: &mut [u32],
+        scores: &mut [f32],
+    ) -> Result<usize, Error> {
+        let got = match input {
+            Input::F32(v) => v.len(),
+            Input::U8(v) => v.len(),
+        };
+        if got != self.input_len() {
+            return Err(Error::InputLength {
+                expected: self.input_len(),
+                got,
+            });
+        }
+        if scratch.len() < self.scratch_words() {
+            return Err(Error::Scratch {
+                needed: self.scratch_words(),
+                got: scratch.len(),
+            });
+        }
+        let given = scores.len();
+        let scores = scores
+            .get_mut(..self.classes())
+            .ok_or(Error::ScoresLength {
+                expected: self.classes(),
+                got: given,
+            })?;
+        let [c, h, w] = self.input_shape();
+        let mut norm = [(0.0, 1.0); MAX_INPUT_CHANNELS];
+        for (k, n) in norm.iter_mut().enumerate().take(c) {
+            *n = self.norm(k);
+        }
+        let x = Analog {
+            input,
+            shape: Shape { c, h, w },
+            div: self.u8_div(),
+            norm,
+        };
+        let t = self.timesteps();
+        let ctx = Ctx {
+            x: &x,
+            t,
+            planes: self.input_planes(),
+        };
+        self.for_each_op(|_, op| {
+            match op {
+                Op::Neuron {
+                    out,
+                    shape,
+                    lif,
+                    bias,
+                    terms,
+                } => {
+                    let ob = self.buffer(usize::from(out))?;
+                    let (before, rest) = scratch
+                        .split_at_mut_checked(ob.offset)
+                        .ok_or(Error::Truncated { at: ob.offset })?;
+                    let (dst, after) = rest
+                        .split_at_mut_checked(ob.words)
+                        .ok_or(Error::Truncated { at: ob.offset })?;
+                    let srcs = resolve_all(self, &terms, before, after, ob.offset + ob.words)?;
+                    let o = spikes(self, &ob, &[]);
+                    neuron(&terms, &srcs, &ctx, shape, bias, |n, cur| {
+                        store(
+                            dst,
+                            n,
+                            o.log2,
+                            o.mask,
+                            crate::lif::run(&lif, cur.get(..t).unwrap_or(&[])),
+                        );
+                    });
+                }
+                Op::MaxPool { src, out, geom } => {
+                    let ob = self.buffer(usize::from(out))?;
+                    let (before, rest) = scratch
+                        .split_at_mut_checked(ob.offset)
+                        .ok_or(Error::Truncated { at: ob.offset })?;
+                    let (dst, after) = rest
+                        .split_at_mut_checked(ob.words)
+                        .ok_or(Error::Truncated { at: ob.offset })?;
+                    if let Src::Spikes(map) =
+                        resolve(self, src, before, after, ob.offset + ob.words)?
+                    {
+                        let o = spikes(self, &ob, &[]);
+                        maxpool(&map, ob.shape, geom, |n, bits| {
+                            store(dst, n, o.log2, o.mask, bits)
+                        });
+                    }
+                }
+                Op::Readout { shape, bias, terms } => {
+                    let srcs = resolve_all(self, &terms, scratch, &[], usize::MAX)?;
+                    neuron(&terms, &srcs, &ctx, shape, bias, |n, cur| {
+                        if let Some(s) = scores.get_mut(n) {
+                            *s = cur.iter().take(t).sum::<f32>() / t as f32;
+                        }
+                    });
+                }
+            }
+            Ok(())
+        })?;
+        let mut best = 0;
+        for (k, &s) in scores.iter().enumerate() {
+            if s > scores.get(best).copied().unwrap_or(f32::NAN) {
+                best = k;
+            }
+        }
+        Ok(best)
+    }
+}
+
+fn resolve_all<'s>(
+    model: &Model<'_>,
+    terms: &[Term<'_>],
+    before: &'s [u32],
+    after: &'s [u32],
+    after_at: usize,
+) -> Result<heapless::Vec<Src<'s>, MAX_TERMS>, Error> {
+    let mut srcs = heapless::Vec::new();
+    for term in terms {
+        let s = resolve(model, term.source, before, after, after_at)?;
+        srcs.push(s).map_err(|_| Error::Invalid {
+            what: "too many terms",
+            op: u16::MAX,
+        })?;
+    }
+    Ok(srcs)
+}
+
+/// Computes the currents of every output neuron (channel-major) and hands them to `emit`.
+fn neuron(
+    terms: &[Term<'_>],
+    srcs: &[Src<'_>],
+    ctx: &Ctx<'_>,
+    shape: Shape,
+    bias: F32s<'_>,
+    mut emit: impl FnMut(usize, &[f32; MAX_T]),
+) {
+    let mut n = 0;
+    for co in 0..shape.c {
+        let b = bias.get(co);
+        for oy in 0..shape.h {
+            for ox in 0..shape.w {
+                let mut cur = [0.0f32; MAX_T];
+                for (term, src) in terms.iter().zip(srcs) {
+                    add_term(term, src, ctx, co, oy, ox, &mut cur);
+                }
+                for c in cur.iter_mut().take(ctx.t) {
+                    *c += b;
+                }
+                emit(n, &cur);
+                n += 1;
+            }
+        }
+    }
+}
+
+/// OR over each window (max-pool of binary spikes; exact because `θ > 0`).
+fn maxpool(map: &Spikes<'_>, out: Shape, geom: [usize; 6], mut emit: impl FnMut(usize, u32)) {
+    let [kh, kw, sh, sw, ph, pw] = geom;
+    let mut n = 0;
+    for c in 0..out.c {
+        for oy in 0..out.h {
+            for ox in 0..out.w {
+                let mut bits = 0;
+                for ky in 0..kh {
+                    let y = (oy * sh + ky).wrapping_sub(ph);
+                    if y >= map.shape.h {
+                        continue;
+                    }
+                    for kx in 0..kw {
+                        let xx = (ox * sw + kx).wrapping_sub(pw);
+                        if xx < map.shape.w {
+                            bits |= map.bits(c, y, xx);
+                        }
+                    }
+                }
+                emit(n, bits);
+                n += 1;
+            }
+        }
+    }
+}
