@@ -312,9 +312,6 @@ impl<'a> Model<'a> {
         let last = self.n_ops - 1;
         self.for_each_op(|idx, op| {
             let bad = |what| Error::Invalid { what, op: idx };
-            if readout_seen {
-                return Err(bad("operation after the readout"));
-            }
             let (out, reads) = match &op {
                 Op::Neuron {
                     out, shape, terms, ..
