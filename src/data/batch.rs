@@ -67,15 +67,14 @@ impl LoaderConfig {
         }
     }
 
-    /// The training setting: shuffled and augmented with `seed` in `epoch`, last partial batch
-    /// dropped.
+    /// The training setting: shuffled and augmented with `seed` in `epoch`; like PyTorch's
+    /// `DataLoader` default, the last partial batch is kept (set `drop_last` to skip it).
     pub fn train(batch_size: usize, timesteps: usize, seed: u64, epoch: u64) -> Self {
         LoaderConfig {
             shuffle: true,
             augment: true,
             seed,
             epoch,
-            drop_last: true,
             ..LoaderConfig::new(batch_size, timesteps)
         }
     }

