@@ -108,7 +108,8 @@ fn nmnist_canonical_tree_is_read_in_sample_order_with_folder_labels() {
         .chunks(2312)
         .map(|f| f.iter().sum())
         .collect();
-    // Rows are t·B + b: sample 2's events at 5, 6, 7 µs split 1 | 2 (dt = 1, last frame takes the rest).
+    // Rows are t·B + b. Sample 2's events at 5, 6, 7 µs split 1 | 2 (dt = 1, and the last
+    // frame takes the remainder).
     assert_eq!(sums, vec![1.0, 1.0, 1.0, 1.0, 0.0, 2.0]);
     // The missing test split is a one-line DataMissing naming where it looked.
     let e = expect_err(
@@ -130,6 +131,8 @@ fn nmnist_flat_layout_reads_samples_in_list_order() {
         [event(2, 2, 1, 0), event(2, 2, 1, 9)].concat(),
     )
     .unwrap();
+    // An unrelated, empty `nmnist/` folder does not hide the subset.
+    std::fs::create_dir_all(root.path().join("nmnist")).unwrap();
     let ds = Dataset::load(DatasetName::Nmnist, Split::Train, root.path()).unwrap();
     assert_eq!(ds.labels().collect::<Vec<_>>(), vec![3, 9]);
     assert_eq!(ds.events(1).unwrap().len(), 2);

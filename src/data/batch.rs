@@ -130,7 +130,8 @@ impl Loader {
         } = *config;
         if batch_size == 0 || prefetch == 0 || (dataset.is_event() && timesteps == 0) {
             return Err(Error::InvalidArgument(format!(
-                "loader needs batch_size, prefetch and (for event data) timesteps >= 1, got {batch_size}, {prefetch}, {timesteps}"
+                "loader needs batch_size, prefetch and (event data) timesteps >= 1, \
+                 got {batch_size}, {prefetch}, {timesteps}"
             )));
         }
         if let Some(&bad) = order.iter().find(|&&i| i >= dataset.len()) {

@@ -152,7 +152,7 @@ pub fn list(root: &Path) -> Vec<DatasetStatus> {
         .collect()
 }
 
-fn split_status(name: DatasetName, dir: &Path, split: Split) -> SplitStatus {
+pub(crate) fn split_status(name: DatasetName, dir: &Path, split: Split) -> SplitStatus {
     if name.is_event() {
         let tree = dir.join(if split == Split::Train {
             "Train"
@@ -422,7 +422,10 @@ fn stage(route: &Source, staging: &Path, files: &[DataFile], opts: FetchOptions)
             let _ = std::fs::remove_dir_all(&tree);
             std::fs::remove_file(&deb).map_err(|e| Error::io(&deb, e))
         }
-        Source::Manual(text) => Err(Error::DataMissing(text.clone())),
+        Source::Manual(text) => {
+            let root = staging.parent().unwrap_or(staging).display().to_string();
+            Err(Error::DataMissing(text.replace("<data root>", &root)))
+        }
     }
 }
 

@@ -69,11 +69,19 @@ impl Dataset {
     /// Errors: [`Error::DataMissing`] when the folder or a file is absent (the message names
     /// the path and how to obtain the data), [`Error::BadFile`] when a file is malformed.
     pub fn load(name: DatasetName, split: Split, root: &Path) -> Result<Dataset> {
-        let dir = name
+        // The first folder holding the split wins; if none does, the first existing one is read
+        // so the error names what is missing there.
+        let existing: Vec<PathBuf> = name
             .folders()
             .iter()
             .map(|f| root.join(f))
-            .find(|d| d.is_dir())
+            .filter(|d| d.is_dir())
+            .collect();
+        let dir = existing
+            .iter()
+            .find(|d| fetch::split_status(name, d, split) == SplitStatus::Present)
+            .or(existing.first())
+            .cloned()
             .ok_or_else(|| Error::DataMissing(how_to_obtain(name, root)))?;
         let [c, h, w] = name.sample_shape();
         let (labels, samples) = match name {

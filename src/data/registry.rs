@@ -159,7 +159,8 @@ impl FromStr for DatasetName {
             "nmnist" => DatasetName::Nmnist,
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown dataset {s:?}; expected one of mnist, fashion-mnist, cifar10, cifar100, nmnist"
+                    "unknown dataset {s:?}; expected one of mnist, fashion-mnist, cifar10, \
+                     cifar100, nmnist"
                 )))
             }
         })
