@@ -186,3 +186,33 @@ fn raw_u8_input_matches_normalized_f32_input() {
     let b = infer_u8(&blob, &px, 100).unwrap();
     assert_eq!(a, b, "the device's u8 path must normalize bit-identically");
 }
+
+/// Event frames (`encoding: frames`): one analog frame per timestep into the stem.
+#[test]
+fn nmnist_frames_f32_matches_reference() {
+    use mpsnn::data::Split;
+    let spec = nmnist_cnn();
+    let sd = trained_like_frames(&spec, 5, T);
+    let (x, labels) = nmnist(Split::Test, 100, T);
+    let n = labels.len();
+    let reference = evaluate(&spec, &sd, &frames_time_major(&x, n, T), n, T).unwrap();
+    let blob = export_model(&spec, &sd, T, &ExportOptions::identity(2))
+        .unwrap()
+        .blob;
+    let run = infer(&blob, &x, n).unwrap();
+    let want = argmax_rows(&reference, 10);
+    let diff = run
+        .scores
+        .iter()
+        .zip(&reference)
+        .map(|(&a, &b)| (f64::from(a) - b).abs())
+        .fold(0.0, f64::max);
+    let acc = want.iter().zip(&labels).filter(|(a, b)| a == b).count();
+    println!("nmnist frames: accuracy {acc}/{n}, max |score diff| {diff:.2e}");
+    assert_eq!(run.predictions, want);
+    assert!(diff < SCORE_TOL, "max score diff {diff}");
+    assert!(
+        acc * 2 > n,
+        "the fitted frame network should classify ({acc}/{n})"
+    );
+}

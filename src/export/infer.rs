@@ -28,6 +28,37 @@ pub fn infer(blob: &[u8], inputs: &[f32], n: usize) -> Result<HostRun> {
     })
 }
 
+/// Runs `blob` on a batch as the data loader produces it: `[B, C, H, W]` normalized images
+/// for direct encoding, `[T·B, C, H, W]` time-major frames for frame encoding.
+pub fn infer_tensor(blob: &[u8], input: &crate::Tensor) -> Result<HostRun> {
+    let model = Model::parse(blob).map_err(blob_error)?;
+    let rows = input.shape().first().copied().unwrap_or(0);
+    match model.encoding() {
+        mpsnn_micro::Encoding::Direct => infer(blob, input.data(), rows),
+        mpsnn_micro::Encoding::Frames => {
+            let t = model.timesteps();
+            if rows % t != 0 {
+                return Err(Error::shape(
+                    "infer",
+                    format!("[T·B, C, H, W] with T = {t}"),
+                    input.shape(),
+                ));
+            }
+            let b = rows / t;
+            let per = input.len() / rows.max(1);
+            let x = input.data();
+            let sample_major: Vec<f32> = (0..b)
+                .flat_map(|i| {
+                    (0..t).flat_map(move |k| {
+                        x[(k * b + i) * per..(k * b + i + 1) * per].iter().copied()
+                    })
+                })
+                .collect();
+            infer(blob, &sample_major, b)
+        }
+    }
+}
+
 /// Like [`infer`] on raw inputs (e.g. `u8` pixels), normalized by the constants in the blob
 /// exactly as on the device.
 pub fn infer_u8(blob: &[u8], inputs: &[u8], n: usize) -> Result<HostRun> {

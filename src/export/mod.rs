@@ -27,7 +27,7 @@ use crate::error::Result;
 use crate::nn::{ModelSpec, StateDict};
 use std::fmt;
 
-pub use infer::{infer, infer_u8, HostRun, InferSummary};
+pub use infer::{infer, infer_tensor, infer_u8, HostRun, InferSummary};
 
 /// How to export.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,6 +52,20 @@ impl ExportOptions {
             input_mean: vec![0.1307],
             input_std: vec![0.3081],
             u8_div: 255.0,
+        }
+    }
+
+    /// f32 export with the normalization the data pipeline applies to `dataset` (mean/std of
+    /// pixel/255 for images; none, `x = count`, for event frames).
+    pub fn for_dataset(dataset: crate::data::DatasetName) -> Self {
+        match dataset.normalization() {
+            Some((mean, std)) => ExportOptions {
+                int8: false,
+                input_mean: mean.to_vec(),
+                input_std: std.to_vec(),
+                u8_div: 255.0,
+            },
+            None => ExportOptions::identity(dataset.sample_shape()[0]),
         }
     }
 

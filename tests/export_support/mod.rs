@@ -2,13 +2,13 @@
 //! model specs shaped like the built-in ones, and random-but-realistic state dicts.
 #![allow(dead_code)]
 
-use flate2::read::GzDecoder;
+use mpsnn::data::{Dataset, DatasetName, Loader, LoaderConfig, Split};
 use mpsnn::export::reference;
 use mpsnn::nn::build::{init_rng, uniform};
 use mpsnn::nn::{LayerSpec, ModelSpec, StateDict};
 use mpsnn::Tensor;
-use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// `MPSNN_DATA`, else `../shared/data` beside the checkout.
 pub fn data_dir() -> PathBuf {
@@ -17,36 +17,50 @@ pub fn data_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
 }
 
-fn gunzip(path: &Path) -> Vec<u8> {
-    let f = std::fs::File::open(path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (set MPSNN_DATA to the datasets folder)",
-            path.display()
-        )
-    });
-    let mut out = vec![];
-    GzDecoder::new(f).read_to_end(&mut out).expect("gzip");
-    out
+/// MNIST images (u8, 784 each) and labels of `train` or test split; the first `n`.
+pub fn mnist(train: bool, n: usize) -> (Vec<u8>, Vec<usize>) {
+    let split = if train { Split::Train } else { Split::Test };
+    let ds = Dataset::load(DatasetName::Mnist, split, &data_dir())
+        .unwrap_or_else(|e| panic!("{e} (set MPSNN_DATA to the datasets folder)"));
+    let n = n.min(ds.len());
+    let px = (0..n)
+        .flat_map(|i| ds.image(i).unwrap().iter().copied())
+        .collect();
+    (px, (0..n).map(|i| ds.label(i)).collect())
 }
 
-/// MNIST images (u8, 784 each) and labels; `train` picks the split; the first `n`.
-pub fn mnist(train: bool, n: usize) -> (Vec<u8>, Vec<usize>) {
-    let (xi, yi) = if train {
-        ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
-    } else {
-        ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-    };
-    let dir = data_dir().join("mnist");
-    let x = gunzip(&dir.join(xi));
-    let y = gunzip(&dir.join(yi));
-    assert_eq!(&x[..4], &[0, 0, 8, 3], "IDX image magic");
-    assert_eq!(&y[..4], &[0, 0, 8, 1], "IDX label magic");
-    let count = u32::from_be_bytes([x[4], x[5], x[6], x[7]]) as usize;
-    let n = n.min(count);
-    (
-        x[16..16 + n * 784].to_vec(),
-        y[8..8 + n].iter().map(|&v| usize::from(v)).collect(),
-    )
+/// `n` N-MNIST samples of `split` binned into `t` frames: `[n, T, 2, 34, 34]` sample-major
+/// (what the runtime takes) and the labels.
+pub fn nmnist(split: Split, n: usize, t: usize) -> (Vec<f32>, Vec<usize>) {
+    let mut ds = Dataset::load(DatasetName::Nmnist, split, &data_dir())
+        .unwrap_or_else(|e| panic!("{e} (set MPSNN_DATA to the datasets folder)"));
+    ds.truncate(n);
+    let n = ds.len();
+    let batch = Loader::new(Arc::new(ds), &LoaderConfig::new(n, t))
+        .unwrap()
+        .next()
+        .unwrap();
+    (frames_sample_major(batch.input.data(), n, t), batch.labels)
+}
+
+/// `[T·B, ...]` time-major → `[B, T, ...]` sample-major.
+pub fn frames_sample_major(x: &[f32], b: usize, t: usize) -> Vec<f32> {
+    let per = x.len() / (b * t);
+    (0..b)
+        .flat_map(|i| {
+            (0..t).flat_map(move |k| x[(k * b + i) * per..(k * b + i + 1) * per].iter().copied())
+        })
+        .collect()
+}
+
+/// `[B, T, ...]` sample-major → `[T·B, ...]` time-major.
+pub fn frames_time_major(x: &[f32], b: usize, t: usize) -> Vec<f32> {
+    let per = x.len() / (b * t);
+    (0..t)
+        .flat_map(|k| {
+            (0..b).flat_map(move |i| x[(i * t + k) * per..(i * t + k + 1) * per].iter().copied())
+        })
+        .collect()
 }
 
 /// MNIST normalization as the std pipeline applies it: `(p / 255 − 0.1307) / 0.3081` in f32.
@@ -240,7 +254,12 @@ pub fn random_state(spec: &ModelSpec, seed: u64, calib: &[f32], t: usize) -> Sta
             _ => {}
         }
     }
-    let batch = calib.len() / spec.input.iter().product::<usize>();
+    let frames = if spec.encoding == mpsnn::nn::Encoding::Frames {
+        t
+    } else {
+        1
+    };
+    let batch = calib.len() / spec.input.iter().product::<usize>() / frames;
     reference::calibrate(spec, &mut sd, calib, batch, t).unwrap();
     sd
 }
@@ -333,5 +352,34 @@ pub fn trained_like(spec: &ModelSpec, seed: u64, n_train: usize, t: usize) -> St
     let calib = &x[..x.len().min(200 * 784)];
     let mut sd = random_state(spec, seed, calib, t);
     fit_head(spec, &mut sd, &x, &labels, t);
+    sd
+}
+
+/// An event-frame network for N-MNIST (`encoding: frames`, input `[2, 34, 34]`).
+pub fn nmnist_cnn() -> ModelSpec {
+    ModelSpec {
+        name: "nmnist-test".into(),
+        input: vec![2, 34, 34],
+        classes: 10,
+        encoding: mpsnn::nn::Encoding::Frames,
+        layers: layers(
+            r#"[
+            {"type": "conv2d", "name": "c1", "in_channels": 2, "out_channels": 8, "kernel": 3, "stride": 2, "padding": 1},
+            {"type": "batchnorm2d", "name": "n1", "num_features": 8},
+            {"type": "lif", "name": "l1"},
+            {"type": "maxpool2d", "name": "p1", "kernel": 2},
+            {"type": "flatten", "name": "flat"},
+            {"type": "linear", "name": "fc", "in_features": 512, "out_features": 10}
+        ]"#,
+        ),
+    }
+}
+
+/// Like [`trained_like`] for [`nmnist_cnn`] on the N-MNIST training samples.
+pub fn trained_like_frames(spec: &ModelSpec, seed: u64, t: usize) -> StateDict {
+    let (x, labels) = nmnist(Split::Train, 1000, t);
+    let tm = frames_time_major(&x, labels.len(), t);
+    let mut sd = random_state(spec, seed, &tm, t);
+    fit_head(spec, &mut sd, &tm, &labels, t);
     sd
 }
