@@ -38,7 +38,13 @@ pub struct Model<'a> {
     encoding: Encoding,
     classes: usize,
     input: Shape,
+    /// Scratch words the runtime needs (the header's figure).
     scratch_words: usize,
+    /// Words at the start of the scratch that hold spike buffers; the workspace follows.
+    buf_words: usize,
+    /// Words of the per-channel current workspace (f32, then i32 if `ws_int`).
+    ws_words: usize,
+    ws_int: bool,
     u8_div: f32,
     norm: F32s<'a>,
     buffers_at: usize,
@@ -115,13 +121,16 @@ impl<'a> Model<'a> {
         let buffers_at = r.pos();
         r.bytes(n_buffers.checked_mul(12).ok_or(invalid("buffer table"))?)?;
         let ops_at = r.pos();
-        let model = Model {
+        let mut model = Model {
             blob,
             timesteps,
             encoding,
             classes,
             input,
             scratch_words,
+            buf_words: scratch_words,
+            ws_words: 0,
+            ws_int: false,
             u8_div,
             norm,
             buffers_at,
@@ -129,6 +138,15 @@ impl<'a> Model<'a> {
             ops_at,
             n_ops,
         };
+        let (ws_words, ws_int) = model.workspace()?;
+        let ws_total = ws_words
+            .checked_mul(if ws_int { 2 } else { 1 })
+            .ok_or(invalid("workspace size"))?;
+        model.buf_words = scratch_words
+            .checked_sub(ws_total)
+            .ok_or(invalid("scratch smaller than the workspace"))?;
+        model.ws_words = ws_words;
+        model.ws_int = ws_int;
         for b in 0..n_buffers {
             model.buffer(b)?;
         }
@@ -136,6 +154,9 @@ impl<'a> Model<'a> {
         if end != blob.len() {
             return Err(invalid("trailing bytes"));
         }
+        scratch_words
+            .checked_mul(4)
+            .ok_or(invalid("scratch size"))?;
         Ok(model)
     }
 
@@ -176,14 +197,21 @@ impl<'a> Model<'a> {
         }
     }
 
-    /// Scratch words (`u32`) [`Model::run`] needs: all spike buffers, live ranges overlapped.
+    /// Scratch words (`u32`) [`Model::run`] needs: the spike buffers (live ranges overlapped)
+    /// plus a workspace holding one output channel's currents (`H·W·T` f32, and as many i32
+    /// for int8 layers) for the layers that accumulate event by event.
     pub fn scratch_words(&self) -> usize {
         self.scratch_words
     }
 
     /// Scratch size in bytes (`4 · scratch_words`).
     pub fn scratch_bytes(&self) -> usize {
-        self.scratch_words.saturating_mul(4)
+        self.scratch_words().saturating_mul(4)
+    }
+
+    /// `(spike-buffer words, workspace words per accumulator, int8 accumulator needed)`.
+    pub(crate) fn scratch_layout(&self) -> (usize, usize, bool) {
+        (self.buf_words, self.ws_words, self.ws_int)
     }
 
     /// Number of operations (LIF layers, max-pools and the readout).
@@ -232,7 +260,7 @@ impl<'a> Model<'a> {
             .ok_or(invalid("buffer shape"))?;
         let words = bits.div_ceil(32);
         match offset.checked_add(words) {
-            Some(end) if end <= self.scratch_words => Ok(Buffer {
+            Some(end) if end <= self.buf_words => Ok(Buffer {
                 shape,
                 offset,
                 words,
@@ -302,6 +330,30 @@ impl<'a> Model<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The workspace the event-driven operations need: `(words per accumulator, int8
+    /// accumulator needed)`; the largest `H·W·T` among them.
+    fn workspace(&self) -> Result<(usize, bool), Error> {
+        let (mut words, mut int) = (0usize, false);
+        self.for_each_op(|idx, op| {
+            if let Op::Neuron { shape, terms, .. } | Op::Readout { shape, terms, .. } = &op {
+                if let Some(i) = scatter_kind(terms) {
+                    let w = shape
+                        .h
+                        .checked_mul(shape.w)
+                        .and_then(|n| n.checked_mul(self.timesteps))
+                        .ok_or(Error::Invalid {
+                            what: "workspace size",
+                            op: idx,
+                        })?;
+                    words = words.max(w);
+                    int |= i;
+                }
+            }
+            Ok(())
+        })?;
+        Ok((words, int))
     }
 
     /// The cross-record checks; returns the offset after the last operation.
@@ -393,4 +445,19 @@ impl<'a> Model<'a> {
             }
         })
     }
+}
+
+/// Whether an operation accumulates event by event (it has a convolution term on a spike
+/// buffer without an average pool): `Some(needs an i32 accumulator)`, else `None`.
+pub(crate) fn scatter_kind(terms: &[Term<'_>]) -> Option<bool> {
+    let mut found = None;
+    for t in terms {
+        if let TermKind::Conv(c) = &t.kind {
+            if t.source != SOURCE_INPUT && c.pool.is_none() {
+                let int = matches!(c.weights, crate::ops::Weights::I8 { .. });
+                found = Some(found.unwrap_or(false) | int);
+            }
+        }
+    }
+    found
 }

@@ -370,6 +370,19 @@ impl Model<'_> {
             t,
             planes: self.input_planes(),
         };
+        let (buf_words, ws_words, ws_int) = self.scratch_layout();
+        let short = Error::Scratch {
+            needed: self.scratch_words(),
+            got: scratch.len(),
+        };
+        let (scratch, ws) = scratch.split_at_mut_checked(buf_words).ok_or(short)?;
+        let (cur, rest) = ws.split_at_mut_checked(ws_words).ok_or(short)?;
+        let acc = if ws_int {
+            rest.get_mut(..ws_words).ok_or(short)?
+        } else {
+            &mut []
+        };
+        let mut ws = Workspace { cur, acc };
         self.for_each_op(|_, op| {
             match op {
                 Op::Neuron {
@@ -388,7 +401,7 @@ impl Model<'_> {
                         .ok_or(Error::Truncated { at: ob.offset })?;
                     let srcs = resolve_all(self, &terms, before, after, ob.offset + ob.words)?;
                     let o = spikes(self, &ob, &[]);
-                    neuron(&terms, &srcs, &ctx, shape, bias, |n, cur| {
+                    neuron(&terms, &srcs, &ctx, shape, bias, &mut ws, |n, cur| {
                         store(
                             dst,
                             n,
@@ -416,8 +429,8 @@ impl Model<'_> {
                     }
                 }
                 Op::Readout { shape, bias, terms } => {
-                    let srcs = resolve_all(self, &terms, scratch, &[], usize::MAX)?;
-                    neuron(&terms, &srcs, &ctx, shape, bias, |n, cur| {
+                    let srcs = resolve_all(self, &terms, &*scratch, &[], usize::MAX)?;
+                    neuron(&terms, &srcs, &ctx, shape, bias, &mut ws, |n, cur| {
                         if let Some(s) = scores.get_mut(n) {
                             *s = cur.iter().take(t).sum::<f32>() / t as f32;
                         }
@@ -454,30 +467,164 @@ fn resolve_all<'s>(
     Ok(srcs)
 }
 
+/// The per-output-channel current workspace: `H·W·T` f32 (as bits) and, for int8 layers, as
+/// many i32 (as bits) accumulators.
+struct Workspace<'w> {
+    cur: &'w mut [u32],
+    acc: &'w mut [u32],
+}
+
+/// Event-driven convolution of a spike map into one output channel `co`: every input neuron
+/// with a non-empty spike train adds its weights to the currents of the outputs it reaches,
+/// at the timesteps it spiked; silent inputs cost one test. `cells` holds `T` accumulators per
+/// output position of the channel. Per output, the additions arrive in `(ci, ky, kx)` order,
+/// the same order as the tap-by-tap gather, so f32 results are identical to it.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn scatter<A: Copy>(
+    c: &Conv<'_>,
+    map: &Spikes<'_>,
+    co: usize,
+    out: Shape,
+    t: usize,
+    w: impl Fn(usize) -> A,
+    cells: &mut [u32],
+    add: impl Fn(&mut u32, A),
+) {
+    let row = co * c.cin * c.kh * c.kw;
+    let (hin, win) = (map.shape.h, map.shape.w);
+    let step = |i: usize, k: usize| -> Option<usize> {
+        // Output index reached from input index `i` through tap `k`, if any.
+        let v = (i + c.pad).checked_sub(k)?;
+        let o = if c.stride == 1 {
+            v
+        } else if v % c.stride == 0 {
+            v / c.stride
+        } else {
+            return None;
+        };
+        Some(o)
+    };
+    for ci in 0..c.cin {
+        for iy in 0..hin {
+            for ix in 0..win {
+                let bits = map.bits(ci, iy, ix);
+                if bits == 0 {
+                    continue;
+                }
+                for ky in 0..c.kh {
+                    let Some(oy) = step(iy, ky).filter(|&oy| oy < out.h) else {
+                        continue;
+                    };
+                    for kx in 0..c.kw {
+                        let Some(ox) = step(ix, kx).filter(|&ox| ox < out.w) else {
+                            continue;
+                        };
+                        let wv = w(row + (ci * c.kh + ky) * c.kw + kx);
+                        let base = (oy * out.w + ox) * t;
+                        if let Some(cell) = cells.get_mut(base..base + t) {
+                            let mut b = bits;
+                            while b != 0 {
+                                if let Some(x) = cell.get_mut(b.trailing_zeros() as usize) {
+                                    add(x, wv);
+                                }
+                                b &= b - 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn add_f32(x: &mut u32, w: f32) {
+    *x = (f32::from_bits(*x) + w).to_bits();
+}
+
+#[inline(always)]
+fn add_i32(x: &mut u32, q: i32) {
+    *x = x.wrapping_add(q as u32);
+}
+
 /// Computes the currents of every output neuron (channel-major) and hands them to `emit`.
+///
+/// Operations with a convolution on a spike buffer work one output channel at a time in the
+/// workspace ([`scatter`]); the others (the analog stem, pooled inputs, identities) compute
+/// neuron by neuron with the currents on the stack.
 fn neuron(
     terms: &[Term<'_>],
     srcs: &[Src<'_>],
     ctx: &Ctx<'_>,
     shape: Shape,
     bias: F32s<'_>,
+    ws: &mut Workspace<'_>,
     mut emit: impl FnMut(usize, &[f32; MAX_T]),
 ) {
-    let mut n = 0;
-    for co in 0..shape.c {
-        let b = bias.get(co);
-        for oy in 0..shape.h {
-            for ox in 0..shape.w {
-                let mut cur = [0.0f32; MAX_T];
-                for (term, src) in terms.iter().zip(srcs) {
-                    add_term(term, src, ctx, co, oy, ox, &mut cur);
+    let t = ctx.t;
+    let hw = shape.h * shape.w;
+    if crate::model::scatter_kind(terms).is_none() {
+        let mut n = 0;
+        for co in 0..shape.c {
+            let b = bias.get(co);
+            for oy in 0..shape.h {
+                for ox in 0..shape.w {
+                    let mut cur = [0.0f32; MAX_T];
+                    for (term, src) in terms.iter().zip(srcs) {
+                        add_term(term, src, ctx, co, oy, ox, &mut cur);
+                    }
+                    for c in cur.iter_mut().take(t) {
+                        *c += b;
+                    }
+                    emit(n, &cur);
+                    n += 1;
                 }
-                for c in cur.iter_mut().take(ctx.t) {
-                    *c += b;
-                }
-                emit(n, &cur);
-                n += 1;
             }
+        }
+        return;
+    }
+    let (Some(cur), acc) = (ws.cur.get_mut(..hw * t), ws.acc.get_mut(..hw * t)) else {
+        return;
+    };
+    let mut acc = acc;
+    for co in 0..shape.c {
+        cur.fill(0); // the bits of 0.0f32
+        for (term, src) in terms.iter().zip(srcs) {
+            match (&term.kind, src) {
+                (TermKind::Conv(c), Src::Spikes(map)) if c.pool.is_none() => match c.weights {
+                    Weights::F32(w) => scatter(c, map, co, shape, t, |i| w.get(i), cur, add_f32),
+                    Weights::I8 { q, scale } => {
+                        let Some(acc) = acc.as_deref_mut() else {
+                            continue;
+                        };
+                        acc.fill(0);
+                        let qw = |i: usize| i32::from(q.get(i).copied().unwrap_or(0) as i8);
+                        scatter(c, map, co, shape, t, qw, acc, add_i32);
+                        let s = scale.get(co);
+                        for (x, &a) in cur.iter_mut().zip(acc.iter()) {
+                            add_f32(x, a as i32 as f32 * s);
+                        }
+                    }
+                },
+                _ => {
+                    for (j, cell) in cur.chunks_exact_mut(t).enumerate() {
+                        let mut tmp = [0.0f32; MAX_T];
+                        add_term(term, src, ctx, co, j / shape.w, j % shape.w, &mut tmp);
+                        for (x, v) in cell.iter_mut().zip(tmp) {
+                            add_f32(x, v);
+                        }
+                    }
+                }
+            }
+        }
+        let b = bias.get(co);
+        for (j, cell) in cur.chunks_exact(t).enumerate() {
+            let mut c = [0.0f32; MAX_T];
+            for (o, &x) in c.iter_mut().zip(cell) {
+                *o = f32::from_bits(x) + b;
+            }
+            emit(co * hw + j, &c);
         }
     }
 }

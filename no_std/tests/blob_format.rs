@@ -66,6 +66,9 @@ fn every_kind_runs_and_ignores_scratch_contents() {
 fn caller_errors_are_values() {
     let blob = every_kind();
     let m = Model::parse(&blob).unwrap();
+    // 20 words of spike buffers + the workspace of the widest event-driven layer ([3, 3, 3],
+    // T = 3: 27 words) twice, since that layer is int8 (f32 and i32 accumulators).
+    assert_eq!(m.scratch_words(), 20 + 2 * 27);
     let mut scores = [0.0; 4];
     let mut scratch = vec![0; m.scratch_words()];
     assert_eq!(
@@ -76,10 +79,10 @@ fn caller_errors_are_values() {
         })
     );
     assert_eq!(
-        m.run(Input::U8(&[0; 36]), &mut scratch[..19], &mut scores),
+        m.run(Input::U8(&[0; 36]), &mut scratch[..73], &mut scores),
         Err(Error::Scratch {
-            needed: 20,
-            got: 19
+            needed: 74,
+            got: 73
         })
     );
     assert_eq!(

@@ -50,6 +50,28 @@ pub fn plan_scratch(p: &Program) -> (Vec<usize>, usize) {
     (offset, total)
 }
 
+/// Words of the runtime's per-channel current workspace (see `mpsnn_micro::Model::scratch_words`):
+/// `H·W·T` per accumulator for each operation with a conv term on spikes without a pool, two
+/// accumulators (f32 and i32) when those terms are int8.
+pub fn workspace_words(p: &Program, int8: bool) -> usize {
+    let mut words = 0;
+    for op in &p.ops {
+        if let Op::Neuron { shape, terms, .. } | Op::Readout { shape, terms, .. } = op {
+            let scatter = terms.iter().any(|t| {
+                t.source != Source::Input && matches!(t.kind, TermKind::Conv { pool: None, .. })
+            });
+            if scatter {
+                words = words.max(shape[1] * shape[2] * p.timesteps);
+            }
+        }
+    }
+    if int8 {
+        2 * words
+    } else {
+        words
+    }
+}
+
 /// Symmetric per-output-channel int8: `w ≈ q·s`, `s = max|w| / 127`, `q ∈ [−127, 127]`.
 pub fn quantize_rows(w: &[f64], rows: usize) -> (Vec<i8>, Vec<f32>) {
     let n = w.len() / rows;
@@ -217,7 +239,8 @@ pub fn write(p: &Program, l: &Layout<'_>) -> Result<(Vec<u8>, Sizes)> {
             p.buffers.len()
         )));
     }
-    let (offsets, scratch) = plan_scratch(p);
+    let (offsets, buffer_words) = plan_scratch(p);
+    let scratch = buffer_words + workspace_words(p, l.int8);
     let mut o = W(Vec::new());
     o.0.extend_from_slice(&MAGIC);
     o.0.extend_from_slice(&VERSION.to_le_bytes());

@@ -156,7 +156,7 @@ pub fn every_kind() -> Vec<u8> {
         frames: false,
         classes: 4,
         input: [1, 6, 6],
-        scratch: 20,
+        scratch: 20 + 2 * 27,
         div: 255.0,
         mean: &[0.5],
         std: &[0.25],
