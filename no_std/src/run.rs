@@ -1,13 +1,20 @@
 //! Inference: layer by layer, time innermost.
 //!
-//! Each LIF operation visits its output neurons once; for each it computes the neuron's `T`
-//! input currents from its terms, runs the `T` LIF steps ([`crate::lif::run`]) and stores the
-//! `T` spike bits. No membrane array exists: the potential lives in a register for the `T`
-//! steps of one neuron. Spike maps are bit-packed, one slot of `2^⌈log2 T⌉` bits per neuron
-//! (neuron-major), so one word load yields a neuron's whole spike train and a train never
-//! straddles two words; the cost over the tightest packing is at most 2× (none for T = 1, 2, 4,
-//! 8, 16, 32). Work on spike inputs is accumulate-only: a weight is added to the currents of the
-//! timesteps whose bit is set, and silent inputs cost one load and a test.
+//! Each LIF operation computes, for each output neuron, its `T` input currents from its terms,
+//! runs the `T` LIF steps ([`crate::lif::run`]) and stores the `T` spike bits. No membrane array
+//! exists: the potential lives in a register for the `T` steps of one neuron. Spike maps are
+//! bit-packed, one slot of `2^⌈log2 T⌉` bits per neuron (neuron-major), so one word load yields
+//! a neuron's whole spike train and a train never straddles two words; the cost over the
+//! tightest packing is at most 2× (none for T = 1, 2, 4, 8, 16, 32).
+//!
+//! Three ways to get the currents:
+//! - convolutions on spikes are event-driven ([`scatter`]): one output channel at a time, every
+//!   input neuron that spiked adds its weights to the currents (in a scratch workspace of
+//!   `H·W·T` accumulators) of the outputs it reaches, at its spike times; silent inputs cost one
+//!   test, and there are no multiplications (int8: `i32` sums, one multiply per current);
+//! - the analog stem (a convolution on the input) reads and normalizes each input patch once
+//!   and reuses it for every output channel ([`stem`]);
+//! - everything else (identities, pooled inputs) is gathered neuron by neuron.
 
 use crate::blob::{F32s, MAX_INPUT_CHANNELS, MAX_T, MAX_TERMS, SOURCE_INPUT};
 use crate::error::Error;
@@ -142,7 +149,7 @@ fn pooled(c: &Conv<'_>, s: Shape) -> (usize, usize) {
 }
 
 /// Spike-input convolution: integer-free accumulate of weight `w(i)` per active input.
-#[inline(always)]
+#[inline]
 fn conv_spikes<A: Copy + Default + core::ops::AddAssign>(
     c: &Conv<'_>,
     map: &Spikes<'_>,
@@ -171,7 +178,7 @@ fn conv_spikes<A: Copy + Default + core::ops::AddAssign>(
 }
 
 /// Analog-input convolution (the stem): `acc[p] += w(i) · x[p]` for each input plane `p`.
-#[inline(always)]
+#[inline]
 fn conv_analog(
     c: &Conv<'_>,
     x: &Analog<'_>,
@@ -202,7 +209,7 @@ fn conv_analog(
 }
 
 /// Adds term `term`'s contribution to output neuron `(co, oy, ox)` into `cur[..t]`.
-#[inline(always)]
+#[inline]
 fn add_term(
     term: &Term<'_>,
     src: &Src<'_>,
@@ -265,7 +272,7 @@ fn add_term(
 }
 
 /// `cur[t] += s · acc[plane(t)]`, where one plane is shared by every timestep.
-#[inline(always)]
+#[inline]
 fn add_planes(cur: &mut [f32; MAX_T], acc: &[f32; MAX_T], t: usize, planes: usize, s: f32) {
     for (k, o) in cur.iter_mut().enumerate().take(t) {
         let a = if planes == 1 {
@@ -564,6 +571,13 @@ fn neuron(
 ) {
     let t = ctx.t;
     let hw = shape.h * shape.w;
+    if let ([term], [Src::Input]) = (terms, srcs) {
+        if let TermKind::Conv(c) = &term.kind {
+            if stem(c, ctx, shape, bias, &mut emit) {
+                return;
+            }
+        }
+    }
     if crate::model::scatter_kind(terms).is_none() {
         let mut n = 0;
         for co in 0..shape.c {
@@ -627,6 +641,75 @@ fn neuron(
             emit(co * hw + j, &c);
         }
     }
+}
+
+/// Largest `planes · C_in · kh · kw` input patch [`stem`] caches (1 KiB of stack).
+const PATCH: usize = 256;
+
+/// The analog stem as a lone convolution on the input: each output position's input patch is
+/// read and normalized once and reused by every output channel, instead of once per channel.
+/// Padding taps hold 0 (adding `w · 0` leaves the sum bit-identical to skipping them, since
+/// the weights are finite). Returns `false` (nothing done) when the patch does not fit.
+fn stem(
+    c: &Conv<'_>,
+    ctx: &Ctx<'_>,
+    shape: Shape,
+    bias: F32s<'_>,
+    emit: &mut impl FnMut(usize, &[f32; MAX_T]),
+) -> bool {
+    let k = c.cin * c.kh * c.kw;
+    let planes = ctx.planes;
+    if c.pool.is_some() || planes * k > PATCH {
+        return false;
+    }
+    let x = ctx.x;
+    let (hin, win) = (x.shape.h, x.shape.w);
+    let hw = shape.h * shape.w;
+    let mut patch = [0.0f32; PATCH];
+    for oy in 0..shape.h {
+        for ox in 0..shape.w {
+            patch.fill(0.0);
+            for (p, plane) in patch.chunks_exact_mut(k).enumerate().take(planes) {
+                taps(c, hin, win, oy, ox, |i, ci, y, xx| {
+                    if let Some(v) = plane.get_mut(i) {
+                        *v = x.get(p, ci, y, xx);
+                    }
+                });
+            }
+            for co in 0..shape.c {
+                let row = co * k;
+                let mut acc = [0.0f32; MAX_T];
+                let s = match c.weights {
+                    Weights::F32(w) => {
+                        let w = w.slice(row, k);
+                        for (a, plane) in acc.iter_mut().zip(patch.chunks_exact(k)).take(planes) {
+                            for (wi, &v) in w.iter().zip(plane) {
+                                *a += wi * v;
+                            }
+                        }
+                        1.0
+                    }
+                    Weights::I8 { q, scale } => {
+                        let q = q.get(row..row + k).unwrap_or(&[]);
+                        for (a, plane) in acc.iter_mut().zip(patch.chunks_exact(k)).take(planes) {
+                            for (&qi, &v) in q.iter().zip(plane) {
+                                *a += f32::from(qi as i8) * v;
+                            }
+                        }
+                        scale.get(co)
+                    }
+                };
+                let mut cur = [0.0f32; MAX_T];
+                add_planes(&mut cur, &acc, ctx.t, planes, s);
+                let b = bias.get(co);
+                for v in cur.iter_mut().take(ctx.t) {
+                    *v += b;
+                }
+                emit(co * hw + oy * shape.w + ox, &cur);
+            }
+        }
+    }
+    true
 }
 
 /// OR over each window (max-pool of binary spikes; exact because `θ > 0`).
