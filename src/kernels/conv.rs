@@ -158,11 +158,17 @@ fn valid_range(kpos: usize, s: usize, p: usize, len_in: usize, len_out: usize) -
 }
 
 /// Writes rows `(c, kh, kw)` for `c` in `c0..c1` of image `x_img`'s im2col matrix into
-/// `col` (`(c1 − c0)·k·k × P`, row-major). Every element of `col[..rows·P]` is written.
-fn im2col(g: &ConvGeom, x_img: &[f32], c0: usize, c1: usize, col: &mut [f32]) {
+/// `col` (`(c1 − c0)·k·k × P`, row-major): element `((c − c0)·k² + kh·k + kw, oy·OW + ox)` is
+/// `x_img[c, oy·s + kh − p, ox·s + kw − p]`, or 0 in the padding. Every element of
+/// `col[..rows·P]` is written, none is read.
+///
+/// # Panics
+/// If `x_img` is shorter than one image or `col` than the rows asked for, or `c1 > C_in`.
+pub fn im2col(g: &ConvGeom, x_img: &[f32], c0: usize, c1: usize, col: &mut [f32]) {
     let (k, s, p, w, ow) = (g.k, g.stride, g.pad, g.w, g.ow);
     let plane = g.out_plane();
     let mut rows = col[..(c1 - c0) * k * k * plane].chunks_exact_mut(plane);
+    let same = s == 1 && ow == w && p < w;
     for c in c0..c1 {
         let xc = &x_img[c * g.h * w..(c + 1) * g.h * w];
         for kh in 0..k {
@@ -170,6 +176,28 @@ fn im2col(g: &ConvGeom, x_img: &[f32], c0: usize, c1: usize, col: &mut [f32]) {
             for kw in 0..k {
                 let row = rows.next().expect("col has (c1 - c0)·k·k rows");
                 let (ox0, ox1) = valid_range(kw, s, p, w, ow);
+                if same && oy0 < oy1 {
+                    // "Same" stride-1 conv: the row is the whole plane shifted by
+                    // d = (kh − p)·W + (kw − p), so one long copy replaces OH short ones;
+                    // the columns that wrapped around a row edge are zeroed after it.
+                    let d = (kh * w + kw) as isize - (p * w + p) as isize;
+                    let (lo, hi) = ((oy0 * w) as isize, (oy1 * w) as isize);
+                    // p < W keeps both ends inside the plane: lo + d ≤ (H−1)·W + p < H·W and
+                    // hi + d ≥ W − p > 0.
+                    let s_lo = (lo + d).max(0);
+                    let s_hi = (hi + d).min((g.h * w) as isize);
+                    let (d_lo, d_hi) = ((s_lo - d) as usize, (s_hi - d) as usize);
+                    row[..d_lo].fill(0.0);
+                    row[d_lo..d_hi].copy_from_slice(&xc[s_lo as usize..s_hi as usize]);
+                    row[d_hi..].fill(0.0);
+                    if ox0 > 0 || ox1 < w {
+                        for r in row[oy0 * w..oy1 * w].chunks_exact_mut(w) {
+                            r[..ox0].fill(0.0);
+                            r[ox1..].fill(0.0);
+                        }
+                    }
+                    continue;
+                }
                 row[..oy0 * ow].fill(0.0);
                 row[oy1 * ow..].fill(0.0);
                 for oy in oy0..oy1 {
@@ -191,11 +219,19 @@ fn im2col(g: &ConvGeom, x_img: &[f32], c0: usize, c1: usize, col: &mut [f32]) {
     }
 }
 
-/// Adds the im2col matrix `col` (`K × P`) of one image back into `dx_img` (im2col's adjoint).
-fn col2im_add(g: &ConvGeom, col: &[f32], dx_img: &mut [f32]) {
+/// Adds the im2col matrix `col` (`K × P`) of one image back into `dx_img` (im2col's
+/// adjoint: `⟨col2im(c), x⟩ = ⟨c, im2col(x)⟩`).
+///
+/// `col` is scratch: entries that fall in the zero padding may be overwritten with 0 (the fast
+/// path for "same" stride-1 convs zeroes them so a whole shifted row can be added at once).
+///
+/// # Panics
+/// If `col` is shorter than `K·P` or `dx_img` than one image.
+pub fn col2im_add(g: &ConvGeom, col: &mut [f32], dx_img: &mut [f32]) {
     let (k, s, p, w, ow) = (g.k, g.stride, g.pad, g.w, g.ow);
     let plane = g.out_plane();
-    let mut rows = col[..g.col_rows() * plane].chunks_exact(plane);
+    let same = s == 1 && ow == w && p < w;
+    let mut rows = col[..g.col_rows() * plane].chunks_exact_mut(plane);
     for c in 0..g.c_in {
         let dxc = &mut dx_img[c * g.h * w..(c + 1) * g.h * w];
         for kh in 0..k {
@@ -203,7 +239,25 @@ fn col2im_add(g: &ConvGeom, col: &[f32], dx_img: &mut [f32]) {
             for kw in 0..k {
                 let row = rows.next().expect("col has K rows");
                 let (ox0, ox1) = valid_range(kw, s, p, w, ow);
-                if ox0 == ox1 {
+                if ox0 == ox1 || oy0 == oy1 {
+                    continue;
+                }
+                if same {
+                    // Mirror of im2col's shifted copy: zero the entries that belong to padding
+                    // columns (they would wrap into the neighbouring row), then add the
+                    // valid rows as one shifted block. Adding 0.0 leaves dx unchanged.
+                    if ox0 > 0 || ox1 < w {
+                        for r in row[oy0 * w..oy1 * w].chunks_exact_mut(w) {
+                            r[..ox0].fill(0.0);
+                            r[ox1..].fill(0.0);
+                        }
+                    }
+                    let d = (kh * w + kw) as isize - (p * w + p) as isize;
+                    let (lo, hi) = ((oy0 * w) as isize, (oy1 * w) as isize);
+                    let s_lo = (lo + d).max(0);
+                    let s_hi = (hi + d).min((g.h * w) as isize);
+                    let (d_lo, d_hi) = ((s_lo - d) as usize, (s_hi - d) as usize);
+                    add_assign(&mut dxc[s_lo as usize..s_hi as usize], &row[d_lo..d_hi]);
                     continue;
                 }
                 let ix0 = ox0 * s + kw - p;

@@ -113,6 +113,9 @@ const SHAPES: &[[usize; 8]] = &[
     [3, 130, 5, 5, 3, 3, 1, 1],
     [2, 300, 3, 3, 4, 1, 1, 0],
     [2, 3, 6, 6, 4, 3, 3, 0],
+    [1, 2, 4, 2, 3, 5, 1, 2],
+    [2, 2, 1, 1, 2, 3, 1, 1],
+    [1, 2, 5, 6, 2, 5, 1, 2],
 ];
 
 #[test]
@@ -160,25 +163,64 @@ fn results_are_bit_identical_for_1_and_4_threads() {
 }
 
 #[test]
-fn im2col_writes_every_element_and_col2im_is_its_adjoint() {
-    // <col2im(c), x> == <c, im2col(x)> for random x, c: the adjoint identity that makes the
-    // input gradient correct, on a shape with rows and columns entirely in the padding.
+fn col2im_is_the_adjoint_of_im2col() {
+    // <col2im(c), x> == <c, im2col(x)> for random x, c: the identity that makes the input
+    // gradient correct, on every test geometry (padding-only rows and columns, "same" convs).
     let mut seed = 9;
-    let g = ConvGeom::new(1, 3, 3, 2, 1, 3, 2, 2).unwrap();
-    let x = rand_vec(g.in_img(), &mut seed);
-    let c = rand_vec(g.col_rows() * g.out_plane(), &mut seed);
-    let mut col = vec![f32::NAN; c.len()];
-    im2col(&g, &x, 0, g.c_in, &mut col);
-    assert!(col.iter().all(|v| v.is_finite()));
-    let mut back = vec![0.0; x.len()];
-    col2im_add(&g, &c, &mut back);
-    let lhs: f64 = back
-        .iter()
-        .zip(&x)
-        .map(|(a, b)| *a as f64 * *b as f64)
-        .sum();
-    let rhs: f64 = c.iter().zip(&col).map(|(a, b)| *a as f64 * *b as f64).sum();
-    assert!((lhs - rhs).abs() < 1e-5, "{lhs} vs {rhs}");
+    for s in SHAPES.iter().chain(&[[1, 3, 3, 2, 1, 3, 2, 2]]) {
+        let g = ConvGeom::new(1, s[1].min(4), s[2], s[3], 1, s[5], s[6], s[7]).unwrap();
+        let x = rand_vec(g.in_img(), &mut seed);
+        let c = rand_vec(g.col_rows() * g.out_plane(), &mut seed);
+        let mut col = vec![f32::NAN; c.len()];
+        im2col(&g, &x, 0, g.c_in, &mut col);
+        let mut back = vec![0.0; x.len()];
+        col2im_add(&g, &mut c.clone(), &mut back);
+        let lhs: f64 = back
+            .iter()
+            .zip(&x)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        let rhs: f64 = c.iter().zip(&col).map(|(a, b)| *a as f64 * *b as f64).sum();
+        assert!(
+            (lhs - rhs).abs() < 1e-5 * (1.0 + rhs.abs()),
+            "{s:?}: {lhs} vs {rhs}"
+        );
+    }
+}
+
+#[test]
+fn im2col_matches_its_definition_from_a_nan_filled_buffer() {
+    let mut seed = 13;
+    for s in SHAPES {
+        let g = ConvGeom::new(1, s[1].min(4), s[2], s[3], 1, s[5], s[6], s[7]).unwrap();
+        let x = rand_vec(g.in_img(), &mut seed);
+        // Channels 1.. only (the weight-gradient blocks start mid-image).
+        let c0 = (g.c_in > 1) as usize;
+        let rows = (g.c_in - c0) * g.k * g.k;
+        let mut col = vec![f32::NAN; rows * g.out_plane() + 5];
+        im2col(&g, &x, c0, g.c_in, &mut col);
+        for r in 0..rows {
+            let (c, kh, kw) = (c0 + r / (g.k * g.k), r / g.k % g.k, r % g.k);
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let iy = (oy * g.stride + kh) as isize - g.pad as isize;
+                    let ix = (ox * g.stride + kw) as isize - g.pad as isize;
+                    let inside = iy >= 0 && ix >= 0 && iy < g.h as isize && ix < g.w as isize;
+                    let want = if inside {
+                        x[(c * g.h + iy as usize) * g.w + ix as usize]
+                    } else {
+                        0.0
+                    };
+                    let got = col[r * g.out_plane() + oy * g.ow + ox];
+                    assert_eq!(got.to_bits(), want.to_bits(), "{s:?} row {r} ({oy},{ox})");
+                }
+            }
+        }
+        assert!(
+            col[rows * g.out_plane()..].iter().all(|v| v.is_nan()),
+            "wrote past the rows"
+        );
+    }
 }
 
 #[test]
