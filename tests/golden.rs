@@ -20,8 +20,6 @@ const PENDING: &[&str] = &[
     "batchnorm2d",
     "maxpool2d",
     "avgpool2d",
-    "lif",
-    "lif_sequence",
     "network",
 ];
 

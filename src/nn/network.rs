@@ -82,7 +82,7 @@ impl Network {
                 s,
             ));
         }
-        if self.spec.encoding == Encoding::Frames && s[0] % ctx.timesteps != 0 {
+        if self.spec.encoding == Encoding::Frames && !s[0].is_multiple_of(ctx.timesteps) {
             return Err(Error::shape(
                 &self.spec.name,
                 format!("[T·B, ...] with T = {}", ctx.timesteps),
