@@ -15,8 +15,6 @@ use support::{golden_dir, Check, Golden};
 
 /// Kinds whose implementation has not landed yet; each is reported as pending, not passed.
 const PENDING: &[&str] = &[
-    "lif",
-    "lif_sequence",
     "network",
 ];
 
