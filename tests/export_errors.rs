@@ -136,8 +136,8 @@ fn report_lists_sizes_and_foldings() {
     let r = &e.report;
     assert_eq!(r.blob_bytes, e.blob.len());
     assert_eq!((r.ops, r.lif_layers), (5, 2));
-    // conv1 36 + conv2 288 + fc 3920 weights, biases 4 + 8 + 10, two LIF triples: all f32.
-    assert_eq!(r.weight_bytes, 4 * (36 + 288 + 3920 + 4 + 8 + 10) + 2 * 12);
+    // conv1 36 + conv2 288 + fc 3920 weights, biases 4 + 8 + 10, two LIF (λ, 1−λ, θ, μ): f32.
+    assert_eq!(r.weight_bytes, 4 * (36 + 288 + 3920 + 4 + 8 + 10) + 2 * 16);
     let m = mpsnn_micro::Model::parse(&e.blob).unwrap();
     assert_eq!(r.scratch_bytes, m.scratch_bytes());
     let text = r.to_string();
@@ -145,7 +145,7 @@ fn report_lists_sizes_and_foldings() {
         "bytes of weights",
         "bytes of scratch RAM",
         "batchnorm bn1",
-        "θ-scale 1 of lif1 → weights of conv2",
+        "θ-scale 1.000000 of lif1 → weights of conv2",
         "dropout drop",
     ] {
         assert!(text.contains(needle), "report lacks {needle:?}:\n{text}");

@@ -18,6 +18,9 @@ pub enum Reset {
 pub struct LifParams {
     /// Leak factor `λ = sigmoid(w) = 1/τ`, in `(0, 1]`.
     pub lambda: f32,
+    /// `1 − λ`, stored separately because the std layer rounds `sigmoid(−w)` to f32 rather
+    /// than computing `1 − λ` in f32 (the two can differ in the last bit).
+    pub one_minus_lambda: f32,
     /// Threshold `θ = softplus(k) > 0`.
     pub theta: f32,
     /// MP-Init potential `μ`: every neuron starts at `U[0] = μ`.
@@ -28,18 +31,19 @@ pub struct LifParams {
 
 /// One timestep: returns `(U[t], S[t])` from `U[t−1]` and `I[t]`.
 ///
-/// `M = (1−λ)·U + λ·I` (METHOD.md decision 1, same operation order as the std kernel),
+/// `M = (1−λ)·U + λ·I` (METHOD.md decision 1; the operation order and constants of
+/// `mpsnn::neuron::step`),
 /// `S = [M ≥ θ]` (decision 2), then the reset.
 ///
 /// ```
 /// use mpsnn_micro::lif::{step, LifParams, Reset};
-/// let p = LifParams { lambda: 0.5, theta: 1.0, mu: 0.3, reset: Reset::Soft };
+/// let p = LifParams { lambda: 0.5, one_minus_lambda: 0.5, theta: 1.0, mu: 0.3, reset: Reset::Soft };
 /// let (u, s) = step(&p, p.mu, 1.2);          // M = 0.15 + 0.6 = 0.75 < θ
 /// assert!(!s && (u - 0.75).abs() < 1e-7);
 /// ```
 #[inline(always)]
 pub fn step(p: &LifParams, u: f32, i: f32) -> (f32, bool) {
-    let m = (1.0 - p.lambda) * u + p.lambda * i;
+    let m = p.one_minus_lambda * u + p.lambda * i;
     let s = m >= p.theta;
     let u = match (s, p.reset) {
         (false, _) => m,
@@ -56,7 +60,7 @@ pub fn step(p: &LifParams, u: f32, i: f32) -> (f32, bool) {
 /// ```
 /// use mpsnn_micro::lif::{run, LifParams, Reset};
 /// // METHOD.md §3.4 worked vector: θ = 1, τ = 2, μ = 0.3, spikes only at t = 2.
-/// let p = LifParams { lambda: 0.5, theta: 1.0, mu: 0.3, reset: Reset::Soft };
+/// let p = LifParams { lambda: 0.5, one_minus_lambda: 0.5, theta: 1.0, mu: 0.3, reset: Reset::Soft };
 /// assert_eq!(run(&p, &[1.2, 0.4, 1.6, 0.9]), 0b0100);
 /// ```
 #[inline]

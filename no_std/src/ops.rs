@@ -260,10 +260,14 @@ pub fn read_op<'a>(r: &mut Reader<'a>, idx: u16) -> Result<Op<'a>, Error> {
             }
             let shape = shape(r, idx)?;
             let lambda = r.finite("lambda", idx)?;
+            let one_minus_lambda = r.finite("one minus lambda", idx)?;
             let theta = r.finite("theta", idx)?;
             let mu = r.finite("mu", idx)?;
             if !(lambda > 0.0 && lambda <= 1.0) {
                 return Err(invalid("lambda outside (0, 1]", idx));
+            }
+            if !(0.0..1.0).contains(&one_minus_lambda) {
+                return Err(invalid("one minus lambda outside [0, 1)", idx));
             }
             if theta <= 0.0 {
                 return Err(invalid("theta not positive", idx));
@@ -272,6 +276,7 @@ pub fn read_op<'a>(r: &mut Reader<'a>, idx: u16) -> Result<Op<'a>, Error> {
             let terms = read_terms(r, n_terms, idx, shape.c)?;
             let lif = LifParams {
                 lambda,
+                one_minus_lambda,
                 theta,
                 mu,
                 reset,

@@ -10,6 +10,8 @@
 
 use super::ir::{Lif, Op, Program, Source, Term, TermKind};
 use crate::error::{Error, Result};
+use crate::neuron::mp_init::initial_potential;
+use crate::neuron::params::Derived;
 use crate::nn::spec::{Encoding, LayerSpec, Reset, SurrogateKind};
 use crate::nn::{ModelSpec, StateDict};
 use mpsnn_micro::blob::MAX_TERMS;
@@ -49,20 +51,6 @@ impl Val {
             }
         }
     }
-}
-
-/// The std LIF layer's threshold: `θ = softplus(k)` in f32.
-pub fn theta_of(k: f32) -> f32 {
-    if k > 20.0 {
-        k
-    } else {
-        k.exp().ln_1p()
-    }
-}
-
-/// The std LIF layer's leak factor: `λ = sigmoid(w) = 1/τ` in f32.
-pub fn lambda_of(w: f32) -> f32 {
-    1.0 / (1.0 + (-w).exp())
 }
 
 struct Compiler<'a> {
@@ -122,7 +110,7 @@ impl Compiler<'_> {
                 from,
             } => {
                 self.foldings.push(format!(
-                    "θ-scale {scale} of {from} → per-channel identity scale in {consumer}"
+                    "θ-scale {scale:.6} of {from} → per-channel identity scale in {consumer}"
                 ));
                 let term = Term {
                     source: Source::Buf(buf),
@@ -166,7 +154,7 @@ impl Compiler<'_> {
             } => {
                 w.iter_mut().for_each(|x| *x *= scale);
                 self.foldings
-                    .push(format!("θ-scale {scale} of {from} → weights of {name}"));
+                    .push(format!("θ-scale {scale:.6} of {from} → weights of {name}"));
                 (Source::Buf(buf), None, shape[0])
             }
             Val::Pooled {
@@ -181,7 +169,7 @@ impl Compiler<'_> {
                 let f = scale / (pool[0] * pool[1]) as f64;
                 w.iter_mut().for_each(|x| *x *= f);
                 self.foldings.push(format!(
-                    "θ-scale {scale} of {from} and average pool {by} (1/{}) → weights of {name}",
+                    "θ-scale {scale:.6} of {from} and average pool {by} (1/{}) → weights of {name}",
                     pool[0] * pool[1]
                 ));
                 (Source::Buf(buf), Some(pool), shape[0])
@@ -332,10 +320,13 @@ impl Compiler<'_> {
                         format!("more than {MAX_TERMS} summed inputs"),
                     ));
                 }
-                let theta = theta_of(self.scalar(&format!("{name}.k"))?);
-                let lambda = lambda_of(self.scalar(&format!("{name}.w"))?);
-                let mu = self.scalar(&format!("{name}.mu"))?;
-                let mu = if s.mp_init { mu } else { 0.0 };
+                // The std layer's own derivation, so θ, λ and 1 − λ are bit-identical to eval.
+                let d = Derived::from_raw(
+                    self.scalar(&format!("{name}.k"))?,
+                    self.scalar(&format!("{name}.w"))?,
+                );
+                let (theta, lambda, one_minus_lambda) = (d.theta, d.lambda, d.one_minus_lambda);
+                let mu = initial_potential(s.mp_init, self.scalar(&format!("{name}.mu"))?);
                 if !(theta > 0.0
                     && theta.is_finite()
                     && lambda > 0.0
@@ -359,6 +350,7 @@ impl Compiler<'_> {
                 let out = self.new_buffer(shape);
                 let lif = Lif {
                     lambda,
+                    one_minus_lambda,
                     theta,
                     mu,
                     reset,

@@ -70,6 +70,8 @@ pub struct Term {
 pub struct Lif {
     /// `λ = sigmoid(w)`.
     pub lambda: f32,
+    /// `1 − λ = sigmoid(−w)`, rounded to f32 on its own as the std layer does.
+    pub one_minus_lambda: f32,
     /// `θ = softplus(k)`.
     pub theta: f32,
     /// `U[0]`.

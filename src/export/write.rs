@@ -290,10 +290,10 @@ pub fn write(p: &Program, l: &Layout<'_>) -> Result<(Vec<u8>, Sizes)> {
                 });
                 o.u8(0);
                 o.shape(*shape)?;
-                [lif.lambda, lif.theta, lif.mu]
+                [lif.lambda, lif.one_minus_lambda, lif.theta, lif.mu]
                     .iter()
                     .for_each(|&v| o.f32(v));
-                params += 12 + o.f32s(bias);
+                params += 16 + o.f32s(bias);
                 for t in terms {
                     params += write_term(&mut o, t, l.int8)?;
                 }

@@ -60,7 +60,8 @@ fn op(kind: u8, n_terms: usize, body: Vec<u8>) -> Vec<u8> {
     o
 }
 
-/// Op: LIF layer. `lif` = `[λ, θ, μ]`, `hard` selects the hard reset.
+/// Op: LIF layer. `lif` = `[λ, θ, μ]` (1 − λ is written as `1.0 − λ`), `hard` selects the
+/// hard reset.
 pub fn neuron(
     out: u16,
     hard: bool,
@@ -72,7 +73,7 @@ pub fn neuron(
     let mut b = out.to_le_bytes().to_vec();
     b.extend([u8::from(hard), 0]);
     b.extend(u16s(&[shape[0], shape[1], shape[2], 0]));
-    b.extend(f32s(&lif));
+    b.extend(f32s(&[lif[0], 1.0 - lif[0], lif[1], lif[2]]));
     b.extend(f32s(bias));
     terms.iter().for_each(|t| b.extend(t));
     op(1, terms.len(), b)
