@@ -36,6 +36,8 @@ fi
 
 work="$root/target/mcu"
 mkdir -p "$work"
+echo "== mpsnn-micro alone for $target (core only: no std, no allocator)"
+cargo build --quiet --release -p mpsnn-micro --target "$target"
 fail=0
 summary=()
 for prec in f32 int8; do

@@ -67,7 +67,12 @@ struct Spikes<'s> {
 impl Spikes<'_> {
     #[inline(always)]
     fn bits(&self, c: usize, y: usize, x: usize) -> u32 {
-        let n = (c * self.shape.h + y) * self.shape.w + x;
+        self.bits_at((c * self.shape.h + y) * self.shape.w + x)
+    }
+
+    /// The spike train of neuron `n` (channel-major index).
+    #[inline(always)]
+    fn bits_at(&self, n: usize) -> u32 {
         let bit = n << self.log2;
         let word = self.words.get(bit >> 5).copied().unwrap_or(0);
         (word >> (bit & 31)) & self.mask
@@ -500,45 +505,42 @@ fn scatter<A: Copy>(
 ) {
     let row = co * c.cin * c.kh * c.kw;
     let (hin, win) = (map.shape.h, map.shape.w);
-    let step = |i: usize, k: usize| -> Option<usize> {
-        // Output index reached from input index `i` through tap `k`, if any.
-        let v = (i + c.pad).checked_sub(k)?;
-        let o = if c.stride == 1 {
-            v
-        } else if v % c.stride == 0 {
-            v / c.stride
-        } else {
-            return None;
-        };
-        Some(o)
-    };
+    let mut n = 0;
     for ci in 0..c.cin {
+        let wrow = row + ci * c.kh * c.kw;
         for iy in 0..hin {
             for ix in 0..win {
-                let bits = map.bits(ci, iy, ix);
+                let bits = map.bits_at(n);
+                n += 1;
                 if bits == 0 {
                     continue;
                 }
-                for ky in 0..c.kh {
-                    let Some(oy) = step(iy, ky).filter(|&oy| oy < out.h) else {
-                        continue;
-                    };
-                    for kx in 0..c.kw {
-                        let Some(ox) = step(ix, kx).filter(|&ox| ox < out.w) else {
-                            continue;
-                        };
-                        let wv = w(row + (ci * c.kh + ky) * c.kw + kx);
-                        let base = (oy * out.w + ox) * t;
-                        if let Some(cell) = cells.get_mut(base..base + t) {
-                            let mut b = bits;
-                            while b != 0 {
-                                if let Some(x) = cell.get_mut(b.trailing_zeros() as usize) {
-                                    add(x, wv);
+                // Taps reaching an output: `o = (i + pad − k) / stride`, divisible, `o < out`.
+                let (ry, rx) = (iy + c.pad, ix + c.pad);
+                let mut ky = ry % c.stride;
+                while ky < c.kh && ky <= ry {
+                    let oy = (ry - ky) / c.stride;
+                    if oy < out.h {
+                        let mut kx = rx % c.stride;
+                        while kx < c.kw && kx <= rx {
+                            let ox = (rx - kx) / c.stride;
+                            if ox < out.w {
+                                let wv = w(wrow + ky * c.kw + kx);
+                                let base = (oy * out.w + ox) * t;
+                                if let Some(cell) = cells.get_mut(base..base + t) {
+                                    let mut b = bits;
+                                    while b != 0 {
+                                        if let Some(x) = cell.get_mut(b.trailing_zeros() as usize) {
+                                            add(x, wv);
+                                        }
+                                        b &= b - 1;
+                                    }
                                 }
-                                b &= b - 1;
                             }
+                            kx += c.stride;
                         }
                     }
+                    ky += c.stride;
                 }
             }
         }
@@ -668,7 +670,9 @@ fn stem(
     let mut patch = [0.0f32; PATCH];
     for oy in 0..shape.h {
         for ox in 0..shape.w {
-            patch.fill(0.0);
+            if let Some(used) = patch.get_mut(..planes * k) {
+                used.fill(0.0);
+            }
             for (p, plane) in patch.chunks_exact_mut(k).enumerate().take(planes) {
                 taps(c, hin, win, oy, ox, |i, ci, y, xx| {
                     if let Some(v) = plane.get_mut(i) {

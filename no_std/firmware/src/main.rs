@@ -4,8 +4,9 @@
 //!
 //! Instruction counts: QEMU runs with `-icount shift=0`, where each guest instruction advances
 //! the virtual clock by exactly 1 ns. SysTick counts that clock (scaled by the board's clock),
-//! so the firmware first calibrates instructions per tick with `cortex_m::asm::delay` (a loop of
-//! a known instruction count) and then converts. These are instructions, not M4 cycles.
+//! so the firmware first calibrates instructions per tick with a loop of a known instruction
+//! count ([`spin`]) and then converts (±1 tick of 40 instructions per reading on mps2-an386's
+//! 25 MHz clock). These are instructions, not M4 cycles.
 
 #![no_std]
 #![no_main]
@@ -54,6 +55,15 @@ fn ticks() -> u64 {
     }
 }
 
+/// Executes exactly `2·n` instructions (`n` ≥ 1 iterations of `subs; bne`).
+#[inline(never)]
+fn spin(n: u32) {
+    // SAFETY: a register-only countdown loop; it touches no memory and no stack.
+    unsafe {
+        core::arch::asm!("2:", "subs {0}, #1", "bne 2b", inout(reg) n => _, options(nomem, nostack));
+    }
+}
+
 extern "C" {
     static mut __ebss: u32;
 }
@@ -93,12 +103,12 @@ fn main() -> ! {
     let stack_top = cortex_m::register::msp::read() as usize;
     paint_stack();
 
-    // Calibration: `delay(n)` runs 1 + n/2 iterations of a two-instruction loop.
-    const CAL: u32 = 20_000_000;
+    // Calibration: a loop of exactly 2·CAL instructions.
+    const CAL: u32 = 10_000_000;
     let t0 = ticks();
-    cortex_m::asm::delay(CAL);
+    spin(CAL);
     let cal_ticks = (ticks() - t0).max(1);
-    let instr = |dt: u64| dt * u64::from(2 * (1 + CAL / 2)) / cal_ticks;
+    let instr = |dt: u64| dt * u64::from(2 * CAL) / cal_ticks;
 
     let t0 = ticks();
     let model = match Model::parse(assets::MODEL) {
@@ -112,7 +122,7 @@ fn main() -> ! {
     hprintln!(
         "calibration: {} SysTick ticks for {} instructions; model: {} bytes, T = {}, {} ops, scratch {} bytes; parse+CRC {} instructions",
         cal_ticks,
-        2 * (1 + CAL / 2),
+        2 * CAL,
         assets::MODEL.len(),
         model.timesteps(),
         model.op_count(),
