@@ -1,6 +1,6 @@
 //! Spec + state dict → [`Program`]: BatchNorm and threshold folding (METHOD.md §3.5).
 //!
-//! The walk carries the value flowing between layers as a [`Val`]: the analog input, a spike
+//! The walk carries the value flowing between layers as a `Val`: the analog input, a spike
 //! map (binary in the runtime, `scale·S` in the std network), an average-pooled spike map that
 //! only a conv/linear may consume, or a pending affine pre-activation (a sum of terms plus a
 //! bias) that the next LIF layer or the readout turns into an operation. Folding happens on the

@@ -1,7 +1,7 @@
 //! Export to the `mpsnn-micro` runtime: folding, quantization and the blob writer.
 //!
 //! [`export_model`] turns a spec and its state dict into a blob (format: `docs/blob-format.md`)
-//! that [`mpsnn_micro::Model`] runs on a microcontroller or on the host ([`infer`]). All the
+//! that [`mpsnn_micro::Model`] runs on a microcontroller or on the host ([`infer()`]). All the
 //! checking and constant folding happens here (eval-mode BatchNorm into the preceding
 //! conv/linear, each LIF layer's TrSG output scale θ into its consumers, average pools into the
 //! following conv/linear, max-pools of spikes into an OR), so the device only executes.
