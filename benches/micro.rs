@@ -7,7 +7,6 @@
 //! `cargo bench --bench micro -- --warm-up-time 1 --measurement-time 3`
 
 #[path = "../tests/export_support/mod.rs"]
-#[allow(dead_code)]
 mod export_support;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
