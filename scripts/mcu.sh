@@ -38,6 +38,16 @@ work="$root/target/mcu"
 mkdir -p "$work"
 echo "== mpsnn-micro alone for $target (core only: no std, no allocator)"
 cargo build --quiet --release -p mpsnn-micro --target "$target"
+# The runtime is portable across Cortex-M profiles: M0/M0+ (no FPU, no division instruction)
+# and M33. These extra targets are best effort: a missing one is reported, not fatal.
+for extra in thumbv6m-none-eabi thumbv8m.main-none-eabihf; do
+    if rustup target list --installed 2>/dev/null | grep -qx "$extra" || rustup target add "$extra" >/dev/null 2>&1; then
+        cargo build --quiet --release -p mpsnn-micro --target "$extra"
+        echo "mpsnn-micro builds for $extra"
+    else
+        echo "MCU NOTE: could not install $extra; its build was not checked"
+    fi
+done
 fail=0
 summary=()
 for prec in f32 int8; do
