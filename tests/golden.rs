@@ -79,5 +79,9 @@ fn every_golden_file_matches() {
         failures.len(),
         files.len()
     );
-    assert!(failures.is_empty(), "golden mismatches:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "golden mismatches:\n{}",
+        failures.join("\n")
+    );
 }

@@ -21,8 +21,8 @@
 
 use crate::error::{Error, Result};
 use crate::nn::spec::{
-    BatchNorm2dSpec, Conv2dSpec, DropoutSpec, Encoding, LayerSpec, LifSpec, LinearSpec,
-    ModelSpec, NamedSpec, PoolSpec, ResidualSpec,
+    BatchNorm2dSpec, Conv2dSpec, DropoutSpec, Encoding, LayerSpec, LifSpec, LinearSpec, ModelSpec,
+    NamedSpec, PoolSpec, ResidualSpec,
 };
 
 /// The built-in model names.
@@ -100,9 +100,20 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn conv_spec(&mut self, name: &str, out: usize, kernel: usize, stride: usize, pad: usize) -> LayerSpec {
+    fn conv_spec(
+        &mut self,
+        name: &str,
+        out: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+    ) -> LayerSpec {
         let [c, h, w] = self.shape;
-        self.shape = [out, (h + 2 * pad - kernel) / stride + 1, (w + 2 * pad - kernel) / stride + 1];
+        self.shape = [
+            out,
+            (h + 2 * pad - kernel) / stride + 1,
+            (w + 2 * pad - kernel) / stride + 1,
+        ];
         LayerSpec::Conv2d(Conv2dSpec {
             name: name.to_string(),
             in_channels: c,
@@ -132,7 +143,14 @@ impl<'a> Builder<'a> {
     }
 
     /// conv → BN (no neuron).
-    fn conv_bn(&mut self, name: &str, out: usize, kernel: usize, stride: usize, pad: usize) -> Vec<LayerSpec> {
+    fn conv_bn(
+        &mut self,
+        name: &str,
+        out: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Vec<LayerSpec> {
         let conv = self.conv_spec(&format!("{name}_conv"), out, kernel, stride, pad);
         vec![conv, self.bn_spec(&format!("{name}_bn"))]
     }
@@ -142,7 +160,9 @@ impl<'a> Builder<'a> {
         let layers = self.conv_bn("stem", out, kernel, stride, pad);
         self.layers.extend(layers);
         if self.opts.encoding == Encoding::Direct {
-            self.layers.push(LayerSpec::Repeat(NamedSpec { name: "repeat".into() }));
+            self.layers.push(LayerSpec::Repeat(NamedSpec {
+                name: "repeat".into(),
+            }));
         }
         let lif = self.lif_spec("stem_lif");
         self.layers.push(lif);
@@ -158,7 +178,11 @@ impl<'a> Builder<'a> {
 
     fn pool(&mut self, name: &str, max: bool, kernel: usize, stride: usize, pad: usize) {
         let [c, h, w] = self.shape;
-        self.shape = [c, (h + 2 * pad - kernel) / stride + 1, (w + 2 * pad - kernel) / stride + 1];
+        self.shape = [
+            c,
+            (h + 2 * pad - kernel) / stride + 1,
+            (w + 2 * pad - kernel) / stride + 1,
+        ];
         let spec = PoolSpec {
             name: name.to_string(),
             kernel,
@@ -173,13 +197,17 @@ impl<'a> Builder<'a> {
     }
 
     fn global_avgpool_flatten(&mut self) {
-        self.layers.push(LayerSpec::GlobalAvgpool2d(NamedSpec { name: "avgpool".into() }));
+        self.layers.push(LayerSpec::GlobalAvgpool2d(NamedSpec {
+            name: "avgpool".into(),
+        }));
         self.shape = [self.shape[0], 1, 1];
         self.flatten();
     }
 
     fn flatten(&mut self) {
-        self.layers.push(LayerSpec::Flatten(NamedSpec { name: "flatten".into() }));
+        self.layers.push(LayerSpec::Flatten(NamedSpec {
+            name: "flatten".into(),
+        }));
     }
 
     fn features(&self) -> usize {
@@ -255,9 +283,16 @@ fn vgg_small(b: &mut Builder) {
 /// METHOD.md §6.1: stem 3→64, layer1 3×Basic(128), layer2 3×Basic(256, s2), layer3 2×Basic(512, s2).
 fn resnet19(b: &mut Builder) {
     b.stem(64, 3, 1, 1);
-    for (stage, (blocks, width, stride)) in [(3, 128, 1), (3, 256, 2), (2, 512, 2)].into_iter().enumerate() {
+    for (stage, (blocks, width, stride)) in [(3, 128, 1), (3, 256, 2), (2, 512, 2)]
+        .into_iter()
+        .enumerate()
+    {
         for i in 0..blocks {
-            b.basic_block(&format!("layer{}_{}", stage + 1, i), width, if i == 0 { stride } else { 1 });
+            b.basic_block(
+                &format!("layer{}_{}", stage + 1, i),
+                width,
+                if i == 0 { stride } else { 1 },
+            );
         }
     }
     b.global_avgpool_flatten();
@@ -269,7 +304,10 @@ fn resnet19(b: &mut Builder) {
 fn resnet34(b: &mut Builder) {
     b.stem(64, 7, 2, 3);
     b.pool("stem_pool", true, 3, 2, 1);
-    for (stage, (blocks, width)) in [(3, 64), (4, 128), (6, 256), (3, 512)].into_iter().enumerate() {
+    for (stage, (blocks, width)) in [(3, 64), (4, 128), (6, 256), (3, 512)]
+        .into_iter()
+        .enumerate()
+    {
         for i in 0..blocks {
             let stride = if i == 0 && stage > 0 { 2 } else { 1 };
             b.basic_block(&format!("layer{}_{}", stage + 1, i), width, stride);
@@ -345,15 +383,27 @@ mod tests {
                 .unwrap()
         };
         let digits = ModelOptions::new([1, 28, 28], 10);
-        assert_eq!(find_fc(&build("mnist-cnn", &digits).unwrap(), "fc"), 64 * 7 * 7);
+        assert_eq!(
+            find_fc(&build("mnist-cnn", &digits).unwrap(), "fc"),
+            64 * 7 * 7
+        );
         let cifar = ModelOptions::new([3, 32, 32], 100);
-        assert_eq!(find_fc(&build("vgg-small", &cifar).unwrap(), "fc"), 256 * 4 * 4);
+        assert_eq!(
+            find_fc(&build("vgg-small", &cifar).unwrap(), "fc"),
+            256 * 4 * 4
+        );
         assert_eq!(find_fc(&build("resnet19", &cifar).unwrap(), "fc"), 512);
         let mut dvs = ModelOptions::new([2, 48, 48], 10);
         dvs.encoding = Encoding::Frames;
-        assert_eq!(find_fc(&build("cnn7-dvs", &dvs).unwrap(), "fc1"), 256 * 6 * 6);
+        assert_eq!(
+            find_fc(&build("cnn7-dvs", &dvs).unwrap(), "fc1"),
+            256 * 6 * 6
+        );
         dvs.input = [2, 34, 34];
-        assert_eq!(find_fc(&build("cnn7-dvs", &dvs).unwrap(), "fc1"), 256 * 4 * 4);
+        assert_eq!(
+            find_fc(&build("cnn7-dvs", &dvs).unwrap(), "fc1"),
+            256 * 4 * 4
+        );
     }
 
     #[test]
@@ -361,7 +411,10 @@ mod tests {
         let mut dvs = ModelOptions::new([2, 34, 34], 10);
         dvs.encoding = Encoding::Frames;
         let spec = build("mnist-cnn", &dvs).unwrap();
-        assert!(!spec.layers.iter().any(|l| matches!(l, LayerSpec::Repeat(_))));
+        assert!(!spec
+            .layers
+            .iter()
+            .any(|l| matches!(l, LayerSpec::Repeat(_))));
         assert!(build("resnet18", &dvs).is_err());
     }
 

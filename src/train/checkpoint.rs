@@ -49,12 +49,8 @@ struct TensorEntry {
 impl Checkpoint {
     /// Serializes the checkpoint into bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let tensors: Vec<(&String, &Tensor)> = self
-            .model
-            .iter()
-            .map(|(k, v)| (k, v))
-            .chain(self.optimizer.iter())
-            .collect();
+        let tensors: Vec<(&String, &Tensor)> =
+            self.model.iter().chain(self.optimizer.iter()).collect();
         let header = Header {
             spec: self.spec.clone(),
             meta: self.meta.clone(),
@@ -105,9 +101,15 @@ impl Checkpoint {
         let header_end = 20usize
             .checked_add(usize::try_from(header_len).unwrap_or(usize::MAX))
             .filter(|&end| end <= body.len())
-            .ok_or_else(|| bad(format!("truncated: header of {header_len} bytes does not fit")))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "truncated: header of {header_len} bytes does not fit"
+                ))
+            })?;
         if crc32fast::hash(body) != stored {
-            return Err(bad("checksum mismatch: the file is corrupt or truncated".into()));
+            return Err(bad(
+                "checksum mismatch: the file is corrupt or truncated".into()
+            ));
         }
         let header: Header = serde_json::from_slice(&bytes[20..header_end])
             .map_err(|e| bad(format!("bad header: {e}")))?;
@@ -158,12 +160,19 @@ impl Checkpoint {
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::InvalidArgument(format!("not a file path: {}", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -189,11 +198,25 @@ mod tests {
         )
         .unwrap();
         let mut model = StateDict::new();
-        model.insert("fc.weight".into(), Tensor::from_vec(&[2, 4], (0..8).map(|i| i as f32 * 0.25).collect()).unwrap());
-        model.insert("fc.bias".into(), Tensor::from_vec(&[2], vec![-1.0, 1.5]).unwrap());
+        model.insert(
+            "fc.weight".into(),
+            Tensor::from_vec(&[2, 4], (0..8).map(|i| i as f32 * 0.25).collect()).unwrap(),
+        );
+        model.insert(
+            "fc.bias".into(),
+            Tensor::from_vec(&[2], vec![-1.0, 1.5]).unwrap(),
+        );
         let mut optimizer = StateDict::new();
-        optimizer.insert("optim.steps".into(), Tensor::from_vec(&[2], vec![3.0, 0.0]).unwrap());
-        Checkpoint { spec, model, optimizer, meta: serde_json::json!({"epoch": 2}) }
+        optimizer.insert(
+            "optim.steps".into(),
+            Tensor::from_vec(&[2], vec![3.0, 0.0]).unwrap(),
+        );
+        Checkpoint {
+            spec,
+            model,
+            optimizer,
+            meta: serde_json::json!({"epoch": 2}),
+        }
     }
 
     #[test]
@@ -207,12 +230,18 @@ mod tests {
     fn every_truncation_and_bit_flip_is_an_error() {
         let bytes = sample().to_bytes().unwrap();
         for len in 0..bytes.len() {
-            assert!(Checkpoint::from_bytes(&bytes[..len], Path::new("x")).is_err(), "len {len}");
+            assert!(
+                Checkpoint::from_bytes(&bytes[..len], Path::new("x")).is_err(),
+                "len {len}"
+            );
         }
         for i in (0..bytes.len()).step_by(7) {
             let mut flipped = bytes.clone();
             flipped[i] ^= 0x10;
-            assert!(Checkpoint::from_bytes(&flipped, Path::new("x")).is_err(), "flip at {i}");
+            assert!(
+                Checkpoint::from_bytes(&flipped, Path::new("x")).is_err(),
+                "flip at {i}"
+            );
         }
     }
 
@@ -220,9 +249,16 @@ mod tests {
     fn errors_name_the_problem() {
         let mut bytes = sample().to_bytes().unwrap();
         bytes[8] = 9;
-        let msg = Checkpoint::from_bytes(&bytes, Path::new("run/ck.ckpt")).unwrap_err().to_string();
-        assert!(msg.contains("run/ck.ckpt") && msg.contains("version 9"), "{msg}");
-        let msg = Checkpoint::from_bytes(b"hello world, not a checkpoint", Path::new("f")).unwrap_err().to_string();
+        let msg = Checkpoint::from_bytes(&bytes, Path::new("run/ck.ckpt"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("run/ck.ckpt") && msg.contains("version 9"),
+            "{msg}"
+        );
+        let msg = Checkpoint::from_bytes(b"hello world, not a checkpoint", Path::new("f"))
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("bad magic"), "{msg}");
     }
 
@@ -234,7 +270,10 @@ mod tests {
         c.save(&path).unwrap();
         c.save(&path).unwrap();
         assert_eq!(Checkpoint::load(&path).unwrap(), c);
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -80,7 +80,12 @@ fn ce_row(z: &[f64], y: usize, grad: &mut [f64]) -> f64 {
 
 impl Loss {
     /// Loss and gradient of `logits` `[T·B, K]` against `labels` (length `B`).
-    pub fn compute(&self, logits: &Tensor, labels: &[usize], timesteps: usize) -> Result<LossOutput> {
+    pub fn compute(
+        &self,
+        logits: &Tensor,
+        labels: &[usize],
+        timesteps: usize,
+    ) -> Result<LossOutput> {
         let (b, k) = dims(logits, labels, timesteps)?;
         let t = timesteps;
         let mut grad = vec![0f32; t * b * k];
@@ -114,7 +119,8 @@ impl Loss {
                         total += (1.0 - lambda) * ce + lambda * mse;
                         let scale = 1.0 / (t * b) as f64;
                         for j in 0..k {
-                            let d = (1.0 - lambda) * row_grad[j] + lambda * 2.0 * (z[j] - 1.0) / k as f64;
+                            let d = (1.0 - lambda) * row_grad[j]
+                                + lambda * 2.0 * (z[j] - 1.0) / k as f64;
                             grad[row + j] = (d * scale) as f32;
                         }
                     }
@@ -164,7 +170,9 @@ mod tests {
     use super::*;
 
     fn random_logits(t: usize, b: usize, k: usize) -> Tensor {
-        let data = (0..t * b * k).map(|i| ((i * 7919 % 101) as f32 - 50.0) / 17.0).collect();
+        let data = (0..t * b * k)
+            .map(|i| ((i * 7919 % 101) as f32 - 50.0) / 17.0)
+            .collect();
         Tensor::from_vec(&[t * b, k], data).unwrap()
     }
 
@@ -184,7 +192,10 @@ mod tests {
                 - loss.compute(&minus, &labels, t).unwrap().loss)
                 / (2.0 * eps);
             let g = out.grad.data()[i];
-            assert!((fd - g).abs() < 2e-4, "{loss:?} logit {i}: fd {fd} vs analytic {g}");
+            assert!(
+                (fd - g).abs() < 2e-4,
+                "{loss:?} logit {i}: fd {fd} vs analytic {g}"
+            );
         }
     }
 

@@ -120,7 +120,12 @@ impl Optimizer {
                     let c2 = 1.0 - (beta2 as f64).powi(t as i32);
                     let step = (lr as f64 / c1) as f32;
                     let c2_sqrt = c2.sqrt() as f32;
-                    for (((w, &g), m1), m2) in value.iter_mut().zip(grad).zip(m.iter_mut()).zip(s.iter_mut()) {
+                    for (((w, &g), m1), m2) in value
+                        .iter_mut()
+                        .zip(grad)
+                        .zip(m.iter_mut())
+                        .zip(s.iter_mut())
+                    {
                         *w -= lr * weight_decay * *w;
                         *m1 = beta1 * *m1 + (1.0 - beta1) * g;
                         *m2 = beta2 * *m2 + (1.0 - beta2) * g * g;
@@ -135,7 +140,10 @@ impl Optimizer {
     /// `optim.steps`), for checkpoints.
     pub fn state_dict(&self) -> StateDict {
         let mut sd = StateDict::new();
-        for (prefix, map) in [("optim.first.", &self.first), ("optim.second.", &self.second)] {
+        for (prefix, map) in [
+            ("optim.first.", &self.first),
+            ("optim.second.", &self.second),
+        ] {
             for (name, v) in map {
                 let t = Tensor::from_vec(&[v.len()], v.clone()).expect("1-D shape matches length");
                 sd.insert(format!("{prefix}{name}"), t);
@@ -144,7 +152,10 @@ impl Optimizer {
         // Stored as two exact f32 halves: f32 holds integers only up to 2^24.
         let lo = (self.steps & 0xFFFF) as f32;
         let hi = (self.steps >> 16) as f32;
-        sd.insert("optim.steps".into(), Tensor::from_vec(&[2], vec![lo, hi]).expect("2 values"));
+        sd.insert(
+            "optim.steps".into(),
+            Tensor::from_vec(&[2], vec![lo, hi]).expect("2 values"),
+        );
         sd
     }
 
@@ -206,7 +217,10 @@ mod tests {
         let mut net = tiny_net();
         let before = net.state_dict();
         net.visit_params(&mut |p| p.grad.data_mut().fill(1.0));
-        let mut opt = Optimizer::new(OptimizerConfig::Sgd { momentum: 0.9, weight_decay: 0.1 });
+        let mut opt = Optimizer::new(OptimizerConfig::Sgd {
+            momentum: 0.9,
+            weight_decay: 0.1,
+        });
         opt.step(&mut net, 0.5);
         opt.step(&mut net, 0.5);
         let after = net.state_dict();

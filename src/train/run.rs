@@ -152,13 +152,17 @@ impl Run {
         let meta: RunMeta = serde_json::from_value(ckpt.meta.clone())
             .map_err(|e| Error::bad_file(&path, format!("not a training checkpoint: {e}")))?;
         let mut net = Network::new(ckpt.spec.clone(), meta.config.seed)?;
-        net.load_state_dict(&ckpt.model).map_err(|e| Error::bad_file(&path, e.to_string()))?;
+        net.load_state_dict(&ckpt.model)
+            .map_err(|e| Error::bad_file(&path, e.to_string()))?;
         let mut config = meta.config;
         if let Some(e) = epochs {
             config.epochs = e;
         }
         let mut trainer = Trainer::new(net, config);
-        trainer.optimizer.load_state_dict(&ckpt.optimizer).map_err(|e| Error::bad_file(&path, e.to_string()))?;
+        trainer
+            .optimizer
+            .load_state_dict(&ckpt.optimizer)
+            .map_err(|e| Error::bad_file(&path, e.to_string()))?;
         Ok(Run {
             dir: dir.to_path_buf(),
             trainer,
@@ -210,7 +214,9 @@ impl Run {
             progress.epoch_start(epoch + 1, epochs, data.train_batches());
             let lr = self.trainer.config.lr_at(epoch);
             let t0 = Instant::now();
-            let train: TrainStats = self.trainer.train_epoch(epoch, data.train(epoch)?, &mut |i, s| progress.step(i, s))?;
+            let train: TrainStats =
+                self.trainer
+                    .train_epoch(epoch, data.train(epoch)?, &mut |i, s| progress.step(i, s))?;
             let train_seconds = t0.elapsed().as_secs_f64();
             let lif = (self.lif_probe)(&mut self.trainer.net);
             let t1 = Instant::now();
@@ -242,7 +248,12 @@ impl Run {
             write_jsonl(&self.dir.join("metrics.jsonl"), &self.history)?;
             progress.epoch_end(&record);
         }
-        let final_test = evaluate(&mut self.trainer.net, t, self.trainer.config.loss, data.test()?)?;
+        let final_test = evaluate(
+            &mut self.trainer.net,
+            t,
+            self.trainer.config.loss,
+            data.test()?,
+        )?;
         let summary = Summary {
             model: self.trainer.net.spec().name.clone(),
             config: self.trainer.config.clone(),
@@ -252,7 +263,8 @@ impl Run {
             parameters: self.trainer.net.param_count(),
             train_seconds: started.elapsed().as_secs_f64(),
         };
-        let text = serde_json::to_vec_pretty(&summary).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let text = serde_json::to_vec_pretty(&summary)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         write_atomic(&self.dir.join("summary.json"), &text)?;
         Ok(summary)
     }

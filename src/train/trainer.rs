@@ -112,10 +112,18 @@ impl Trainer {
     ///
     /// A non-finite loss returns [`Error::NonFiniteLoss`] (with `epoch`/`batch` for the message)
     /// before any parameter changes.
-    pub fn step(&mut self, input: Tensor, labels: &[usize], lr: f32, epoch: usize, batch: usize) -> Result<StepStats> {
+    pub fn step(
+        &mut self,
+        input: Tensor,
+        labels: &[usize],
+        lr: f32,
+        epoch: usize,
+        batch: usize,
+    ) -> Result<StepStats> {
         let t = self.config.timesteps;
         self.net.zero_grad();
-        let logits = self.net.forward(input, &ForwardCtx::train(t))?;
+        let ctx = ForwardCtx::train(t).with_step(self.optimizer.steps());
+        let logits = self.net.forward(input, &ctx)?;
         let out = self.config.loss.compute(&logits, labels, t)?;
         if !out.loss.is_finite() {
             self.net.clear_cache();
@@ -126,7 +134,11 @@ impl Trainer {
             });
         }
         let predictions = predict_upto(&logits, labels.len(), t, t);
-        let correct = predictions.iter().zip(labels).filter(|(p, y)| p == y).count();
+        let correct = predictions
+            .iter()
+            .zip(labels)
+            .filter(|(p, y)| p == y)
+            .count();
         self.net.backward(out.grad)?;
         self.optimizer.step(&mut self.net, lr);
         Ok(StepStats {
@@ -163,7 +175,12 @@ impl Trainer {
 }
 
 /// Evaluates `net` in eval mode over `batches` with `timesteps` steps.
-pub fn evaluate(net: &mut Network, timesteps: usize, loss: Loss, batches: impl Iterator<Item = Result<Batch>>) -> Result<EvalStats> {
+pub fn evaluate(
+    net: &mut Network,
+    timesteps: usize,
+    loss: Loss,
+    batches: impl Iterator<Item = Result<Batch>>,
+) -> Result<EvalStats> {
     let mut correct_upto = vec![0usize; timesteps];
     let (mut n, mut loss_sum) = (0usize, 0f64);
     for batch in batches {
@@ -176,7 +193,10 @@ pub fn evaluate(net: &mut Network, timesteps: usize, loss: Loss, batches: impl I
         }
         n += labels.len();
     }
-    let per_t: Vec<f64> = correct_upto.iter().map(|&c| c as f64 / n.max(1) as f64).collect();
+    let per_t: Vec<f64> = correct_upto
+        .iter()
+        .map(|&c| c as f64 / n.max(1) as f64)
+        .collect();
     Ok(EvalStats {
         accuracy: per_t.last().copied().unwrap_or(0.0),
         accuracy_per_timestep: per_t,
@@ -186,10 +206,17 @@ pub fn evaluate(net: &mut Network, timesteps: usize, loss: Loss, batches: impl I
 }
 
 /// Predicted classes (mean over all T) and the mean-over-T logits `[B, classes]` for one batch.
-pub fn predict(net: &mut Network, input: Tensor, batch: usize, timesteps: usize) -> Result<(Vec<usize>, Vec<f32>)> {
+pub fn predict(
+    net: &mut Network,
+    input: Tensor,
+    batch: usize,
+    timesteps: usize,
+) -> Result<(Vec<usize>, Vec<f32>)> {
     let logits = net.forward(input, &ForwardCtx::eval(timesteps))?;
     let mean = super::loss::mean_over_time(&logits, timesteps);
     let k = logits.shape()[1];
-    let predictions = (0..batch).map(|i| super::loss::argmax(&mean[i * k..(i + 1) * k])).collect();
+    let predictions = (0..batch)
+        .map(|i| super::loss::argmax(&mean[i * k..(i + 1) * k]))
+        .collect();
     Ok((predictions, mean.iter().map(|&v| v as f32).collect()))
 }
