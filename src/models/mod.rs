@@ -19,6 +19,8 @@
 //! assert_eq!(spec.classes, 10);
 //! ```
 
+pub mod cost;
+
 use crate::error::{Error, Result};
 use crate::nn::spec::{
     BatchNorm2dSpec, Conv2dSpec, DropoutSpec, Encoding, LayerSpec, LifSpec, LinearSpec, ModelSpec,

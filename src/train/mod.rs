@@ -1,5 +1,6 @@
 //! Training: losses, optimizers, the LR schedule, the trainer loop and checkpoints.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod loss;
 pub mod optim;
