@@ -1,13 +1,15 @@
 //! The subcommands.
 
-use crate::args::{BenchArgs, Command, DataCommand, EvalArgs, LossArg, ModeArg, OptimizerArg, TrainArgs};
+use crate::args::{
+    BenchArgs, Command, DataCommand, EvalArgs, LossArg, ModeArg, OptimizerArg, TrainArgs,
+};
 use crate::datasets::{self, RunData};
 use crate::progress::CliProgress;
-use mpsnn::data::{list, Split};
+use mpsnn::data::{list, Split, SplitStatus};
 use mpsnn::models::{self, ModelOptions};
 use mpsnn::nn::{Encoding, ModelSpec, Network};
 use mpsnn::train::bench::{bench, BenchMode};
-use mpsnn::train::run::{lif_records, Run};
+use mpsnn::train::run::Run;
 use mpsnn::train::{evaluate, Checkpoint, Loss, OptimizerConfig, TrainConfig};
 use mpsnn::{Error, Result};
 use serde_json::json;
@@ -36,8 +38,12 @@ pub fn model_spec(model: &str, opts: &ModelOptions) -> Result<ModelSpec> {
     let path = Path::new(model);
     if model.ends_with(".json") || path.is_file() {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let spec: ModelSpec = serde_json::from_str(&text).map_err(|e| Error::bad_file(path, format!("bad model spec: {e}")))?;
-        if spec.input != opts.input || spec.classes != opts.classes || spec.encoding != opts.encoding {
+        let spec: ModelSpec = serde_json::from_str(&text)
+            .map_err(|e| Error::bad_file(path, format!("bad model spec: {e}")))?;
+        if spec.input != opts.input
+            || spec.classes != opts.classes
+            || spec.encoding != opts.encoding
+        {
             return Err(Error::bad_file(
                 path,
                 format!(
@@ -69,7 +75,11 @@ pub fn train(a: &TrainArgs) -> Result<mpsnn::train::run::Summary> {
         let opts = ModelOptions {
             input: train.sample_shape(),
             classes: train.classes(),
-            encoding: if train.is_event() { Encoding::Frames } else { Encoding::Direct },
+            encoding: if train.is_event() {
+                Encoding::Frames
+            } else {
+                Encoding::Direct
+            },
             lif: a.neuron.lif(),
             dropout: a.dropout,
         };
@@ -80,12 +90,22 @@ pub fn train(a: &TrainArgs) -> Result<mpsnn::train::run::Summary> {
             batch_size: a.batch_size,
             lr: a.lr,
             optimizer: match a.optimizer {
-                OptimizerArg::Sgd => OptimizerConfig::Sgd { momentum: 0.9, weight_decay: a.weight_decay },
-                OptimizerArg::Adamw => OptimizerConfig::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: a.weight_decay },
+                OptimizerArg::Sgd => OptimizerConfig::Sgd {
+                    momentum: 0.9,
+                    weight_decay: a.weight_decay,
+                },
+                OptimizerArg::Adamw => OptimizerConfig::AdamW {
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    weight_decay: a.weight_decay,
+                },
             },
             loss: match a.loss {
                 LossArg::MeanCe => Loss::MeanCe,
-                LossArg::Tet => Loss::Tet { lambda: a.tet_lambda },
+                LossArg::Tet => Loss::Tet {
+                    lambda: a.tet_lambda,
+                },
             },
             seed: a.seed,
         };
@@ -105,7 +125,13 @@ pub fn train(a: &TrainArgs) -> Result<mpsnn::train::run::Summary> {
         rayon::current_num_threads(),
         a.out.display()
     );
-    let data = RunData { train, test, batch_size: config.batch_size, timesteps: config.timesteps, seed: config.seed };
+    let data = RunData {
+        train,
+        test,
+        batch_size: config.batch_size,
+        timesteps: config.timesteps,
+        seed: config.seed,
+    };
     let summary = run.run(&data, &mut CliProgress::new())?;
     print_json(&json!({
         "best_test_accuracy": summary.best_test_accuracy,
@@ -123,8 +149,12 @@ pub fn train(a: &TrainArgs) -> Result<mpsnn::train::run::Summary> {
 pub fn load_network(path: &Path) -> Result<(Network, Checkpoint, usize)> {
     let ckpt = Checkpoint::load(path)?;
     let mut net = Network::new(ckpt.spec.clone(), 0)?;
-    net.load_state_dict(&ckpt.model).map_err(|e| Error::bad_file(path, e.to_string()))?;
-    let timesteps = ckpt.meta["config"]["timesteps"].as_u64().map(|t| t as usize).unwrap_or(4);
+    net.load_state_dict(&ckpt.model)
+        .map_err(|e| Error::bad_file(path, e.to_string()))?;
+    let timesteps = ckpt.meta["config"]["timesteps"]
+        .as_u64()
+        .map(|t| t as usize)
+        .unwrap_or(4);
     Ok((net, ckpt, timesteps))
 }
 
@@ -148,7 +178,11 @@ fn eval(a: &EvalArgs) -> Result<()> {
 fn bench_cmd(a: &BenchArgs) -> Result<()> {
     let input = match &a.input {
         Some(v) if v.len() == 3 => [v[0], v[1], v[2]],
-        Some(v) => return Err(Error::InvalidArgument(format!("--input takes C,H,W, got {v:?}"))),
+        Some(v) => {
+            return Err(Error::InvalidArgument(format!(
+                "--input takes C,H,W, got {v:?}"
+            )))
+        }
         None => match a.model.as_str() {
             "mnist-cnn" => [1, 28, 28],
             "cnn7-dvs" => [2, 48, 48],
@@ -188,14 +222,23 @@ fn data(command: DataCommand) -> Result<()> {
             let name = datasets::dataset_name(&name)?;
             let root = datasets::data_root(data_dir.as_deref());
             let report = mpsnn::data::fetch(name, &root, Default::default())?;
-            eprintln!("{report}");
+            eprintln!("{}", datasets::describe_fetch(&report));
             Ok(())
         }
         DataCommand::List { data_dir } => {
             let root = datasets::data_root(data_dir.as_deref());
             println!("data root: {}", root.display());
             for status in list(&root) {
-                println!("{status}");
+                let split = |s: &SplitStatus| match s {
+                    SplitStatus::Present => "present".to_string(),
+                    SplitStatus::Missing(why) => format!("missing ({why})"),
+                };
+                println!(
+                    "{:<14} train: {}  test: {}",
+                    status.name.as_str(),
+                    split(&status.train),
+                    split(&status.test)
+                );
             }
             Ok(())
         }

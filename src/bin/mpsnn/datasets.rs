@@ -1,7 +1,10 @@
 //! Connects datasets to the trainer: opening (and, if missing, fetching) splits, and the
 //! [`DataSource`] the run driver consumes.
 
-use mpsnn::data::{fetch, resolve_data_root, Dataset, DatasetName, FetchOptions, Loader, LoaderConfig, Split};
+use mpsnn::data::{
+    fetch, resolve_data_root, Dataset, DatasetName, FetchOptions, FetchReport, Loader,
+    LoaderConfig, Split,
+};
 use mpsnn::train::run::{Batches, DataSource};
 use mpsnn::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -22,12 +25,21 @@ pub fn data_root(cli: Option<&Path>) -> PathBuf {
 
 /// Loads `split` of `name`; if the dataset is missing, fetches it into `root` first (printing
 /// what it does on stderr) and tries once more.
-pub fn load(name: DatasetName, split: Split, root: &Path, limit: Option<usize>) -> Result<Arc<Dataset>> {
+pub fn load(
+    name: DatasetName,
+    split: Split,
+    root: &Path,
+    limit: Option<usize>,
+) -> Result<Arc<Dataset>> {
     let mut ds = match Dataset::load(name, split, root) {
         Err(Error::DataMissing(why)) => {
-            eprintln!("{why}\nfetching {} into {} ...", name.as_str(), root.display());
+            eprintln!(
+                "{why}\nfetching {} into {} ...",
+                name.as_str(),
+                root.display()
+            );
             let report = fetch(name, root, FetchOptions::default())?;
-            eprintln!("{report}");
+            eprintln!("{}", describe_fetch(&report));
             Dataset::load(name, split, root)?
         }
         other => other?,
@@ -72,4 +84,14 @@ impl DataSource for RunData {
 pub fn test_batches(test: &Arc<Dataset>, timesteps: usize) -> Result<Batches<'static>> {
     let loader = Loader::new(Arc::clone(test), &LoaderConfig::new(EVAL_BATCH, timesteps))?;
     Ok(Box::new(loader.map(|b| Ok((b.input, b.labels)))))
+}
+
+/// One line saying where a fetch put the data and how it got there.
+pub fn describe_fetch(report: &FetchReport) -> String {
+    format!(
+        "{} ({}; {} files written)",
+        report.dir.display(),
+        report.route,
+        report.files.len()
+    )
 }

@@ -33,9 +33,11 @@ impl Progress for CliProgress {
         if self.tty {
             let bar = ProgressBar::new(batches as u64);
             bar.set_style(
-                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             bar.set_prefix(format!("{epoch}/{epochs}"));
             self.bar = Some(bar);
@@ -60,11 +62,20 @@ impl Progress for CliProgress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        let per_t: Vec<String> = r.test_accuracy_per_timestep.iter().map(|a| format!("{:.2}", 100.0 * a)).collect();
+        let per_t: Vec<String> = r
+            .test_accuracy_per_timestep
+            .iter()
+            .map(|a| format!("{:.2}", 100.0 * a))
+            .collect();
         let lif: Vec<String> = r
             .lif
             .iter()
-            .map(|l| format!("{}:θ={:.3},τ={:.2},μ={:.3},rate={:.3}", l.name, l.theta, l.tau, l.mu, l.firing_rate))
+            .map(|l| {
+                format!(
+                    "{}:θ={:.3},τ={:.2},μ={:.3},rate={:.3}",
+                    l.name, l.theta, l.tau, l.mu, l.firing_rate
+                )
+            })
             .collect();
         eprintln!(
             "epoch {:>3}  lr {:.5}  train loss {:.4} acc {:.2}%  test loss {:.4} acc {:.2}%  per-t [{}]  {:.1}s+{:.1}s",
