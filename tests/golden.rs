@@ -15,13 +15,6 @@ use support::{golden_dir, Check, Golden};
 
 /// Kinds whose implementation has not landed yet; each is reported as pending, not passed.
 const PENDING: &[&str] = &[
-    "conv2d",
-    "linear",
-    "batchnorm2d",
-    "maxpool2d",
-    "avgpool2d",
-    "lif",
-    "lif_sequence",
     "network",
 ];
 
