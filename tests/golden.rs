@@ -14,9 +14,7 @@ mod support;
 use support::{golden_dir, Check, Golden};
 
 /// Kinds whose implementation has not landed yet; each is reported as pending, not passed.
-const PENDING: &[&str] = &[
-    "network",
-];
+const PENDING: &[&str] = &[];
 
 fn check(g: &Golden) -> Option<Check> {
     if PENDING.contains(&g.kind.as_str()) {

@@ -276,6 +276,18 @@ fn write_jsonl<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
 }
 
 /// θ, τ, μ and the last forward's firing rate of every LIF layer, in forward order.
-pub fn lif_records(_net: &mut Network) -> Vec<LifRecord> {
-    Vec::new()
+pub fn lif_records(net: &mut Network) -> Vec<LifRecord> {
+    let mut out = Vec::new();
+    net.for_each_layer(&mut |layer| {
+        if let Some(lif) = layer.as_any().downcast_ref::<crate::nn::lif::Lif>() {
+            out.push(LifRecord {
+                name: layer.name().to_string(),
+                theta: lif.theta(),
+                tau: lif.tau() as f32,
+                mu: lif.mu(),
+                firing_rate: lif.stats().firing_rate as f32,
+            });
+        }
+    });
+    out
 }
