@@ -197,13 +197,20 @@ impl Run {
         })
     }
 
-    /// Trains until `config.epochs` epochs are done, evaluating, logging and checkpointing after
-    /// each. Returns the summary (also written to `summary.json`).
-    pub fn run(&mut self, data: &dyn DataSource, progress: &mut dyn Progress) -> Result<Summary> {
+    /// Trains until `config.epochs` epochs are done (or, with `stop_after = Some(n)`, until `n`
+    /// epochs are done: an interruption that `resume` continues), evaluating, logging and
+    /// checkpointing after each. Returns the summary (also written to `summary.json`).
+    pub fn run(
+        &mut self,
+        data: &dyn DataSource,
+        progress: &mut dyn Progress,
+        stop_after: Option<usize>,
+    ) -> Result<Summary> {
         let started = Instant::now();
         let epochs = self.trainer.config.epochs;
+        let until = stop_after.map_or(epochs, |n| n.min(epochs));
         let t = self.trainer.config.timesteps;
-        while self.epochs_done < epochs {
+        while self.epochs_done < until {
             let epoch = self.epochs_done;
             progress.epoch_start(epoch + 1, epochs, data.train_batches());
             let lr = self.trainer.config.lr_at(epoch);

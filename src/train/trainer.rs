@@ -110,8 +110,10 @@ impl Trainer {
 
     /// One step: forward (train mode), loss, backward, optimizer update with `lr`.
     ///
-    /// A non-finite loss returns [`Error::NonFiniteLoss`] (with `epoch`/`batch` for the message)
-    /// before any parameter changes.
+    /// A non-finite loss or parameter gradient returns [`Error::NonFinite`] (with `epoch` and
+    /// `batch` for the message) before any parameter changes. Gradients are checked too because
+    /// spiking layers squash NaN activations to silent neurons, so a NaN input or BN statistic
+    /// can leave the loss finite while poisoning the gradients.
     pub fn step(
         &mut self,
         input: Tensor,
@@ -127,8 +129,8 @@ impl Trainer {
         let out = self.config.loss.compute(&logits, labels, t)?;
         if !out.loss.is_finite() {
             self.net.clear_cache();
-            return Err(Error::NonFiniteLoss {
-                loss: out.loss,
+            return Err(Error::NonFinite {
+                what: format!("loss ({})", out.loss),
                 epoch,
                 batch,
             });
@@ -140,6 +142,20 @@ impl Trainer {
             .filter(|(p, y)| p == y)
             .count();
         self.net.backward(out.grad)?;
+        let mut bad = None;
+        self.net.visit_params(&mut |p| {
+            if bad.is_none() && p.trainable && !p.grad.data().iter().all(|g| g.is_finite()) {
+                bad = Some(p.name.clone());
+            }
+        });
+        if let Some(name) = bad {
+            self.net.clear_cache();
+            return Err(Error::NonFinite {
+                what: format!("gradient of {name}"),
+                epoch,
+                batch,
+            });
+        }
         self.optimizer.step(&mut self.net, lr);
         Ok(StepStats {
             loss: out.loss,

@@ -237,6 +237,10 @@ pub struct TrainArgs {
     /// Continue the run in --out from its last checkpoint (--epochs may extend it).
     #[arg(long)]
     pub resume: bool,
+    /// Stop once this many epochs are done (the schedule still spans --epochs); continue later
+    /// with --resume.
+    #[arg(long)]
+    pub stop_after: Option<usize>,
 }
 
 /// `mpsnn eval`

@@ -132,7 +132,7 @@ pub fn train(a: &TrainArgs) -> Result<mpsnn::train::run::Summary> {
         timesteps: config.timesteps,
         seed: config.seed,
     };
-    let summary = run.run(&data, &mut CliProgress::new())?;
+    let summary = run.run(&data, &mut CliProgress::new(), a.stop_after)?;
     print_json(&json!({
         "best_test_accuracy": summary.best_test_accuracy,
         "accuracy": summary.final_test.accuracy,
