@@ -55,6 +55,7 @@
 
 pub mod blob;
 mod crc;
+mod currents;
 pub mod error;
 pub mod lif;
 pub mod model;
