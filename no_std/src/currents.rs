@@ -302,11 +302,13 @@ pub(crate) fn neuron(
     }
     if crate::model::scatter_kind(terms).is_none() {
         let mut n = 0;
+        // Hoisted: only the first `t` entries are used, and re-zeroing 32 per neuron shows.
+        let mut cur = [0.0f32; MAX_T];
         for co in 0..shape.c {
             let b = bias.get(co);
             for oy in 0..shape.h {
                 for ox in 0..shape.w {
-                    let mut cur = [0.0f32; MAX_T];
+                    cur.iter_mut().take(t).for_each(|c| *c = 0.0);
                     for (term, src) in terms.iter().zip(srcs) {
                         add_term(term, src, ctx, co, oy, ox, &mut cur);
                     }
@@ -324,6 +326,7 @@ pub(crate) fn neuron(
         return;
     };
     let mut acc = acc;
+    let mut c = [0.0f32; MAX_T];
     for co in 0..shape.c {
         cur.fill(0); // the bits of 0.0f32
         for (term, src) in terms.iter().zip(srcs) {
@@ -356,7 +359,6 @@ pub(crate) fn neuron(
         }
         let b = bias.get(co);
         for (j, cell) in cur.chunks_exact(t).enumerate() {
-            let mut c = [0.0f32; MAX_T];
             for (o, &x) in c.iter_mut().zip(cell) {
                 *o = f32::from_bits(x) + b;
             }
@@ -388,6 +390,7 @@ fn stem(
     let (hin, win) = (x.shape.h, x.shape.w);
     let hw = shape.h * shape.w;
     let mut patch = [0.0f32; PATCH];
+    let (mut acc, mut cur) = ([0.0f32; MAX_T], [0.0f32; MAX_T]);
     for oy in 0..shape.h {
         for ox in 0..shape.w {
             if let Some(used) = patch.get_mut(..planes * k) {
@@ -402,7 +405,7 @@ fn stem(
             }
             for co in 0..shape.c {
                 let row = co * k;
-                let mut acc = [0.0f32; MAX_T];
+                acc.iter_mut().take(planes).for_each(|a| *a = 0.0);
                 let s = match c.weights {
                     Weights::F32(w) => {
                         let w = w.slice(row, k);
@@ -423,7 +426,7 @@ fn stem(
                         scale.get(co)
                     }
                 };
-                let mut cur = [0.0f32; MAX_T];
+                cur.iter_mut().take(ctx.t).for_each(|c| *c = 0.0);
                 add_planes(&mut cur, &acc, ctx.t, planes, s);
                 let b = bias.get(co);
                 for v in cur.iter_mut().take(ctx.t) {
