@@ -44,50 +44,6 @@
 //! Validating the blob (CRC included) once at boot costs about 10 instructions per blob byte
 //! (2.1 M for the f32 `mnist-cnn` blob, 0.6 M for int8).
 
-#![no_std]`, allocation-free inference runtime for spiking networks exported by `mpsnn`
-//! (`mpsnn export`), for Cortex-M class microcontrollers and for the host (`mpsnn infer`).
-//!
-//! - [`Model::parse`] validates a blob (format: `docs/blob-format.md`) in place, e.g. in
-//!   flash: magic, version, CRC32, every length, offset and shape. A malformed blob is an
-//!   [`Error`], never a panic.
-//! - [`Model::run`] classifies one sample into caller-provided scratch
-//!   ([`Model::scratch_words`] `u32` words) and returns the argmax of the class scores.
-//! - Spikes are binary: the exporter folded BatchNorm and each LIF layer's threshold `θ` into
-//!   the consumers, so spike inputs cost additions only. Every neuron starts at its layer's
-//!   MP-Init potential `μ`.
-//!
-//! ```
-//! # fn demo(blob: &[u8], image: &[u8]) -> Result<usize, mpsnn_micro::Error> {
-//! use mpsnn_micro::{Input, Model};
-//! let model = Model::parse(blob)?;
-//! let mut scratch = [0u32; 4096];
-//! let mut scores = [0.0f32; 10];
-//! model.run(Input::U8(image), &mut scratch, &mut scores)
-//! # }
-//! ```
-//!
-//! Portability: `core` only, no `unsafe`, no allocator; f32 arithmetic (the Cortex-M4F has an
-//! FPU). MSRV: the workspace's `rust-version`.
-//!
-//! ## Measured on an emulated Cortex-M4F
-//!
-//! `scripts/mcu.sh`: the example firmware (`no_std/firmware`, `opt-level = "s"`, LTO) linked
-//! against a 256 KiB-flash / 64 KiB-RAM map, run under QEMU `mps2-an386` with `-icount shift=0`
-//! on 8 MNIST test images, every prediction equal to the host runtime's. Model: `mnist-cnn`
-//! shape (conv 1→16 3×3, BN, LIF, max-pool 2, conv 16→32 3×3, BN, LIF, max-pool 2, linear
-//! 1568→10), T = 4. Instructions are QEMU instruction counts, not M4 cycles; they depend on the
-//! spike activity (range over the 8 images in brackets).
-//!
-//! | weights | blob | flash (text+rodata+data) | RAM (data+bss+stack) | instructions / inference |
-//! |---|---|---|---|---|
-//! | f32 | 82,256 B | 116,472 B | 10,996 + 2,140 = 13,136 B | 23.5 M (20.5–26.4 M) |
-//! | int8 | 21,560 B | 55,752 B | 14,132 + 2,140 = 16,272 B | 23.4 M (20.4–26.1 M) |
-//!
-//! Validating the blob (CRC included) once at boot: 0.88 M (f32) / 0.26 M (int8) instructions.
-//! RAM is the scratch ([`Model::scratch_bytes`]: bit-packed spike maps plus one output
-//! channel's current accumulators) and a 2 KiB stack; the int8 model needs one more `i32`
-//! accumulator per current.
-
 #![no_std]
 #![deny(missing_docs, unsafe_code)]
 #![deny(
