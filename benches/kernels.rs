@@ -52,10 +52,10 @@ fn conv_benches(c: &mut Criterion) {
         let mut ws = ConvWorkspace::default();
         group.throughput(Throughput::Elements(g.flops()));
         group.bench_function(BenchmarkId::new("fwd", label), |b| {
-            b.iter(|| conv::forward(&g, black_box(&x), &w, None, &mut y, &mut ws))
+            b.iter(|| conv::forward(&g, black_box(&x), &w, None, &mut y))
         });
         group.bench_function(BenchmarkId::new("dx", label), |b| {
-            b.iter(|| conv::backward_input(&g, black_box(&dy), &w, &mut dx, &mut ws))
+            b.iter(|| conv::backward_input(&g, black_box(&dy), &w, &mut dx))
         });
         group.bench_function(BenchmarkId::new("dw", label), |b| {
             b.iter(|| conv::backward_weight(&g, black_box(&x), &dy, &mut dw, &mut ws))

@@ -137,43 +137,50 @@ impl ConvGeom {
     }
 }
 
-/// Per-task scratch: an im2col buffer and a buffer for gathered/grouped GEMM operands.
+/// Scratch for one task: an im2col buffer and a buffer for gathered/grouped GEMM operands.
 #[derive(Debug, Default)]
 struct Scratch {
     col: Vec<f32>,
     tmp: Vec<f32>,
 }
 
-/// Reusable scratch for the conv kernels (im2col buffers, weight-gradient partials). Grows to
-/// the largest shape seen and is then reused, so steady-state steps do not allocate.
-#[derive(Debug, Default)]
-pub struct ConvWorkspace {
-    tasks: Vec<Scratch>,
-    partials: Vec<f32>,
+thread_local! {
+    /// One scratch set per thread, shared by every conv layer: it grows to the largest shape
+    /// the thread has seen and is then reused, so memory is `threads × largest`, not
+    /// `layers × tasks × largest`.
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
-impl ConvWorkspace {
-    /// Bytes currently held.
-    pub fn bytes(&self) -> usize {
-        let t: usize = self.tasks.iter().map(|s| s.col.len() + s.tmp.len()).sum();
-        4 * (t + self.partials.len())
-    }
-}
-
-/// The first `count` scratch sets of `tasks`, grown to at least `col` and `tmp` elements.
-fn scratch(tasks: &mut Vec<Scratch>, count: usize, col: usize, tmp: usize) -> &mut [Scratch] {
-    if tasks.len() < count {
-        tasks.resize_with(count, Scratch::default);
-    }
-    for s in &mut tasks[..count] {
+/// Runs `f` with this thread's scratch grown to at least `col` and `tmp` elements.
+///
+/// `f` must not re-enter the conv kernels on the same thread (it only runs im2col and
+/// single-threaded GEMMs), otherwise the `RefCell` borrow panics.
+fn with_scratch<R>(col: usize, tmp: usize, f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| {
+        let mut s = cell.borrow_mut();
         if s.col.len() < col {
             s.col.resize(col, 0.0);
         }
         if s.tmp.len() < tmp {
             s.tmp.resize(tmp, 0.0);
         }
+        f(&mut s)
+    })
+}
+
+/// Reusable weight-gradient partial sums of one layer. Grows to the largest shape seen and is
+/// then reused, so steady-state steps do not allocate. (im2col buffers are per thread, shared
+/// across layers.)
+#[derive(Debug, Default)]
+pub struct ConvWorkspace {
+    partials: Vec<f32>,
+}
+
+impl ConvWorkspace {
+    /// Bytes currently held.
+    pub fn bytes(&self) -> usize {
+        4 * self.partials.len()
     }
-    &mut tasks[..count]
 }
 
 /// Image groups per forward/input-gradient task: two tasks per pool thread so a core slowed
@@ -194,14 +201,7 @@ fn check_lens(g: &ConvGeom, x: usize, w: usize, y: usize, what: &str) {
 ///
 /// # Panics
 /// If a slice length disagrees with `g`, or `bias` is not `C_out` long.
-pub fn forward(
-    g: &ConvGeom,
-    x: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-    ws: &mut ConvWorkspace,
-) {
+pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     check_lens(g, x.len(), weight.len(), y.len(), "forward");
     assert!(
         bias.is_none_or(|b| b.len() == g.c_out),
@@ -215,44 +215,44 @@ pub fn forward(
     let direct = gs == 1 && g.is_pointwise();
     let col_len = if direct { 0 } else { kr * gs * plane };
     let tmp_len = if gs == 1 { 0 } else { g.c_out * gs * plane };
-    let scratch = scratch(&mut ws.tasks, g.n.div_ceil(per), col_len, tmp_len);
     let lw = MatLayout::row_major(g.c_out, kr);
     y.par_chunks_mut(per * g.out_img())
         .zip(x.par_chunks(per * g.in_img()))
-        .zip(scratch.par_iter_mut())
-        .for_each(|((yc, xc), s)| {
-            for (yg, xg) in yc
-                .chunks_mut(gs * g.out_img())
-                .zip(xc.chunks(gs * g.in_img()))
-            {
-                let cnt = yg.len() / g.out_img();
-                let ncols = cnt * plane;
-                let src: &[f32] = if direct {
-                    xg
-                } else {
-                    for j in 0..cnt {
-                        let xi = &xg[j * g.in_img()..];
-                        im2col(g, xi, 0, g.c_in, &mut s.col[j * plane..], ncols);
-                    }
-                    &s.col
-                };
-                let dst: &mut [f32] = if cnt == 1 { yg } else { &mut s.tmp };
-                let beta = match bias {
-                    Some(b) => {
-                        for (row, &bo) in dst.chunks_exact_mut(ncols).zip(b) {
-                            row.fill(bo);
+        .for_each(|(yc, xc)| {
+            with_scratch(col_len, tmp_len, |s| {
+                for (yg, xg) in yc
+                    .chunks_mut(gs * g.out_img())
+                    .zip(xc.chunks(gs * g.in_img()))
+                {
+                    let cnt = yg.len() / g.out_img();
+                    let ncols = cnt * plane;
+                    let src: &[f32] = if direct {
+                        xg
+                    } else {
+                        for j in 0..cnt {
+                            let xi = &xg[j * g.in_img()..];
+                            im2col(g, xi, 0, g.c_in, &mut s.col[j * plane..], ncols);
                         }
-                        1.0
+                        &s.col
+                    };
+                    let dst: &mut [f32] = if cnt == 1 { yg } else { &mut s.tmp };
+                    let beta = match bias {
+                        Some(b) => {
+                            for (row, &bo) in dst.chunks_exact_mut(ncols).zip(b) {
+                                row.fill(bo);
+                            }
+                            1.0
+                        }
+                        None => 0.0,
+                    };
+                    let lsrc = MatLayout::row_major(kr, ncols);
+                    let ldst = MatLayout::row_major(g.c_out, ncols);
+                    sgemm(1.0, weight, lw, src, lsrc, beta, dst, ldst);
+                    if cnt > 1 {
+                        scatter(&s.tmp, g.c_out, plane, cnt, yg);
                     }
-                    None => 0.0,
-                };
-                let lsrc = MatLayout::row_major(kr, ncols);
-                let ldst = MatLayout::row_major(g.c_out, ncols);
-                sgemm(1.0, weight, lw, src, lsrc, beta, dst, ldst);
-                if cnt > 1 {
-                    scatter(&s.tmp, g.c_out, plane, cnt, yg);
                 }
-            }
+            })
         });
 }
 
@@ -260,13 +260,7 @@ pub fn forward(
 ///
 /// # Panics
 /// If a slice length disagrees with `g`.
-pub fn backward_input(
-    g: &ConvGeom,
-    dy: &[f32],
-    weight: &[f32],
-    dx: &mut [f32],
-    ws: &mut ConvWorkspace,
-) {
+pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) {
     check_lens(g, dx.len(), weight.len(), dy.len(), "backward_input");
     if g.n == 0 {
         return;
@@ -276,46 +270,46 @@ pub fn backward_input(
     let direct = gs == 1 && g.is_pointwise();
     let col_len = if direct { 0 } else { kr * gs * plane };
     let tmp_len = if gs == 1 { 0 } else { g.c_out * gs * plane };
-    let scratch = scratch(&mut ws.tasks, g.n.div_ceil(per), col_len, tmp_len);
     let lwt = MatLayout::row_major(g.c_out, kr).t();
     dx.par_chunks_mut(per * g.in_img())
         .zip(dy.par_chunks(per * g.out_img()))
-        .zip(scratch.par_iter_mut())
-        .for_each(|((dxc, dyc), s)| {
-            for (dxg, dyg) in dxc
-                .chunks_mut(gs * g.in_img())
-                .zip(dyc.chunks(gs * g.out_img()))
-            {
-                let cnt = dyg.len() / g.out_img();
-                let ncols = cnt * plane;
-                let grad: &[f32] = if cnt == 1 {
-                    dyg
-                } else {
-                    gather(dyg, g.c_out, plane, cnt, &mut s.tmp);
-                    &s.tmp
-                };
-                let lgrad = MatLayout::row_major(g.c_out, ncols);
-                if direct {
-                    sgemm(
-                        1.0,
-                        weight,
-                        lwt,
-                        grad,
-                        lgrad,
-                        0.0,
-                        dxg,
-                        MatLayout::row_major(kr, plane),
-                    );
-                    continue;
+        .for_each(|(dxc, dyc)| {
+            with_scratch(col_len, tmp_len, |s| {
+                for (dxg, dyg) in dxc
+                    .chunks_mut(gs * g.in_img())
+                    .zip(dyc.chunks(gs * g.out_img()))
+                {
+                    let cnt = dyg.len() / g.out_img();
+                    let ncols = cnt * plane;
+                    let grad: &[f32] = if cnt == 1 {
+                        dyg
+                    } else {
+                        gather(dyg, g.c_out, plane, cnt, &mut s.tmp);
+                        &s.tmp
+                    };
+                    let lgrad = MatLayout::row_major(g.c_out, ncols);
+                    if direct {
+                        sgemm(
+                            1.0,
+                            weight,
+                            lwt,
+                            grad,
+                            lgrad,
+                            0.0,
+                            dxg,
+                            MatLayout::row_major(kr, plane),
+                        );
+                        continue;
+                    }
+                    let lcol = MatLayout::row_major(kr, ncols);
+                    sgemm(1.0, weight, lwt, grad, lgrad, 0.0, &mut s.col, lcol);
+                    dxg.fill(0.0);
+                    for j in 0..cnt {
+                        let dxi = &mut dxg[j * g.in_img()..(j + 1) * g.in_img()];
+                        col2im_add(g, &mut s.col[j * plane..], ncols, dxi);
+                    }
                 }
-                let lcol = MatLayout::row_major(kr, ncols);
-                sgemm(1.0, weight, lwt, grad, lgrad, 0.0, &mut s.col, lcol);
-                dxg.fill(0.0);
-                for j in 0..cnt {
-                    let dxi = &mut dxg[j * g.in_img()..(j + 1) * g.in_img()];
-                    col2im_add(g, &mut s.col[j * plane..], ncols, dxi);
-                }
-            }
+            })
         });
 }
 
@@ -363,43 +357,43 @@ pub fn backward_weight(
     let direct = gs == 1 && g.is_pointwise();
     let col_len = if direct { 0 } else { cb * kk * gs * plane };
     let tmp_len = if gs == 1 { 0 } else { g.c_out * gs * plane };
-    let scratch = scratch(&mut ws.tasks, tasks, col_len, tmp_len);
     let ldy = |cols: usize| MatLayout::row_major(g.c_out, cols);
     ws.partials[..tasks * slot]
         .par_chunks_mut(slot)
-        .zip(scratch.par_iter_mut())
         .enumerate()
-        .for_each(|(t, (part, s))| {
-            let (b, range) = (t / ranges, t % ranges);
-            let c0 = b * cb;
-            let c1 = (c0 + cb).min(g.c_in);
-            let nb = (c1 - c0) * kk;
-            let lpart = MatLayout::row_major(g.c_out, nb);
-            let (n0, n1) = (range * per, ((range + 1) * per).min(g.n));
-            for i0 in (n0..n1).step_by(gs) {
-                let cnt = gs.min(n1 - i0);
-                let ncols = cnt * plane;
-                let dyg = &dy[i0 * g.out_img()..(i0 + cnt) * g.out_img()];
-                let xg = &x[i0 * g.in_img()..(i0 + cnt) * g.in_img()];
-                let grad: &[f32] = if cnt == 1 {
-                    dyg
-                } else {
-                    gather(dyg, g.c_out, plane, cnt, &mut s.tmp);
-                    &s.tmp
-                };
-                let src: &[f32] = if direct {
-                    &xg[c0 * plane..]
-                } else {
-                    for j in 0..cnt {
-                        let xi = &xg[j * g.in_img()..];
-                        im2col(g, xi, c0, c1, &mut s.col[j * plane..], ncols);
-                    }
-                    &s.col
-                };
-                let lsrc = MatLayout::row_major(nb, ncols).t();
-                let beta = if i0 == n0 { 0.0 } else { 1.0 };
-                sgemm(1.0, grad, ldy(ncols), src, lsrc, beta, part, lpart);
-            }
+        .for_each(|(t, part)| {
+            with_scratch(col_len, tmp_len, |s| {
+                let (b, range) = (t / ranges, t % ranges);
+                let c0 = b * cb;
+                let c1 = (c0 + cb).min(g.c_in);
+                let nb = (c1 - c0) * kk;
+                let lpart = MatLayout::row_major(g.c_out, nb);
+                let (n0, n1) = (range * per, ((range + 1) * per).min(g.n));
+                for i0 in (n0..n1).step_by(gs) {
+                    let cnt = gs.min(n1 - i0);
+                    let ncols = cnt * plane;
+                    let dyg = &dy[i0 * g.out_img()..(i0 + cnt) * g.out_img()];
+                    let xg = &x[i0 * g.in_img()..(i0 + cnt) * g.in_img()];
+                    let grad: &[f32] = if cnt == 1 {
+                        dyg
+                    } else {
+                        gather(dyg, g.c_out, plane, cnt, &mut s.tmp);
+                        &s.tmp
+                    };
+                    let src: &[f32] = if direct {
+                        &xg[c0 * plane..]
+                    } else {
+                        for j in 0..cnt {
+                            let xi = &xg[j * g.in_img()..];
+                            im2col(g, xi, c0, c1, &mut s.col[j * plane..], ncols);
+                        }
+                        &s.col
+                    };
+                    let lsrc = MatLayout::row_major(nb, ncols).t();
+                    let beta = if i0 == n0 { 0.0 } else { 1.0 };
+                    sgemm(1.0, grad, ldy(ncols), src, lsrc, beta, part, lpart);
+                }
+            })
         });
     let partials = &ws.partials;
     dw.par_chunks_mut(g.col_rows())

@@ -89,9 +89,9 @@ struct Outputs {
 fn run(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], dy: &[f32], acc0: &[f32]) -> Outputs {
     let mut ws = ConvWorkspace::default();
     let mut y = vec![f32::NAN; g.n * g.out_img()];
-    forward(g, x, w, Some(b), &mut y, &mut ws);
+    forward(g, x, w, Some(b), &mut y);
     let mut dx = vec![f32::NAN; g.n * g.in_img()];
-    backward_input(g, dy, w, &mut dx, &mut ws);
+    backward_input(g, dy, w, &mut dx);
     let mut dw = acc0[..g.weight_len()].to_vec();
     backward_weight(g, x, dy, &mut dw, &mut ws);
     let mut db = acc0[..g.c_out].to_vec();
@@ -270,8 +270,8 @@ fn empty_batch_is_a_no_op() {
     let mut ws = ConvWorkspace::default();
     let w = vec![1.0; g.weight_len()];
     let mut dw = vec![0.5; g.weight_len()];
-    forward(&g, &[], &w, None, &mut [], &mut ws);
-    backward_input(&g, &[], &w, &mut [], &mut ws);
+    forward(&g, &[], &w, None, &mut []);
+    backward_input(&g, &[], &w, &mut []);
     backward_weight(&g, &[], &[], &mut dw, &mut ws);
     assert!(dw.iter().all(|&v| v == 0.5));
 }
