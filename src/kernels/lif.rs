@@ -1,1 +1,368 @@
-//! (in progress)
+//! The fused multi-step LIF kernels: all T timesteps of a layer in one call over a time-major
+//! `[T, N]` view (row `t` = the N neurons at step t), forward in place (input → output) and
+//! backward in place (∂L/∂O → ∂L/∂I), built from the pure step functions of
+//! [`crate::neuron::step`].
+//!
+//! Work is split into fixed chunks of [`CHUNK`] neurons. A chunk runs its whole time loop with
+//! each neuron's state in a register (`f32x8` lanes, scalar tail), so every element is read and
+//! written once per step. Chunks run on rayon when there are several; each returns partial sums
+//! (spike counts, Σ U[T] over active neurons, g_θ, g_decay in f64), which are added in chunk
+//! order. Chunk boundaries do not depend on the thread count, so results are bit-identical for
+//! any number of threads.
+//!
+//! What backward needs is kept in a [`Tape`]: the pre-spike membrane M as f32, and optionally the
+//! spikes ([`SpikeStorage`]). Spikes are a function of the cached M (`S = 1[M ≥ θ]`, the very
+//! comparison the forward made), so by default they are recomputed rather than stored; the
+//! 1-bit and 1-byte layouts exist for a future compressed-M tape and for measurement:
+//! `benches/lif.rs`, 2 threads, 128×32×32×64, T = 4, forward+backward: see `SpikeStorage`.
+
+mod fused;
+mod reference;
+#[cfg(test)]
+mod tests;
+
+pub use reference::{backward_reference, forward_reference, ReferenceForward};
+
+use crate::neuron::step::{reset, StepParams};
+use fused::{Bits, Bytes, Format, Recompute};
+use rayon::prelude::*;
+
+/// Neurons per work chunk (a multiple of 8, so bit-packed rows split on byte boundaries). With
+/// T = 4 a chunk's input, output and membrane rows span 768 KiB, comfortably inside L2.
+pub const CHUNK: usize = 16 * 1024;
+
+/// How the forward pass keeps the spikes S[t] for backward.
+///
+/// Measured (`benches/lif.rs`, see the report in the module docs of `crate::nn::lif`):
+/// recomputing from M is the fastest and smallest; bits and bytes only add traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpikeStorage {
+    /// Not stored: backward recomputes `S = 1[M ≥ θ]` from the cached M (0 bytes).
+    #[default]
+    Recompute,
+    /// One bit per spike, 8 neurons per byte, each row padded to a whole byte.
+    Bits,
+    /// One byte (0 or 1) per spike.
+    Bytes,
+}
+
+impl SpikeStorage {
+    /// Bytes one row of `n` neurons takes.
+    pub fn row_bytes(self, n: usize) -> usize {
+        match self {
+            SpikeStorage::Recompute => Recompute::row_bytes(n),
+            SpikeStorage::Bits => Bits::row_bytes(n),
+            SpikeStorage::Bytes => Bytes::row_bytes(n),
+        }
+    }
+}
+
+/// What a training forward leaves for backward: M (`[T, N]`, f32) and the spikes in the chosen
+/// [`SpikeStorage`]. Reused across steps: [`Tape::prepare`] only grows the buffers.
+#[derive(Clone, Debug, Default)]
+pub struct Tape {
+    timesteps: usize,
+    neurons: usize,
+    theta: f32,
+    storage: SpikeStorage,
+    membrane: Vec<f32>,
+    spikes: Vec<u8>,
+}
+
+impl Tape {
+    /// An empty tape that will keep spikes as `storage`.
+    pub fn new(storage: SpikeStorage) -> Self {
+        Tape {
+            storage,
+            ..Tape::default()
+        }
+    }
+
+    /// Sizes the tape for `timesteps × neurons` (contents unspecified until a forward fills it).
+    pub fn prepare(&mut self, timesteps: usize, neurons: usize) {
+        self.timesteps = timesteps;
+        self.neurons = neurons;
+        self.membrane.resize(timesteps * neurons, 0.0);
+        self.spikes
+            .resize(timesteps * self.storage.row_bytes(neurons), 0);
+    }
+
+    /// Number of timesteps T.
+    pub fn timesteps(&self) -> usize {
+        self.timesteps
+    }
+
+    /// Neurons per timestep N.
+    pub fn neurons(&self) -> usize {
+        self.neurons
+    }
+
+    /// The spike storage.
+    pub fn storage(&self) -> SpikeStorage {
+        self.storage
+    }
+
+    /// The cached pre-spike membrane M, `[T, N]` time-major.
+    pub fn membrane(&self) -> &[f32] {
+        &self.membrane[..self.timesteps * self.neurons]
+    }
+
+    /// The stored spike bytes (empty for [`SpikeStorage::Recompute`]).
+    pub fn spike_bytes(&self) -> &[u8] {
+        &self.spikes[..self.timesteps * self.storage.row_bytes(self.neurons)]
+    }
+
+    /// S[t] of neuron `j`, as the forward pass decided it.
+    ///
+    /// # Panics
+    /// If `t` or `j` is out of range.
+    pub fn spike(&self, t: usize, j: usize) -> bool {
+        assert!(
+            t < self.timesteps && j < self.neurons,
+            "Tape::spike out of range"
+        );
+        let m = self.membrane[t * self.neurons + j];
+        let rb = self.storage.row_bytes(self.neurons);
+        let row = &self.spikes[t * rb..(t + 1) * rb];
+        match self.storage {
+            SpikeStorage::Recompute => Recompute::get1(row, j, m, self.theta),
+            SpikeStorage::Bits => Bits::get1(row, j, m, self.theta),
+            SpikeStorage::Bytes => Bytes::get1(row, j, m, self.theta),
+        }
+    }
+
+    /// Bytes held by the tape's buffers.
+    pub fn heap_bytes(&self) -> usize {
+        self.membrane.capacity() * 4 + self.spikes.capacity()
+    }
+
+    /// The post-reset potential U[T] of every neuron into `out` (length N).
+    ///
+    /// # Panics
+    /// If the tape is empty (T = 0) or `out` has the wrong length.
+    pub fn last_potential(&self, p: &StepParams, out: &mut [f32]) {
+        assert!(self.timesteps > 0 && out.len() == self.neurons);
+        let t = self.timesteps - 1;
+        for (j, u) in out.iter_mut().enumerate() {
+            *u = reset(p, self.membrane[t * self.neurons + j], self.spike(t, j));
+        }
+    }
+}
+
+/// Partial sums of a forward pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ForwardSums {
+    /// Σ S over all T·N (t, neuron) pairs.
+    pub spikes: u64,
+    /// Neurons that spiked at least once.
+    pub active: u64,
+    /// Σ U[T] over those neurons (the MP-Init statistic).
+    pub sum_u_active: f64,
+}
+
+impl ForwardSums {
+    fn add(self, o: ForwardSums) -> ForwardSums {
+        ForwardSums {
+            spikes: self.spikes + o.spikes,
+            active: self.active + o.active,
+            sum_u_active: self.sum_u_active + o.sum_u_active,
+        }
+    }
+}
+
+/// Parameter-gradient sums of a backward pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BackwardSums {
+    /// ∂L/∂θ (multiply by sigmoid(k) for ∂L/∂k).
+    pub g_theta: f64,
+    /// Σ g_M·(M − U_prev) (multiply by 1 − λ for ∂L/∂w).
+    pub g_decay: f64,
+}
+
+impl BackwardSums {
+    fn add(self, o: BackwardSums) -> BackwardSums {
+        BackwardSums {
+            g_theta: self.g_theta + o.g_theta,
+            g_decay: self.g_decay + o.g_decay,
+        }
+    }
+}
+
+/// Training forward: `io` holds I `[T, N]` on entry and O on return; M (and the spikes, per the
+/// tape's storage) go to `tape`, which is resized to `T × N`. `u0` is U[0] for every neuron.
+///
+/// # Panics
+/// If `timesteps` is 0 or does not divide `io.len()`.
+pub fn forward_train(
+    p: &StepParams,
+    u0: f32,
+    timesteps: usize,
+    io: &mut [f32],
+    tape: &mut Tape,
+) -> ForwardSums {
+    let n = neurons(io.len(), timesteps);
+    tape.prepare(timesteps, n);
+    tape.theta = p.theta;
+    let (m, s) = (&mut tape.membrane[..timesteps * n], &mut tape.spikes[..]);
+    match tape.storage {
+        SpikeStorage::Recompute => run_forward::<Recompute, true>(p, u0, timesteps, n, io, m, s),
+        SpikeStorage::Bits => run_forward::<Bits, true>(p, u0, timesteps, n, io, m, s),
+        SpikeStorage::Bytes => run_forward::<Bytes, true>(p, u0, timesteps, n, io, m, s),
+    }
+}
+
+/// Evaluation forward: like [`forward_train`] but nothing is kept.
+///
+/// # Panics
+/// If `timesteps` is 0 or does not divide `io.len()`.
+pub fn forward_eval(p: &StepParams, u0: f32, timesteps: usize, io: &mut [f32]) -> ForwardSums {
+    let n = neurons(io.len(), timesteps);
+    run_forward::<Recompute, false>(p, u0, timesteps, n, io, &mut [], &mut [])
+}
+
+/// Backward through time for the forward recorded in `tape` (made with the same `p` and `u0`).
+/// `grad` holds ∂L/∂O `[T, N]` on entry and ∂L/∂I on return. `grad_u_last`, if given, is
+/// ∂L/∂U[T] (a loss on the final state, e.g. when state is carried into a following window);
+/// `None` means 0, the usual case.
+///
+/// # Panics
+/// If the tape is empty, or `grad` or `grad_u_last` does not match the tape's `T × N`.
+pub fn backward(
+    p: &StepParams,
+    u0: f32,
+    tape: &Tape,
+    grad: &mut [f32],
+    grad_u_last: Option<&[f32]>,
+) -> BackwardSums {
+    let (t, n) = (tape.timesteps, tape.neurons);
+    assert!(t > 0, "lif backward: empty tape");
+    assert_eq!(grad.len(), t * n, "lif backward: gradient length");
+    assert!(
+        grad_u_last.is_none_or(|g| g.len() == n),
+        "lif backward: grad_u_last length"
+    );
+    debug_assert_eq!(
+        p.theta.to_bits(),
+        tape.theta.to_bits(),
+        "θ changed since forward"
+    );
+    let (m, s) = (tape.membrane(), tape.spike_bytes());
+    match tape.storage {
+        SpikeStorage::Recompute => run_backward::<Recompute>(p, u0, t, n, m, s, grad, grad_u_last),
+        SpikeStorage::Bits => run_backward::<Bits>(p, u0, t, n, m, s, grad, grad_u_last),
+        SpikeStorage::Bytes => run_backward::<Bytes>(p, u0, t, n, m, s, grad, grad_u_last),
+    }
+}
+
+fn neurons(len: usize, timesteps: usize) -> usize {
+    assert!(
+        timesteps > 0 && len.is_multiple_of(timesteps),
+        "lif kernel: {len} values are not T = {timesteps} rows"
+    );
+    len / timesteps
+}
+
+fn chunk_count(n: usize) -> usize {
+    n.div_ceil(CHUNK).max(1)
+}
+
+/// Splits a `[rows, row_len]` buffer into per-chunk row pieces: entry `c·rows + t` is chunk
+/// c's part of row t (`piece` elements per chunk, the last chunk shorter; all empty if
+/// `piece` is 0).
+fn split_rows<E>(
+    mut buf: &mut [E],
+    rows: usize,
+    row_len: usize,
+    piece: usize,
+    chunks: usize,
+) -> Vec<&mut [E]> {
+    let mut out: Vec<&mut [E]> = (0..chunks * rows).map(|_| <&mut [E]>::default()).collect();
+    for t in 0..rows {
+        let (mut row, rest) = std::mem::take(&mut buf).split_at_mut(row_len);
+        buf = rest;
+        for c in 0..chunks {
+            let take = piece.min(row.len());
+            let (a, b) = std::mem::take(&mut row).split_at_mut(take);
+            out[c * rows + t] = a;
+            row = b;
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_forward<F: Format, const TAPE: bool>(
+    p: &StepParams,
+    u0: f32,
+    t: usize,
+    n: usize,
+    io: &mut [f32],
+    m: &mut [f32],
+    s: &mut [u8],
+) -> ForwardSums {
+    let chunks = chunk_count(n);
+    let io_rows = split_rows(io, t, n, CHUNK, chunks);
+    let (m_rows, s_rows) = if TAPE {
+        (
+            split_rows(m, t, n, CHUNK, chunks),
+            split_rows(s, t, F::row_bytes(n), F::row_bytes(CHUNK), chunks),
+        )
+    } else {
+        (empty_rows(chunks * t), empty_rows(chunks * t))
+    };
+    type Rows<'a, E> = &'a mut [&'a mut [E]];
+    let body = |((io, m), s): ((Rows<f32>, Rows<f32>), Rows<u8>)| {
+        fused::forward_chunk::<F, TAPE>(p, u0, io, m, s)
+    };
+    let sums: Vec<ForwardSums> = if chunks > 1 {
+        let mut io_rows = io_rows;
+        let (mut m_rows, mut s_rows) = (m_rows, s_rows);
+        io_rows
+            .par_chunks_mut(t)
+            .zip(m_rows.par_chunks_mut(t))
+            .zip(s_rows.par_chunks_mut(t))
+            .map(body)
+            .collect()
+    } else {
+        let (mut io_rows, mut m_rows, mut s_rows) = (io_rows, m_rows, s_rows);
+        vec![body(((&mut io_rows, &mut m_rows), &mut s_rows))]
+    };
+    sums.into_iter()
+        .fold(ForwardSums::default(), ForwardSums::add)
+}
+
+fn empty_rows<'a, E>(count: usize) -> Vec<&'a mut [E]> {
+    (0..count).map(|_| <&mut [E]>::default()).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_backward<F: Format>(
+    p: &StepParams,
+    u0: f32,
+    t: usize,
+    n: usize,
+    m: &[f32],
+    s: &[u8],
+    grad: &mut [f32],
+    grad_u_last: Option<&[f32]>,
+) -> BackwardSums {
+    let chunks = chunk_count(n);
+    let mut g_rows = split_rows(grad, t, n, CHUNK, chunks);
+    let sb = F::row_bytes(n);
+    let body = |(c, g): (usize, &mut [&mut [f32]])| {
+        let lo = c * CHUNK;
+        let hi = (lo + CHUNK).min(n);
+        let (blo, bhi) = (F::row_bytes(lo), F::row_bytes(hi));
+        let m_rows: Vec<&[f32]> = (0..t).map(|r| &m[r * n + lo..r * n + hi]).collect();
+        let s_rows: Vec<&[u8]> = (0..t).map(|r| &s[r * sb + blo..r * sb + bhi]).collect();
+        let g_last = grad_u_last.map(|g| &g[lo..hi]);
+        fused::backward_chunk::<F>(p, u0, &m_rows, &s_rows, g, g_last)
+    };
+    let sums: Vec<BackwardSums> = if chunks > 1 {
+        g_rows.par_chunks_mut(t).enumerate().map(body).collect()
+    } else {
+        vec![body((0, &mut g_rows))]
+    };
+    sums.into_iter()
+        .fold(BackwardSums::default(), BackwardSums::add)
+}

@@ -1,18 +1,285 @@
-//! (in progress)
-use super::{ForwardCtx, Layer};
-use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+//! [`Lif`]: a multi-step LIF layer with learnable θ = softplus(k) and 1/τ = sigmoid(w), the
+//! surrogate family of METHOD.md §3, and MP-Init (§4).
+//!
+//! The input is `[T·B, ...]` (time-major, T from [`ForwardCtx::timesteps`]); the layer views
+//! it as `[T, N]` with N = B·C·H·W and runs all T steps in one fused kernel call
+//! ([`crate::kernels::lif`]), in place. The output is θ·S for TrSG and S for AS/RS-SG, with
+//! the tensor's spike hint set accordingly.
+//!
+//! Memory kept for backward: M as f32 (4 bytes per neuron-step) and nothing else; the spikes
+//! are recomputed from M (`S = 1[M ≥ θ]`), U[t−1] from M[t−1] and S[t−1], and I − U[t−1]
+//! from `M − U[t−1] = λ·(I − U[t−1])`. Storing the spikes as well (1 bit or 1 byte each, see
+//! [`SpikeStorage`]) measured slower on this machine, forward+backward at ResNet-19 sizes
+//! (T = 4, B = 64, 2 threads; `benches/lif.rs`, `spike_storage` group):
+//! SPIKE_STORAGE_RESULT
+
 use super::spec::LifSpec;
-/// (in progress)
-pub struct Lif { name: String }
-impl Lif {
-    /// (in progress)
-    pub fn from_spec(spec: &LifSpec) -> Result<Self> { Ok(Lif { name: spec.name.clone() }) }
+use super::{Buffer, ForwardCtx, Layer, Param};
+use crate::error::{Error, Result};
+use crate::kernels::lif::{self as kernel, SpikeStorage, Tape};
+use crate::neuron::mp_init;
+use crate::neuron::params::{k_from_theta, w_from_tau, Derived};
+use crate::neuron::recorder::{MembraneHistogram, RecorderConfig};
+use crate::neuron::step::StepParams;
+use crate::neuron::surrogate::Surrogate;
+use crate::tensor::Tensor;
+
+/// Statistics of the most recent forward pass (training or eval).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LifStats {
+    /// Mean of S over all T·N neuron-steps.
+    pub firing_rate: f64,
+    /// Fraction of the N neurons that spiked at least once.
+    pub active_fraction: f64,
+    /// The MP-Init batch statistic: mean U[T] over active neurons (0 if none).
+    pub mean_u_active: f64,
+    /// Neurons per timestep N = B·C·H·W.
+    pub neurons: usize,
+    /// Timesteps T.
+    pub timesteps: usize,
 }
+
+/// What a training forward leaves for backward besides the tape.
+#[derive(Clone, Debug)]
+struct Cached {
+    shape: Vec<usize>,
+    params: StepParams,
+    derived: Derived,
+    u0: f32,
+}
+
+/// A multi-step LIF layer; see the module docs.
+pub struct Lif {
+    name: String,
+    spec: LifSpec,
+    surrogate: Surrogate,
+    k: Param,
+    w: Param,
+    mu: Buffer,
+    tape: Tape,
+    cache: Option<Cached>,
+    stats: LifStats,
+    recorder: Option<MembraneHistogram>,
+}
+
+impl Lif {
+    /// Builds the layer: `<name>.k` = softplus⁻¹(θ0), `<name>.w` = −ln(τ0 − 1) (trainable per
+    /// `learn_theta` / `learn_tau`), buffer `<name>.mu` = `spec.mu`. Fails on θ0 ≤ 0, τ0 ≤ 1,
+    /// γ ≤ 0 or a non-finite μ.
+    ///
+    /// ```
+    /// use mpsnn::nn::{lif::Lif, spec::LifSpec, ForwardCtx, Layer};
+    /// use mpsnn::Tensor;
+    /// let mut lif = Lif::from_spec(&LifSpec::new("lif1")).unwrap(); // TrSG, θ0 = 1, τ0 = 2
+    /// // T = 2 steps of B = 1 sample with 3 neurons; λ = 1/2, U[0] = μ = 0.
+    /// let x = Tensor::from_vec(&[2, 3], vec![2.5, 0.2, 1.0, 0.0, 0.2, 2.0]).unwrap();
+    /// let y = lif.forward(x, &ForwardCtx::train(2)).unwrap();
+    /// // M[1] = [1.25, 0.1, 0.5], M[2] = [0.125, 0.15, 1.25]: TrSG emits θ·S.
+    /// let th = lif.theta();
+    /// assert_eq!(y.data(), &[th, 0.0, 0.0, 0.0, 0.0, th]);
+    /// assert_eq!(y.spike_scale(), Some(th));
+    /// // MP-Init: U[T] of the two active neurons is 0.125 and 0.25 → μ = 0.1·0.1875.
+    /// assert!((lif.mu() - 0.01875).abs() < 1e-6);
+    /// ```
+    pub fn from_spec(spec: &LifSpec) -> Result<Lif> {
+        let surrogate = Surrogate::new(spec.surrogate, spec.shape, spec.gamma)?;
+        if !spec.mu.is_finite() {
+            return Err(Error::Spec(format!("LIF {}: mu must be finite", spec.name)));
+        }
+        let name = spec.name.clone();
+        let k = Param::new(
+            format!("{name}.k"),
+            Tensor::scalar(k_from_theta(spec.theta0)?),
+        )
+        .trainable(spec.learn_theta);
+        let w = Param::new(format!("{name}.w"), Tensor::scalar(w_from_tau(spec.tau0)?))
+            .trainable(spec.learn_tau);
+        Ok(Lif {
+            mu: Buffer::new(format!("{name}.mu"), Tensor::scalar(spec.mu)),
+            name,
+            spec: spec.clone(),
+            surrogate,
+            k,
+            w,
+            tape: Tape::new(SpikeStorage::default()),
+            cache: None,
+            stats: LifStats::default(),
+            recorder: None,
+        })
+    }
+
+    /// The spec the layer was built from (its θ0, τ0, μ fields are initial values).
+    pub fn config(&self) -> &LifSpec {
+        &self.spec
+    }
+
+    /// The current θ, λ and chain-rule factors, from the current `k`, `w`.
+    pub fn derived(&self) -> Derived {
+        Derived::from_raw(self.k.value.data()[0], self.w.value.data()[0])
+    }
+
+    /// The threshold θ = softplus(k).
+    pub fn theta(&self) -> f32 {
+        self.derived().theta
+    }
+
+    /// The decay λ = 1/τ = sigmoid(w).
+    pub fn lambda(&self) -> f32 {
+        self.derived().lambda
+    }
+
+    /// The time constant τ = 1/λ.
+    pub fn tau(&self) -> f64 {
+        self.derived().tau()
+    }
+
+    /// The MP-Init potential μ (used as U[0] when MP-Init is on).
+    pub fn mu(&self) -> f32 {
+        self.mu.value.data()[0]
+    }
+
+    /// Statistics of the last forward pass.
+    pub fn stats(&self) -> LifStats {
+        self.stats
+    }
+
+    /// Chooses how spikes are kept for backward (takes effect at the next forward).
+    pub fn set_spike_storage(&mut self, storage: SpikeStorage) {
+        if storage != self.tape.storage() {
+            self.tape = Tape::new(storage);
+            self.cache = None;
+        }
+    }
+
+    /// Turns the membrane recorder on (with a fresh histogram) or off. When on, every forward,
+    /// training or eval, adds its M to [`Lif::histogram`]; eval then also writes M to the
+    /// layer's scratch tape (no backward is possible after it, as usual for eval).
+    pub fn set_recorder(&mut self, config: Option<RecorderConfig>) {
+        self.recorder = config.map(MembraneHistogram::new);
+    }
+
+    /// The recorder's histogram, if recording.
+    pub fn histogram(&self) -> Option<&MembraneHistogram> {
+        self.recorder.as_ref()
+    }
+
+    /// M `[T·B, ...]` (pre-spike membrane, input shape) of the last training forward.
+    pub fn membrane(&self) -> Result<Tensor> {
+        let c = self.cached()?;
+        Tensor::from_vec(&c.shape, self.tape.membrane().to_vec())
+    }
+
+    /// U[T] `[B, ...]` (post-reset potential after the last step) of the last training forward.
+    pub fn last_potential(&self) -> Result<Tensor> {
+        let c = self.cached()?;
+        let mut shape = c.shape.clone();
+        shape[0] /= self.tape.timesteps();
+        let mut u = Tensor::zeros(&shape);
+        self.tape.last_potential(&c.params, u.data_mut());
+        Ok(u)
+    }
+
+    fn cached(&self) -> Result<&Cached> {
+        self.cache.as_ref().ok_or_else(|| Error::NoForwardCache {
+            layer: self.name.clone(),
+        })
+    }
+}
+
 impl Layer for Lif {
-    fn name(&self) -> &str { &self.name }
-    fn output_shape(&self, _input: &[usize]) -> Result<Vec<usize>> { Err(Error::Unsupported("Lif in progress".into())) }
-    fn forward(&mut self, _input: Tensor, _ctx: &ForwardCtx) -> Result<Tensor> { Err(Error::Unsupported("Lif in progress".into())) }
-    fn backward(&mut self, _g: Tensor) -> Result<Tensor> { Err(Error::Unsupported("Lif in progress".into())) }
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        if input.is_empty() {
+            return Err(Error::shape(&self.name, "[T·B, ...]", input));
+        }
+        Ok(input.to_vec())
+    }
+
+    fn forward(&mut self, mut input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        let t = ctx.timesteps;
+        let shape = input.shape().to_vec();
+        if shape.is_empty() || t == 0 || !shape[0].is_multiple_of(t) {
+            return Err(Error::shape(
+                &self.name,
+                format!("[T·B, ...] with T = {t} dividing the first dimension"),
+                &shape,
+            ));
+        }
+        let derived = self.derived();
+        let params = StepParams::new(&derived, self.surrogate, self.spec.reset);
+        let u0 = mp_init::initial_potential(self.spec.mp_init, self.mu());
+        self.cache = None;
+        let record = self.recorder.is_some();
+        let sums = if ctx.is_train() || record {
+            kernel::forward_train(&params, u0, t, input.data_mut(), &mut self.tape)
+        } else {
+            kernel::forward_eval(&params, u0, t, input.data_mut())
+        };
+        if let Some(h) = &mut self.recorder {
+            h.record(self.tape.membrane(), t, params.theta, &self.surrogate);
+        }
+        let n = input.len() / t;
+        self.stats = LifStats {
+            firing_rate: sums.spikes as f64 / (t * n).max(1) as f64,
+            active_fraction: sums.active as f64 / n.max(1) as f64,
+            mean_u_active: mp_init::batch_mean(sums.sum_u_active, sums.active),
+            neurons: n,
+            timesteps: t,
+        };
+        if ctx.is_train() {
+            if self.spec.mp_init {
+                let mu = mp_init::update(self.mu(), sums.sum_u_active, sums.active);
+                self.mu.value.data_mut()[0] = mu;
+            }
+            self.cache = Some(Cached {
+                shape,
+                params,
+                derived,
+                u0,
+            });
+        }
+        Ok(input.with_spike_scale(Some(params.out_scale)))
+    }
+
+    fn backward(&mut self, mut grad_output: Tensor) -> Result<Tensor> {
+        let c = self.cached()?;
+        if grad_output.shape() != &c.shape[..] {
+            return Err(Error::shape(
+                &self.name,
+                format!("gradient of shape {:?}", c.shape),
+                grad_output.shape(),
+            ));
+        }
+        let sums = kernel::backward(&c.params, c.u0, &self.tape, grad_output.data_mut(), None);
+        let (g_k, g_w) = (
+            sums.g_theta * c.derived.dtheta_dk,
+            sums.g_decay * c.derived.one_minus_lambda_f64,
+        );
+        if self.k.trainable {
+            self.k.grad.data_mut()[0] += g_k as f32;
+        }
+        if self.w.trainable {
+            self.w.grad.data_mut()[0] += g_w as f32;
+        }
+        Ok(grad_output)
+    }
+
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        f(&mut self.k);
+        f(&mut self.w);
+    }
+
+    fn visit_buffers(&mut self, f: &mut dyn FnMut(&mut Buffer)) {
+        f(&mut self.mu);
+    }
+
+    fn clear_cache(&mut self) {
+        self.cache = None;
+        self.tape = Tape::new(self.tape.storage());
+    }
+
     crate::impl_as_any!();
 }

@@ -78,11 +78,14 @@ impl Network {
         if s.len() != 4 || s[1..] != self.spec.input[..] {
             return Err(Error::shape(
                 &self.spec.name,
-                format!("[N, {}, {}, {}]", self.spec.input[0], self.spec.input[1], self.spec.input[2]),
+                format!(
+                    "[N, {}, {}, {}]",
+                    self.spec.input[0], self.spec.input[1], self.spec.input[2]
+                ),
                 s,
             ));
         }
-        if self.spec.encoding == Encoding::Frames && s[0] % ctx.timesteps != 0 {
+        if self.spec.encoding == Encoding::Frames && !s[0].is_multiple_of(ctx.timesteps) {
             return Err(Error::shape(
                 &self.spec.name,
                 format!("[T·B, ...] with T = {}", ctx.timesteps),

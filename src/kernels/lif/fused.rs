@@ -1,0 +1,262 @@
+//! Chunk bodies of the fused LIF kernels: `f32x8` over neurons with the time loop inside, and a
+//! scalar tail; plus the spike layouts of the tape.
+
+use super::{BackwardSums, ForwardSums};
+use crate::neuron::step::{reset, step, step_backward, StepParams};
+use wide::{f32x8, u32x8};
+
+const LANES: usize = 8;
+
+/// A spike layout: how S[t] for one chunk row is written by forward and read by backward.
+/// Vector accessors take the index `v` of an 8-neuron group; scalar ones a neuron index `j`.
+pub(super) trait Format: Sync {
+    /// Bytes a row of `n` neurons takes (a multiple-of-8 `n` splits exactly).
+    fn row_bytes(n: usize) -> usize;
+    /// Stores the 8 spikes of group `v` (bit `i` = lane `i`).
+    fn put8(row: &mut [u8], v: usize, bits: u8);
+    /// The spikes of group `v` as a lane mask; `m`, `theta` are the group's M and θ.
+    fn get8(row: &[u8], v: usize, m: f32x8, theta: f32x8) -> f32x8;
+    /// Prepares the row for scalar [`Format::put1`] calls from neuron `j0` (a multiple of 8).
+    fn begin_tail(_row: &mut [u8], _j0: usize) {}
+    /// Stores the spike of neuron `j`.
+    fn put1(row: &mut [u8], j: usize, s: bool);
+    /// The spike of neuron `j`, whose membrane is `m`.
+    fn get1(row: &[u8], j: usize, m: f32, theta: f32) -> bool;
+}
+
+/// Spikes are not stored: S = 1[M ≥ θ] is recomputed from the cached M (the same comparison,
+/// on the same f32 values, that the forward made).
+pub(super) struct Recompute;
+
+impl Format for Recompute {
+    fn row_bytes(_n: usize) -> usize {
+        0
+    }
+    #[inline(always)]
+    fn put8(_row: &mut [u8], _v: usize, _bits: u8) {}
+    #[inline(always)]
+    fn get8(_row: &[u8], _v: usize, m: f32x8, theta: f32x8) -> f32x8 {
+        m.simd_ge(theta)
+    }
+    #[inline(always)]
+    fn put1(_row: &mut [u8], _j: usize, _s: bool) {}
+    #[inline(always)]
+    fn get1(_row: &[u8], _j: usize, m: f32, theta: f32) -> bool {
+        m >= theta
+    }
+}
+
+/// One bit per spike: byte `v` of a row holds group `v`, lane `i` in bit `i`. The padding bits
+/// of a row's last byte are zero.
+pub(super) struct Bits;
+
+impl Format for Bits {
+    fn row_bytes(n: usize) -> usize {
+        n.div_ceil(8)
+    }
+    #[inline(always)]
+    fn put8(row: &mut [u8], v: usize, bits: u8) {
+        row[v] = bits;
+    }
+    #[inline(always)]
+    fn get8(row: &[u8], v: usize, _m: f32x8, _theta: f32x8) -> f32x8 {
+        mask_from_bits(row[v])
+    }
+    fn begin_tail(row: &mut [u8], j0: usize) {
+        row[j0 / 8] = 0;
+    }
+    #[inline(always)]
+    fn put1(row: &mut [u8], j: usize, s: bool) {
+        row[j / 8] |= (s as u8) << (j % 8);
+    }
+    #[inline(always)]
+    fn get1(row: &[u8], j: usize, _m: f32, _theta: f32) -> bool {
+        (row[j / 8] >> (j % 8)) & 1 == 1
+    }
+}
+
+/// One byte (0 or 1) per spike.
+pub(super) struct Bytes;
+
+impl Format for Bytes {
+    fn row_bytes(n: usize) -> usize {
+        n
+    }
+    #[inline(always)]
+    fn put8(row: &mut [u8], v: usize, bits: u8) {
+        let dst: &mut [u8; LANES] = (&mut row[v * LANES..(v + 1) * LANES]).try_into().unwrap();
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = (bits >> i) & 1;
+        }
+    }
+    #[inline(always)]
+    fn get8(row: &[u8], v: usize, _m: f32x8, _theta: f32x8) -> f32x8 {
+        let b: [u8; LANES] = row[v * LANES..(v + 1) * LANES].try_into().unwrap();
+        // 0 → 0x0000_0000, 1 → 0xFFFF_FFFF: the lane mask itself.
+        f32x8::from_bits(u32x8::new(b.map(|x| (x as u32).wrapping_neg())))
+    }
+    #[inline(always)]
+    fn put1(row: &mut [u8], j: usize, s: bool) {
+        row[j] = s as u8;
+    }
+    #[inline(always)]
+    fn get1(row: &[u8], j: usize, _m: f32, _theta: f32) -> bool {
+        row[j] == 1
+    }
+}
+
+/// The lane mask with lane `i` set iff bit `i` of `bits` is.
+#[inline(always)]
+fn mask_from_bits(bits: u8) -> f32x8 {
+    const LANE_BIT: u32x8 = u32x8::new([1, 2, 4, 8, 16, 32, 64, 128]);
+    let hit = (u32x8::splat(bits as u32) & LANE_BIT).simd_ne(u32x8::splat(0));
+    f32x8::from_bits(hit)
+}
+
+#[inline(always)]
+fn load(row: &[f32], j: usize) -> f32x8 {
+    f32x8::new(row[j..j + LANES].try_into().unwrap())
+}
+
+#[inline(always)]
+fn store(row: &mut [f32], j: usize, v: f32x8) {
+    row[j..j + LANES].copy_from_slice(&v.to_array());
+}
+
+/// Forward over one chunk: `io[t]` is row t of the chunk (I in, O out); with `TAPE`, `m[t]` and
+/// `s[t]` receive M and the spikes. Every row has the same length; there is at least one row.
+pub(super) fn forward_chunk<F: Format, const TAPE: bool>(
+    p: &StepParams,
+    u0: f32,
+    io: &mut [&mut [f32]],
+    m: &mut [&mut [f32]],
+    s: &mut [&mut [u8]],
+) -> ForwardSums {
+    let steps = io.len();
+    let len = io[0].len();
+    let groups = len / LANES;
+    let (mut spikes, mut active) = (0u64, 0u64);
+    let mut lane_sum = [0f64; LANES];
+    for v in 0..groups {
+        let j = v * LANES;
+        let mut u = f32x8::splat(u0);
+        let mut any = 0u32;
+        for t in 0..steps {
+            let out = step(p, u, load(io[t], j));
+            store(io[t], j, out.o);
+            let bits = out.s.to_bitmask();
+            if TAPE {
+                store(m[t], j, out.m);
+                F::put8(s[t], v, bits as u8);
+            }
+            spikes += bits.count_ones() as u64;
+            any |= bits;
+            u = out.u;
+        }
+        active += any.count_ones() as u64;
+        let u_active = mask_from_bits(any as u8).select(u, f32x8::ZERO).to_array();
+        for (acc, x) in lane_sum.iter_mut().zip(u_active) {
+            *acc += x as f64;
+        }
+    }
+    let mut tail_sum = 0f64;
+    let j0 = groups * LANES;
+    if TAPE && j0 < len {
+        for row in s.iter_mut() {
+            F::begin_tail(row, j0);
+        }
+    }
+    for j in j0..len {
+        let (mut u, mut any) = (u0, false);
+        for t in 0..steps {
+            let out = step(p, u, io[t][j]);
+            io[t][j] = out.o;
+            if TAPE {
+                m[t][j] = out.m;
+                F::put1(s[t], j, out.s);
+            }
+            spikes += out.s as u64;
+            any |= out.s;
+            u = out.u;
+        }
+        if any {
+            active += 1;
+            tail_sum += u as f64;
+        }
+    }
+    ForwardSums {
+        spikes,
+        active,
+        sum_u_active: lane_sum.iter().sum::<f64>() + tail_sum,
+    }
+}
+
+/// Backward over one chunk: `m[t]`, `s[t]` are the chunk's tape rows, `g[t]` holds ∂L/∂O[t] on
+/// entry and ∂L/∂I[t] on return; `g_u_last` is the chunk's ∂L/∂U[T], if any.
+pub(super) fn backward_chunk<F: Format>(
+    p: &StepParams,
+    u0: f32,
+    m: &[&[f32]],
+    s: &[&[u8]],
+    g: &mut [&mut [f32]],
+    g_u_last: Option<&[f32]>,
+) -> BackwardSums {
+    let steps = g.len();
+    let len = g[0].len();
+    let groups = len / LANES;
+    let theta = f32x8::splat(p.theta);
+    let (mut th_lanes, mut dec_lanes) = ([0f64; LANES], [0f64; LANES]);
+    for v in 0..groups {
+        let j = v * LANES;
+        let mut g_u = g_u_last.map_or(f32x8::ZERO, |gl| load(gl, j));
+        let (mut g_th, mut g_dec) = (f32x8::ZERO, f32x8::ZERO);
+        let mut m_t = load(m[steps - 1], j);
+        let mut s_t = F::get8(s[steps - 1], v, m_t, theta);
+        for t in (0..steps).rev() {
+            let (m_p, s_p, u_p) = if t > 0 {
+                let m_p = load(m[t - 1], j);
+                let s_p = F::get8(s[t - 1], v, m_p, theta);
+                (m_p, s_p, reset(p, m_p, s_p))
+            } else {
+                (f32x8::ZERO, f32x8::ZERO, f32x8::splat(u0))
+            };
+            let gr = step_backward(p, u_p, m_t, s_t, load(g[t], j), g_u);
+            store(g[t], j, gr.g_i);
+            g_th += gr.g_theta;
+            g_dec += gr.g_decay;
+            g_u = gr.g_u_prev;
+            (m_t, s_t) = (m_p, s_p);
+        }
+        for (acc, x) in th_lanes.iter_mut().zip(g_th.to_array()) {
+            *acc += x as f64;
+        }
+        for (acc, x) in dec_lanes.iter_mut().zip(g_dec.to_array()) {
+            *acc += x as f64;
+        }
+    }
+    let (mut th_tail, mut dec_tail) = (0f64, 0f64);
+    for j in groups * LANES..len {
+        let mut g_u = g_u_last.map_or(0.0, |gl| gl[j]);
+        let (mut g_th, mut g_dec) = (0f32, 0f32);
+        for t in (0..steps).rev() {
+            let (m_t, s_t) = (m[t][j], F::get1(s[t], j, m[t][j], p.theta));
+            let u_p = if t > 0 {
+                let m_p = m[t - 1][j];
+                reset(p, m_p, F::get1(s[t - 1], j, m_p, p.theta))
+            } else {
+                u0
+            };
+            let gr = step_backward(p, u_p, m_t, s_t, g[t][j], g_u);
+            g[t][j] = gr.g_i;
+            g_th += gr.g_theta;
+            g_dec += gr.g_decay;
+            g_u = gr.g_u_prev;
+        }
+        th_tail += g_th as f64;
+        dec_tail += g_dec as f64;
+    }
+    BackwardSums {
+        g_theta: th_lanes.iter().sum::<f64>() + th_tail,
+        g_decay: dec_lanes.iter().sum::<f64>() + dec_tail,
+    }
+}
