@@ -27,21 +27,21 @@ fn data(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// (label, n, c_in, h·w side, c_out, kernel, stride, pad)
-const CONVS: &[(&str, usize, usize, usize, usize, usize, usize, usize)] = &[
-    ("r19_l1_128x32x32_k3", 64, 128, 32, 128, 3, 1, 1),
-    ("r19_l2_256x16x16_k3", 64, 256, 16, 256, 3, 1, 1),
-    ("r19_l3_512x8x8_k3", 64, 512, 8, 512, 3, 1, 1),
-    ("r19_short_128to256_32x32_k1s2", 64, 128, 32, 256, 1, 2, 0),
-    ("r19_stem_3to64_32x32_k3", 64, 3, 32, 64, 3, 1, 1),
-    ("mnist_c1_1to32_28x28_k3", 256, 1, 28, 32, 3, 1, 1),
-    ("mnist_c2_32to64_14x14_k3", 256, 32, 14, 64, 3, 1, 1),
+/// (label, [n, c_in, h = w, c_out, kernel, stride, pad])
+const CONVS: &[(&str, [usize; 7])] = &[
+    ("r19_l1_128x32x32_k3", [64, 128, 32, 128, 3, 1, 1]),
+    ("r19_l2_256x16x16_k3", [64, 256, 16, 256, 3, 1, 1]),
+    ("r19_l3_512x8x8_k3", [64, 512, 8, 512, 3, 1, 1]),
+    ("r19_short_128to256_32x32_k1s2", [64, 128, 32, 256, 1, 2, 0]),
+    ("r19_stem_3to64_32x32_k3", [64, 3, 32, 64, 3, 1, 1]),
+    ("mnist_c1_1to32_28x28_k3", [256, 1, 28, 32, 3, 1, 1]),
+    ("mnist_c2_32to64_14x14_k3", [256, 32, 14, 64, 3, 1, 1]),
 ];
 
 fn conv_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("conv2d");
     group.sample_size(10);
-    for &(label, n, ci, hw, co, k, s, p) in CONVS {
+    for &(label, [n, ci, hw, co, k, s, p]) in CONVS {
         let g = ConvGeom::new(n, ci, hw, hw, co, k, s, p).unwrap();
         let x = data(n * g.in_img(), 1);
         let w = data(g.weight_len(), 2);
