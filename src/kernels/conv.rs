@@ -311,9 +311,10 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) 
                     }
                     let lcol = MatLayout::row_major(kr, ncols);
                     sgemm(1.0, weight, lwt, grad, lgrad, 0.0, &mut s.col, lcol);
-                    dxg.fill(0.0);
                     for j in 0..cnt {
                         let dxi = &mut dxg[j * g.in_img()..(j + 1) * g.in_img()];
+                        // Zeroed image by image so it is still in cache for the scatter-add.
+                        dxi.fill(0.0);
                         col2im_add(g, &mut s.col[j * plane..], ncols, dxi);
                     }
                 }
