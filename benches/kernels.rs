@@ -14,6 +14,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use mpsnn::kernels::bn::{self, BnDims};
 use mpsnn::kernels::conv::{self, ConvGeom, ConvWorkspace};
+use mpsnn::kernels::gemm::{sgemm_rows_par, MatLayout};
 use mpsnn::kernels::pool::{self, PoolGeom};
 use std::hint::black_box;
 
@@ -41,6 +42,16 @@ const CONVS: &[(&str, [usize; 7])] = &[
 fn conv_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("conv2d");
     group.sample_size(10);
+    // Reference point in the same run: a 1024³ SGEMM through the same path (rows split over the
+    // pool). On a shared, noisy machine report conv throughput as a ratio to this.
+    let m = 1024;
+    let (a, b) = (data(m * m, 7), data(m * m, 8));
+    let mut cm = vec![0.0; m * m];
+    let l = MatLayout::row_major(m, m);
+    group.throughput(Throughput::Elements(2 * (m * m * m) as u64));
+    group.bench_function("sgemm_1024_reference", |bch| {
+        bch.iter(|| sgemm_rows_par(1.0, black_box(&a), l, &b, l, 0.0, &mut cm, l))
+    });
     for &(label, [n, ci, hw, co, k, s, p]) in CONVS {
         let g = ConvGeom::new(n, ci, hw, hw, co, k, s, p).unwrap();
         let x = data(n * g.in_img(), 1);
