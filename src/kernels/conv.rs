@@ -38,7 +38,8 @@ use im2col::{col2im_add, gather, im2col, scatter};
 use rayon::prelude::*;
 
 /// Minimum columns per GEMM: images whose output plane is smaller are grouped (see the module
-/// docs). 512 is where `matrixmultiply`'s throughput on these shapes levels off.
+/// docs). Chosen from A/B runs with 256, 512, 1024 and 2048 on a noisy shared machine: 2048
+/// was clearly slower, 256–1024 were within the noise; re-measure on a quiet one.
 pub const GEMM_COLS: usize = 512;
 
 /// The geometry of one conv call (all sizes in elements).
