@@ -14,6 +14,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use mpsnn::kernels::bn::{self, BnDims};
 use mpsnn::kernels::conv::{self, ConvGeom, ConvWorkspace};
+use mpsnn::kernels::gemm::{sgemm_rows_par, MatLayout};
 use mpsnn::kernels::pool::{self, PoolGeom};
 use std::hint::black_box;
 
@@ -27,21 +28,31 @@ fn data(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// (label, n, c_in, h·w side, c_out, kernel, stride, pad)
-const CONVS: &[(&str, usize, usize, usize, usize, usize, usize, usize)] = &[
-    ("r19_l1_128x32x32_k3", 64, 128, 32, 128, 3, 1, 1),
-    ("r19_l2_256x16x16_k3", 64, 256, 16, 256, 3, 1, 1),
-    ("r19_l3_512x8x8_k3", 64, 512, 8, 512, 3, 1, 1),
-    ("r19_short_128to256_32x32_k1s2", 64, 128, 32, 256, 1, 2, 0),
-    ("r19_stem_3to64_32x32_k3", 64, 3, 32, 64, 3, 1, 1),
-    ("mnist_c1_1to32_28x28_k3", 256, 1, 28, 32, 3, 1, 1),
-    ("mnist_c2_32to64_14x14_k3", 256, 32, 14, 64, 3, 1, 1),
+/// (label, [n, c_in, h = w, c_out, kernel, stride, pad])
+const CONVS: &[(&str, [usize; 7])] = &[
+    ("r19_l1_128x32x32_k3", [64, 128, 32, 128, 3, 1, 1]),
+    ("r19_l2_256x16x16_k3", [64, 256, 16, 256, 3, 1, 1]),
+    ("r19_l3_512x8x8_k3", [64, 512, 8, 512, 3, 1, 1]),
+    ("r19_short_128to256_32x32_k1s2", [64, 128, 32, 256, 1, 2, 0]),
+    ("r19_stem_3to64_32x32_k3", [64, 3, 32, 64, 3, 1, 1]),
+    ("mnist_c1_1to32_28x28_k3", [256, 1, 28, 32, 3, 1, 1]),
+    ("mnist_c2_32to64_14x14_k3", [256, 32, 14, 64, 3, 1, 1]),
 ];
 
 fn conv_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("conv2d");
     group.sample_size(10);
-    for &(label, n, ci, hw, co, k, s, p) in CONVS {
+    // Reference point in the same run: a 1024³ SGEMM through the same path (rows split over the
+    // pool). On a shared, noisy machine report conv throughput as a ratio to this.
+    let m = 1024;
+    let (a, b) = (data(m * m, 7), data(m * m, 8));
+    let mut cm = vec![0.0; m * m];
+    let l = MatLayout::row_major(m, m);
+    group.throughput(Throughput::Elements(2 * (m * m * m) as u64));
+    group.bench_function("sgemm_1024_reference", |bch| {
+        bch.iter(|| sgemm_rows_par(1.0, black_box(&a), l, &b, l, 0.0, &mut cm, l))
+    });
+    for &(label, [n, ci, hw, co, k, s, p]) in CONVS {
         let g = ConvGeom::new(n, ci, hw, hw, co, k, s, p).unwrap();
         let x = data(n * g.in_img(), 1);
         let w = data(g.weight_len(), 2);
@@ -52,10 +63,10 @@ fn conv_benches(c: &mut Criterion) {
         let mut ws = ConvWorkspace::default();
         group.throughput(Throughput::Elements(g.flops()));
         group.bench_function(BenchmarkId::new("fwd", label), |b| {
-            b.iter(|| conv::forward(&g, black_box(&x), &w, None, &mut y, &mut ws))
+            b.iter(|| conv::forward(&g, black_box(&x), &w, None, &mut y))
         });
         group.bench_function(BenchmarkId::new("dx", label), |b| {
-            b.iter(|| conv::backward_input(&g, black_box(&dy), &w, &mut dx, &mut ws))
+            b.iter(|| conv::backward_input(&g, black_box(&dy), &w, &mut dx))
         });
         group.bench_function(BenchmarkId::new("dw", label), |b| {
             b.iter(|| conv::backward_weight(&g, black_box(&x), &dy, &mut dw, &mut ws))

@@ -307,3 +307,29 @@ fn replaced_parameters_of_the_wrong_shape_are_state_errors() {
         assert!(matches!(r, Err(Error::State(_))), "{}: {r:?}", layer.name());
     }
 }
+
+#[test]
+fn empty_batches_pass_through_every_layer() {
+    for mut layer in every_layer() {
+        let name = layer.name().to_string();
+        let mut shape = good_input(layer.as_ref()).shape().to_vec();
+        shape[0] = 0;
+        let out = layer.output_shape(&shape).unwrap();
+        if name == "bn1" {
+            // No statistics without values: a training forward is an error, eval is fine.
+            let r = layer.forward(Tensor::zeros(&shape), &ForwardCtx::train(1));
+            assert!(matches!(r, Err(Error::ShapeMismatch { .. })), "{name}");
+            let y = layer
+                .forward(Tensor::zeros(&shape), &ForwardCtx::eval(1))
+                .unwrap();
+            assert_eq!(y.shape(), &out[..]);
+            continue;
+        }
+        let y = layer
+            .forward(Tensor::zeros(&shape), &ForwardCtx::train(1))
+            .unwrap();
+        assert_eq!(y.shape(), &out[..], "{name}");
+        let dx = layer.backward(y).unwrap();
+        assert_eq!(dx.shape(), &shape[..], "{name}");
+    }
+}

@@ -109,16 +109,16 @@ fn gradcheck(tag: &str, layer: &mut dyn Layer, x: Tensor, rng: &mut InitRng) {
 #[test]
 fn conv2d_gradients_match_finite_differences() {
     let mut rng = init_rng(1);
-    // n, c_in, h, w, c_out, k, stride, padding, bias
-    let cases: &[(usize, usize, usize, usize, usize, usize, usize, usize, bool)] = &[
-        (2, 3, 7, 5, 4, 3, 1, 1, true),
-        (2, 2, 7, 5, 3, 3, 2, 1, false),
-        (3, 2, 6, 7, 2, 5, 2, 2, true),
-        (2, 3, 5, 5, 4, 1, 1, 0, true),
-        (2, 4, 6, 5, 3, 1, 2, 0, false),
-        (1, 1, 4, 4, 2, 3, 1, 0, true),
+    // [n, c_in, h, w, c_out, k, stride, padding], bias
+    let cases: &[([usize; 8], bool)] = &[
+        ([2, 3, 7, 5, 4, 3, 1, 1], true),
+        ([2, 2, 7, 5, 3, 3, 2, 1], false),
+        ([3, 2, 6, 7, 2, 5, 2, 2], true),
+        ([2, 3, 5, 5, 4, 1, 1, 0], true),
+        ([2, 4, 6, 5, 3, 1, 2, 0], false),
+        ([1, 1, 4, 4, 2, 3, 1, 0], true),
     ];
-    for &(n, ci, h, w, co, k, s, p, bias) in cases {
+    for &([n, ci, h, w, co, k, s, p], bias) in cases {
         let spec = Conv2dSpec {
             name: "c".into(),
             in_channels: ci,

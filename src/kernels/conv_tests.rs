@@ -1,6 +1,7 @@
 //! Conv kernels against a direct 7-loop f64 convolution on awkward shapes.
 #![allow(clippy::needless_range_loop)] // index loops mirror the textbook formula
 
+use super::im2col::{col2im_add, im2col, valid_range};
 use super::*;
 
 fn rand_vec(n: usize, seed: &mut u64) -> Vec<f32> {
@@ -88,9 +89,9 @@ struct Outputs {
 fn run(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], dy: &[f32], acc0: &[f32]) -> Outputs {
     let mut ws = ConvWorkspace::default();
     let mut y = vec![f32::NAN; g.n * g.out_img()];
-    forward(g, x, w, Some(b), &mut y, &mut ws);
+    forward(g, x, w, Some(b), &mut y);
     let mut dx = vec![f32::NAN; g.n * g.in_img()];
-    backward_input(g, dy, w, &mut dx, &mut ws);
+    backward_input(g, dy, w, &mut dx);
     let mut dw = acc0[..g.weight_len()].to_vec();
     backward_weight(g, x, dy, &mut dw, &mut ws);
     let mut db = acc0[..g.c_out].to_vec();
@@ -172,9 +173,10 @@ fn col2im_is_the_adjoint_of_im2col() {
         let x = rand_vec(g.in_img(), &mut seed);
         let c = rand_vec(g.col_rows() * g.out_plane(), &mut seed);
         let mut col = vec![f32::NAN; c.len()];
-        im2col(&g, &x, 0, g.c_in, &mut col);
+        let plane = g.out_plane();
+        im2col(&g, &x, 0, g.c_in, &mut col, plane);
         let mut back = vec![0.0; x.len()];
-        col2im_add(&g, &mut c.clone(), &mut back);
+        col2im_add(&g, &mut c.clone(), plane, &mut back);
         let lhs: f64 = back
             .iter()
             .zip(&x)
@@ -197,8 +199,10 @@ fn im2col_matches_its_definition_from_a_nan_filled_buffer() {
         // Channels 1.. only (the weight-gradient blocks start mid-image).
         let c0 = (g.c_in > 1) as usize;
         let rows = (g.c_in - c0) * g.k * g.k;
-        let mut col = vec![f32::NAN; rows * g.out_plane() + 5];
-        im2col(&g, &x, c0, g.c_in, &mut col);
+        // Rows 3 apart inside a wider matrix: the gaps must stay untouched.
+        let ld = g.out_plane() + 3;
+        let mut col = vec![f32::NAN; rows * ld + 5];
+        im2col(&g, &x, c0, g.c_in, &mut col, ld);
         for r in 0..rows {
             let (c, kh, kw) = (c0 + r / (g.k * g.k), r / g.k % g.k, r % g.k);
             for oy in 0..g.oh {
@@ -211,13 +215,20 @@ fn im2col_matches_its_definition_from_a_nan_filled_buffer() {
                     } else {
                         0.0
                     };
-                    let got = col[r * g.out_plane() + oy * g.ow + ox];
+                    let got = col[r * ld + oy * g.ow + ox];
                     assert_eq!(got.to_bits(), want.to_bits(), "{s:?} row {r} ({oy},{ox})");
                 }
             }
         }
+        for r in 0..rows {
+            let gap = &col[r * ld + g.out_plane()..(r + 1) * ld];
+            assert!(
+                gap.iter().all(|v| v.is_nan()),
+                "{s:?}: gap after row {r} written"
+            );
+        }
         assert!(
-            col[rows * g.out_plane()..].iter().all(|v| v.is_nan()),
+            col[rows * ld..].iter().all(|v| v.is_nan()),
             "wrote past the rows"
         );
     }
@@ -232,6 +243,25 @@ fn geometry_rejects_kernels_larger_than_the_padded_input() {
     let g = ConvGeom::new(4, 3, 7, 5, 2, 2, 2, 0).unwrap();
     assert_eq!((g.oh, g.ow), (3, 2));
     assert_eq!(valid_range(0, 2, 1, 5, 3), (1, 3));
+    // Grouping: only when K > P, GEMM_COLS / P images, at most n.
+    assert_eq!(ConvGeom::new(5, 25, 10, 20, 2, 3, 1, 1).unwrap().group(), 2);
+    assert_eq!(
+        ConvGeom::new(64, 512, 8, 8, 512, 3, 1, 1).unwrap().group(),
+        8
+    );
+    assert_eq!(ConvGeom::new(3, 130, 5, 5, 3, 3, 1, 1).unwrap().group(), 3);
+    assert_eq!(
+        ConvGeom::new(64, 128, 32, 32, 256, 1, 2, 0)
+            .unwrap()
+            .group(),
+        1
+    );
+    assert_eq!(
+        ConvGeom::new(64, 128, 32, 32, 128, 3, 1, 1)
+            .unwrap()
+            .group(),
+        1
+    );
 }
 
 #[test]
@@ -240,8 +270,8 @@ fn empty_batch_is_a_no_op() {
     let mut ws = ConvWorkspace::default();
     let w = vec![1.0; g.weight_len()];
     let mut dw = vec![0.5; g.weight_len()];
-    forward(&g, &[], &w, None, &mut [], &mut ws);
-    backward_input(&g, &[], &w, &mut [], &mut ws);
+    forward(&g, &[], &w, None, &mut []);
+    backward_input(&g, &[], &w, &mut []);
     backward_weight(&g, &[], &[], &mut dw, &mut ws);
     assert!(dw.iter().all(|&v| v == 0.5));
 }

@@ -159,7 +159,6 @@ impl Layer for Conv2d {
             self.weight.value.data(),
             self.bias.as_ref().map(|b| b.value.data()),
             &mut y,
-            &mut self.ws,
         );
         self.cache = ctx.is_train().then_some((input, g));
         Tensor::from_vec(&[g.n, g.c_out, g.oh, g.ow], y)
@@ -198,13 +197,7 @@ impl Layer for Conv2d {
             conv::backward_bias(&g, dy, b.grad.data_mut());
         }
         // The input is no longer needed: its buffer becomes the input gradient.
-        conv::backward_input(
-            &g,
-            dy,
-            self.weight.value.data(),
-            input.data_mut(),
-            &mut self.ws,
-        );
+        conv::backward_input(&g, dy, self.weight.value.data(), input.data_mut());
         Ok(input)
     }
 
