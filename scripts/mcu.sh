@@ -64,6 +64,11 @@ for prec in f32 int8; do
     echo "== $prec: firmware ($memory memory map)"
     ( cd no_std/firmware && MPSNN_ASSETS="$assets" MPSNN_MEMORY="$memory" \
         CARGO_TARGET_DIR="$work/fw-$prec" cargo build --quiet --release )
+    if [ "$prec" = f32 ]; then
+        # The firmware is outside the workspace, so the workspace lint does not see it.
+        ( cd no_std/firmware && MPSNN_ASSETS="$assets" CARGO_TARGET_DIR="$work/fw-lint" \
+            cargo clippy --quiet --release -- -D warnings )
+    fi
     elf="$work/fw-$prec/$target/release/mpsnn-micro-firmware"
     read -r text data bss _ < <(arm-none-eabi-size "$elf" | tail -1)
     echo "== $prec: QEMU"

@@ -34,14 +34,21 @@ fn SysTick() {
 unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {
     hprintln!("MCU FAIL: hard fault");
     debug::exit(debug::EXIT_FAILURE);
-    loop {}
+    halt()
 }
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
     hprintln!("MCU FAIL: panic");
     debug::exit(debug::EXIT_FAILURE);
-    loop {}
+    halt()
+}
+
+/// Stops here if the semihosting exit returns (no debugger attached on real hardware).
+fn halt() -> ! {
+    loop {
+        cortex_m::asm::wfi();
+    }
 }
 
 /// SysTick ticks since start (24-bit counter extended by the wrap interrupt).
@@ -176,11 +183,11 @@ fn main() -> ! {
     } else {
         debug::EXIT_FAILURE
     });
-    loop {}
+    halt()
 }
 
 fn fail(why: &str) -> ! {
     hprintln!("MCU FAIL: {}", why);
     debug::exit(debug::EXIT_FAILURE);
-    loop {}
+    halt()
 }
