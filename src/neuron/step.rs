@@ -23,7 +23,7 @@
 
 use super::lane::Lane;
 use super::params::Derived;
-use super::surrogate::{Reset, Surrogate, SurrogateKind};
+use super::surrogate::{Reset, Surrogate, SurrogateKind, SurrogateShape};
 
 /// The per-layer constants of one step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,6 +62,19 @@ impl StepParams {
     }
 }
 
+impl StepParams {
+    /// The same parameters with the configuration replaced by `kind`, `shape`, `reset` (see
+    /// [`Surrogate::with_kind_shape`]); the fused kernels specialise their loops with it.
+    #[inline(always)]
+    pub fn specialized(&self, kind: SurrogateKind, shape: SurrogateShape, reset: Reset) -> Self {
+        StepParams {
+            reset,
+            surrogate: self.surrogate.with_kind_shape(kind, shape),
+            ..*self
+        }
+    }
+}
+
 /// The result of one forward step.
 #[derive(Clone, Copy, Debug)]
 pub struct StepOut<L: Lane> {
@@ -83,7 +96,7 @@ pub fn step<L: Lane>(p: &StepParams, u_prev: L, i: L) -> StepOut<L> {
     StepOut {
         m,
         s,
-        o: L::select(s, L::splat(p.out_scale), L::splat(0.0)),
+        o: L::keep(s, L::splat(p.out_scale)),
         u: reset(p, m, s),
     }
 }
@@ -92,10 +105,9 @@ pub fn step<L: Lane>(p: &StepParams, u_prev: L, i: L) -> StepOut<L> {
 /// recomputes U[t−1] with this, bit-identical to the forward's value.
 #[inline(always)]
 pub fn reset<L: Lane>(p: &StepParams, m: L, s: L::Mask) -> L {
-    let zero = L::splat(0.0);
     match p.reset {
-        Reset::Soft => m - L::select(s, L::splat(p.theta), zero),
-        Reset::Hard => L::select(s, zero, m),
+        Reset::Soft => m - L::keep(s, L::splat(p.theta)),
+        Reset::Hard => L::select(s, L::splat(0.0), m),
     }
 }
 

@@ -8,10 +8,8 @@
 //!
 //! Memory kept for backward: M as f32 (4 bytes per neuron-step) and nothing else; the spikes
 //! are recomputed from M (`S = 1[M ≥ θ]`), U[t−1] from M[t−1] and S[t−1], and I − U[t−1]
-//! from `M − U[t−1] = λ·(I − U[t−1])`. Storing the spikes as well (1 bit or 1 byte each, see
-//! [`SpikeStorage`]) measured slower on this machine, forward+backward at ResNet-19 sizes
-//! (T = 4, B = 64, 2 threads; `benches/lif.rs`, `spike_storage` group):
-//! SPIKE_STORAGE_RESULT
+//! from `M − U[t−1] = λ·(I − U[t−1])`. Storing the spikes as well (1 bit or 1 byte each) is
+//! possible with [`Lif::set_spike_storage`] and measured slower; see [`SpikeStorage`].
 
 use super::spec::LifSpec;
 use super::{Buffer, ForwardCtx, Layer, Param};
