@@ -8,7 +8,7 @@ use wide::{f32x8, u32x8};
 
 const LANES: usize = 8;
 
-/// A spike layout: how S[t] for one chunk row is written by forward and read by backward.
+/// A spike layout: how `S[t]` for one chunk row is written by forward and read by backward.
 /// Vector accessors take the index `v` of an 8-neuron group; scalar ones a neuron index `j`.
 pub(super) trait Format: Sync {
     /// Bytes a row of `n` neurons takes (a multiple-of-8 `n` splits exactly).
@@ -221,8 +221,8 @@ fn forward_body<F: Format, const TAPE: bool>(
     }
 }
 
-/// Backward over one chunk: `m[t]`, `s[t]` are the chunk's tape rows, `g[t]` holds ∂L/∂O[t] on
-/// entry and ∂L/∂I[t] on return; `g_u_last` is the chunk's ∂L/∂U[T], if any.
+/// Backward over one chunk: `m[t]`, `s[t]` are the chunk's tape rows, `g[t]` holds `∂L/∂O[t]` on
+/// entry and `∂L/∂I[t]` on return; `g_u_last` is the chunk's `∂L/∂U[T]`, if any.
 pub(super) fn backward_chunk<F: Format>(
     p: &StepParams,
     u0: f32,
