@@ -1,6 +1,7 @@
 //! Fused LIF kernels at ResNet-19 layer sizes (T = 4, B = 64; METHOD.md §6.1): training forward,
-//! backward, forward+backward, eval forward, the three spike storages, and a STREAM-like triad
-//! over the same bytes as a same-run bandwidth reference.
+//! backward, forward+backward, eval forward, the three spike storages, a STREAM-like triad
+//! over the same bytes as a same-run bandwidth reference, and an L2-resident size that shows
+//! the compute rate.
 //!
 //! Throughput is reported in neuron-steps (T·N) and in counted bytes (each f32 read or written
 //! once, no write-allocate traffic, like STREAM): training forward 12 B per neuron-step
@@ -144,5 +145,34 @@ fn spike_storage(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lif, spike_storage);
+/// One chunk (16 K neurons, T = 4: 256 KiB per buffer) stays in L2, so this measures the
+/// kernels' compute rate rather than DRAM; it runs on one thread. `PerIteration` batches keep
+/// each freshly copied input hot in cache.
+fn l2_resident(c: &mut Criterion) {
+    let p = params();
+    let steps = T * CHUNK;
+    let input = data(steps, -1.0, 2.5, 1);
+    let g_out = data(steps, -1.0, 1.0, 2);
+    let mut group = c.benchmark_group("lif/l2_resident");
+    group.throughput(throughput(steps, 12));
+    let mut tape = Tape::new(SpikeStorage::Recompute);
+    group.bench_function("forward_train", |b| {
+        b.iter_batched_ref(
+            || input.clone(),
+            |io| forward_train(&p, 0.2, T, io, &mut tape),
+            BatchSize::PerIteration,
+        )
+    });
+    forward_train(&p, 0.2, T, &mut input.clone(), &mut tape);
+    group.bench_function("backward", |b| {
+        b.iter_batched_ref(
+            || g_out.clone(),
+            |g| backward(&p, 0.2, &tape, g, None),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, lif, spike_storage, l2_resident);
 criterion_main!(benches);
