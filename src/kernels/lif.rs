@@ -34,11 +34,13 @@ pub const CHUNK: usize = 16 * 1024;
 
 /// How the forward pass keeps the spikes `S[t]` for backward.
 ///
-/// Measured forward+backward at ResNet-19's 128×32×32 layer (B = 64, T = 4, 33.5 M
-/// neuron-steps, best of 15–25 runs, interleaved, on a shared 2-vCPU VM): 1 thread
-/// Recompute 1.53 ns per neuron-step, Bits 1.88 (+23 %), Bytes 2.55 (+67 %); at 2 threads
-/// Recompute and Bits were within the noise (1.8–2.2), Bytes again slowest. Recompute also
-/// keeps the smallest tape (Bits adds T·N/8 bytes, Bytes T·N), so it is the default.
+/// Measured forward+backward at ResNet-19's layer sizes (B = 64, T = 4; `benches/lif.rs`
+/// `spike_storage` group and interleaved best-of-20 runs, on a 2-vCPU VM shared with other
+/// jobs, ±30 % noise): Recompute and Bits were within the noise of each other (e.g. 1 thread,
+/// 128×32×32: 1.53 vs 1.88 ns per neuron-step in one series, 67.7 vs 62.7 ms in another);
+/// Bytes was slowest in most series (up to +67 %). The kernels are memory-bound, and 1/8 byte
+/// per neuron-step is ~0.5 % of their traffic. Recompute keeps the smallest tape (Bits adds
+/// T·N/8 bytes, Bytes T·N) and is the default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SpikeStorage {
     /// Not stored: backward recomputes `S = 1[M ≥ θ]` from the cached M (0 bytes).

@@ -9,7 +9,7 @@
 //! Memory kept for backward: M as f32 (4 bytes per neuron-step) and nothing else; the spikes
 //! are recomputed from M (`S = 1[M ≥ θ]`), `U[t−1]` from `M[t−1]` and `S[t−1]`, and I − `U[t−1]`
 //! from `M − U[t−1] = λ·(I − U[t−1])`. Storing the spikes as well (1 bit or 1 byte each) is
-//! possible with [`Lif::set_spike_storage`] and measured slower; see [`SpikeStorage`].
+//! possible with [`Lif::set_spike_storage`] and measured no faster; see [`SpikeStorage`].
 
 use super::spec::LifSpec;
 use super::{Buffer, ForwardCtx, Layer, Param};
