@@ -56,11 +56,11 @@ pub enum Error {
     /// A dataset is not available locally; the message says how to obtain it.
     #[error("{0}")]
     DataMissing(String),
-    /// Training produced a NaN or infinite loss.
-    #[error("non-finite loss ({loss}) at epoch {epoch}, batch {batch}; the last good checkpoint is kept")]
-    NonFiniteLoss {
-        /// The loss value.
-        loss: f32,
+    /// Training produced a NaN or infinite loss or gradient; nothing was updated.
+    #[error("non-finite {what} at epoch {epoch}, batch {batch}; stopped, the last good checkpoint is kept")]
+    NonFinite {
+        /// What went non-finite, e.g. `loss (NaN)` or `gradient of conv1.weight`.
+        what: String,
         /// 1-based epoch.
         epoch: usize,
         /// 0-based batch index within the epoch.

@@ -14,14 +14,7 @@ mod support;
 use support::{golden_dir, Check, Golden};
 
 /// Kinds whose implementation has not landed yet; each is reported as pending, not passed.
-const PENDING: &[&str] = &[
-    "conv2d",
-    "linear",
-    "batchnorm2d",
-    "maxpool2d",
-    "avgpool2d",
-    "network",
-];
+const PENDING: &[&str] = &[];
 
 fn check(g: &Golden) -> Option<Check> {
     if PENDING.contains(&g.kind.as_str()) {
@@ -77,5 +70,9 @@ fn every_golden_file_matches() {
         failures.len(),
         files.len()
     );
-    assert!(failures.is_empty(), "golden mismatches:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "golden mismatches:\n{}",
+        failures.join("\n")
+    );
 }

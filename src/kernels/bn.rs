@@ -1,1 +1,324 @@
-//! (in progress)
+//! Batch normalization over `[N, C, HW]` per channel (PyTorch `BatchNorm2d` conventions).
+//!
+//! Forward (training): `μ_c`, `σ²_c` over all `N·HW` values of channel `c` (biased variance),
+//! `x̂ = (x − μ)·r` with `r = 1/√(σ² + ε)`, `y = γ·x̂ + β`.
+//! Backward with batch statistics (`M = N·HW`):
+//! `∂β = Σ dy`, `∂γ = Σ dy·x̂`, `dx = γ·r·(dy − ∂β/M − x̂·∂γ/M)`.
+//! With fixed (running) statistics the last two terms vanish: `dx = γ·r·dy`.
+//!
+//! Statistics accumulate in f32 lanes over blocks of at most [`STAT_BLOCK`] values and in f64
+//! across blocks, on values shifted by the channel's first element so `Σx²/M − μ²` does not
+//! cancel (`N·HW` reaches 262 144 in ResNet-19). Channels are independent tasks, so every
+//! result is the same for any thread count.
+
+use rayon::prelude::*;
+use wide::f32x8;
+
+const LANES: usize = 8;
+
+/// Values summed in f32 lanes before the partial sum moves to f64 (128 per lane).
+pub const STAT_BLOCK: usize = 1024;
+
+/// Elements per parallel task in the element-wise passes (~64 KiB of f32), so small planes
+/// (8×8) do not become one task each.
+const MIN_TASK: usize = 16 * 1024;
+
+/// The shape `[N, C, HW]` a batch-norm kernel works on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BnDims {
+    /// Rows (`T·B`).
+    pub n: usize,
+    /// Channels.
+    pub c: usize,
+    /// Spatial positions per channel (`H·W`).
+    pub hw: usize,
+}
+
+impl BnDims {
+    /// Total elements `N·C·HW`.
+    pub fn len(&self) -> usize {
+        self.n * self.c * self.hw
+    }
+
+    /// True if there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Values per channel, `N·HW`.
+    pub fn count(&self) -> usize {
+        self.n * self.hw
+    }
+
+    fn segments(&self, ch: usize) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        (0..self.n).map(move |i| {
+            let s = (i * self.c + ch) * self.hw;
+            s..s + self.hw
+        })
+    }
+
+    fn check(&self, what: &str, lens: &[usize], per_channel: &[usize]) {
+        assert!(
+            lens.iter().all(|&l| l == self.len()) && per_channel.iter().all(|&l| l == self.c),
+            "batch-norm {what}: slice lengths do not match {self:?}"
+        );
+    }
+}
+
+/// `(Σ (a−sa)·(b−sb), Σ (a−sa))` over one block in f32 lanes; `b = None` means `b = a`,
+/// `sb = sa` (the shifted sum of squares).
+fn block_sums(a: &[f32], sa: f32, b: Option<(&[f32], f32)>) -> (f32, f32) {
+    let sav = f32x8::splat(sa);
+    let (mut s1, mut s2) = (f32x8::splat(0.0), f32x8::splat(0.0));
+    let mut ac = a.chunks_exact(LANES);
+    let (mut t1, mut t2) = (0.0f32, 0.0f32);
+    match b {
+        None => {
+            for c in &mut ac {
+                let d = f32x8::new(c.try_into().unwrap()) - sav;
+                s1 += d;
+                s2 = d.mul_add(d, s2);
+            }
+            for &v in ac.remainder() {
+                let d = v - sa;
+                t1 += d;
+                t2 = d.mul_add(d, t2);
+            }
+        }
+        Some((b, sb)) => {
+            let sbv = f32x8::splat(sb);
+            let mut bc = b.chunks_exact(LANES);
+            for (c, e) in (&mut ac).zip(&mut bc) {
+                let d = f32x8::new(c.try_into().unwrap()) - sav;
+                s1 += d;
+                s2 = d.mul_add(f32x8::new(e.try_into().unwrap()) - sbv, s2);
+            }
+            for (&v, &w) in ac.remainder().iter().zip(bc.remainder()) {
+                let d = v - sa;
+                t1 += d;
+                t2 = d.mul_add(w - sb, t2);
+            }
+        }
+    }
+    (s2.reduce_add() + t2, s1.reduce_add() + t1)
+}
+
+/// [`block_sums`] over every segment of channel `ch`, blocks added in f64 in a fixed order.
+fn channel_sums(a: &[f32], sa: f32, b: Option<(&[f32], f32)>, d: &BnDims, ch: usize) -> (f64, f64) {
+    let (mut p, mut s) = (0.0f64, 0.0f64);
+    for seg in d.segments(ch) {
+        let mut start = seg.start;
+        while start < seg.end {
+            let end = (start + STAT_BLOCK).min(seg.end);
+            let (bp, bs) = block_sums(&a[start..end], sa, b.map(|(b, sb)| (&b[start..end], sb)));
+            p += bp as f64;
+            s += bs as f64;
+            start = end;
+        }
+    }
+    (p, s)
+}
+
+/// Batch mean and biased variance of every channel of `x` (both overwritten).
+///
+/// # Panics
+/// If a slice length disagrees with `d`, or `d.count() == 0`.
+pub fn batch_stats(x: &[f32], d: BnDims, mean: &mut [f32], var: &mut [f32]) {
+    d.check("batch_stats", &[x.len()], &[mean.len(), var.len()]);
+    assert!(d.count() > 0, "batch-norm statistics of an empty batch");
+    let m = d.count() as f64;
+    mean.par_iter_mut()
+        .zip(var.par_iter_mut())
+        .enumerate()
+        .for_each(|(ch, (mu, v))| {
+            let shift = x[ch * d.hw];
+            let (s2, s1) = channel_sums(x, shift, None, &d, ch);
+            let dm = s1 / m;
+            *mu = (shift as f64 + dm) as f32;
+            *v = (s2 / m - dm * dm).max(0.0) as f32;
+        });
+}
+
+/// `y = (x − mean[c])·scale[c] + shift[c]` for every element (`y` is overwritten, never read).
+/// With `scale = γ·r`, `shift = β` this is the batch-norm output.
+///
+/// # Panics
+/// If a slice length disagrees with `d`.
+pub fn normalize(x: &[f32], y: &mut [f32], d: BnDims, mean: &[f32], scale: &[f32], shift: &[f32]) {
+    d.check(
+        "normalize",
+        &[x.len(), y.len()],
+        &[mean.len(), scale.len(), shift.len()],
+    );
+    if d.is_empty() {
+        return;
+    }
+    y.par_chunks_mut(d.hw)
+        .zip(x.par_chunks(d.hw))
+        .enumerate()
+        .with_min_len(MIN_TASK.div_ceil(d.hw))
+        .for_each(|(plane, (yp, xp))| {
+            let ch = plane % d.c;
+            affine_sub(yp, xp, mean[ch], scale[ch], shift[ch]);
+        });
+}
+
+/// [`normalize`] in place (the eval-mode output may reuse its input's memory).
+///
+/// # Panics
+/// If a slice length disagrees with `d`.
+pub fn normalize_inplace(x: &mut [f32], d: BnDims, mean: &[f32], scale: &[f32], shift: &[f32]) {
+    d.check(
+        "normalize_inplace",
+        &[x.len()],
+        &[mean.len(), scale.len(), shift.len()],
+    );
+    if d.is_empty() {
+        return;
+    }
+    x.par_chunks_mut(d.hw)
+        .enumerate()
+        .with_min_len(MIN_TASK.div_ceil(d.hw))
+        .for_each(|(plane, xp)| {
+            let ch = plane % d.c;
+            let (m, a, b) = (mean[ch], scale[ch], shift[ch]);
+            for v in xp.iter_mut() {
+                *v = (*v - m).mul_add(a, b);
+            }
+        });
+}
+
+/// `y = (x − m)·a + b` with vector lanes.
+fn affine_sub(y: &mut [f32], x: &[f32], m: f32, a: f32, b: f32) {
+    let (mv, av, bv) = (f32x8::splat(m), f32x8::splat(a), f32x8::splat(b));
+    let mut yc = y.chunks_exact_mut(LANES);
+    let mut xc = x.chunks_exact(LANES);
+    for (yo, xi) in (&mut yc).zip(&mut xc) {
+        let v = (f32x8::new(xi.try_into().unwrap()) - mv).mul_add(av, bv);
+        yo.copy_from_slice(&v.to_array());
+    }
+    for (yo, &xi) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
+        *yo = (xi - m).mul_add(a, b);
+    }
+}
+
+/// Batch-norm backward. On entry `dy_dx` holds `∂L/∂y`; on return it holds `∂L/∂x`.
+/// `dgamma`, `dbeta` are overwritten with `Σ dy·x̂` and `Σ dy` per channel.
+///
+/// `batch_stats` says whether `mean`/`invstd` were the batch's own statistics (training) —
+/// then the gradient flows through them too — or fixed running statistics.
+///
+/// # Panics
+/// If a slice length disagrees with `d`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    x: &[f32],
+    dy_dx: &mut [f32],
+    d: BnDims,
+    mean: &[f32],
+    invstd: &[f32],
+    gamma: &[f32],
+    batch_stats: bool,
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
+    d.check(
+        "backward",
+        &[x.len(), dy_dx.len()],
+        &[
+            mean.len(),
+            invstd.len(),
+            gamma.len(),
+            dgamma.len(),
+            dbeta.len(),
+        ],
+    );
+    if d.is_empty() {
+        dgamma.fill(0.0);
+        dbeta.fill(0.0);
+        return;
+    }
+    let dy: &[f32] = dy_dx;
+    dgamma
+        .par_iter_mut()
+        .zip(dbeta.par_iter_mut())
+        .enumerate()
+        .for_each(|(ch, (dg, db))| {
+            // One pass: Σ dy·(x − μ) and Σ dy.
+            let (sxd, sd) = channel_sums(dy, 0.0, Some((x, mean[ch])), &d, ch);
+            *dg = (sxd * invstd[ch] as f64) as f32;
+            *db = sd as f32;
+        });
+    let m = d.count() as f64;
+    let dgamma: &[f32] = dgamma;
+    let dbeta: &[f32] = dbeta;
+    dy_dx
+        .par_chunks_mut(d.hw)
+        .zip(x.par_chunks(d.hw))
+        .enumerate()
+        .with_min_len(MIN_TASK.div_ceil(d.hw))
+        .for_each(|(plane, (g, xp))| {
+            let ch = plane % d.c;
+            let r = invstd[ch] as f64;
+            let a = gamma[ch] as f64 * r;
+            // dx = a·dy + b·(x − μ) + c
+            let (b, c) = if batch_stats {
+                (-a * r * dgamma[ch] as f64 / m, -a * dbeta[ch] as f64 / m)
+            } else {
+                (0.0, 0.0)
+            };
+            let (a, b, c, mu) = (a as f32, b as f32, c as f32, mean[ch]);
+            let (av, bv, cv, mv) = (
+                f32x8::splat(a),
+                f32x8::splat(b),
+                f32x8::splat(c),
+                f32x8::splat(mu),
+            );
+            let mut gc = g.chunks_exact_mut(LANES);
+            let mut xc = xp.chunks_exact(LANES);
+            for (go, xi) in (&mut gc).zip(&mut xc) {
+                let dyv = f32x8::new((&*go).try_into().unwrap());
+                let xm = f32x8::new(xi.try_into().unwrap()) - mv;
+                let v = dyv.mul_add(av, xm.mul_add(bv, cv));
+                go.copy_from_slice(&v.to_array());
+            }
+            for (go, &xi) in gc.into_remainder().iter_mut().zip(xc.remainder()) {
+                *go = go.mul_add(a, (xi - mu).mul_add(b, c));
+            }
+        });
+}
+
+/// PyTorch's running-statistics update: `rm ← (1−m)·rm + m·μ`, `rv ← (1−m)·rv + m·σ²·M/(M−1)`
+/// (unbiased variance), for `count = M` values per channel.
+///
+/// # Panics
+/// If the slices differ in length or `count < 2`.
+pub fn update_running(
+    running_mean: &mut [f32],
+    running_var: &mut [f32],
+    mean: &[f32],
+    var_biased: &[f32],
+    count: usize,
+    momentum: f32,
+) {
+    let c = running_mean.len();
+    assert!(
+        running_var.len() == c && mean.len() == c && var_biased.len() == c,
+        "update_running: lengths"
+    );
+    assert!(
+        count >= 2,
+        "update_running: unbiased variance needs 2 values"
+    );
+    let bessel = count as f64 / (count - 1) as f64;
+    let mo = momentum as f64;
+    for i in 0..c {
+        running_mean[i] = ((1.0 - mo) * running_mean[i] as f64 + mo * mean[i] as f64) as f32;
+        running_var[i] =
+            ((1.0 - mo) * running_var[i] as f64 + mo * var_biased[i] as f64 * bessel) as f32;
+    }
+}
+
+#[cfg(test)]
+#[path = "bn_tests.rs"]
+mod tests;

@@ -1,18 +1,279 @@
-//! (in progress)
-use super::{ForwardCtx, Layer};
-use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+//! [`BatchNorm2d`]: batch normalization over `N·H·W` per channel (`N = T·B`: statistics pool
+//! all timesteps, as in the paper's tdBN-style setup, METHOD.md §5).
+
+use super::conv::check_param;
 use super::spec::BatchNorm2dSpec;
-/// (in progress)
-pub struct BatchNorm2d { name: String }
-impl BatchNorm2d {
-    /// (in progress)
-    pub fn from_spec(spec: &BatchNorm2dSpec) -> Result<Self> { Ok(BatchNorm2d { name: spec.name.clone() }) }
+use super::{Buffer, ForwardCtx, Layer, Param};
+use crate::error::{Error, Result};
+use crate::kernels::bn::{self, BnDims};
+use crate::tensor::Tensor;
+
+/// Batch normalization with PyTorch `BatchNorm2d` conventions (affine, `eps` 1e-5, momentum
+/// 0.1 by default).
+///
+/// - Training: normalizes with the batch mean and *biased* variance, then updates
+///   `running_mean`/`running_var` with momentum and the *unbiased* variance; backward flows
+///   through the batch statistics. Needs more than one value per channel.
+/// - Evaluation: normalizes with the running statistics, in place (the output reuses the
+///   input's memory), caches nothing.
+/// - [`BatchNorm2d::set_frozen_stats`]: training-mode forward/backward with the running
+///   statistics held fixed (frozen BN for fine-tuning, and the eval-mode gradient of the
+///   golden files).
+///
+/// Parameters `<name>.gamma` (init 1), `<name>.beta` (init 0); buffers `<name>.running_mean`
+/// (init 0), `<name>.running_var` (init 1).
+///
+/// ```
+/// use mpsnn::nn::{batchnorm::BatchNorm2d, spec::BatchNorm2dSpec, ForwardCtx, Layer};
+/// use mpsnn::Tensor;
+/// let spec = BatchNorm2dSpec { name: "bn".into(), num_features: 1, eps: 1e-5,
+///                              momentum: 0.1, training: None };
+/// let mut bn = BatchNorm2d::from_spec(&spec).unwrap();
+/// let x = Tensor::from_vec(&[4, 1, 1, 1], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+/// let y = bn.forward(x, &ForwardCtx::train(1)).unwrap();
+/// assert!(y.data()[0] < -1.3 && y.data()[3] > 1.3); // (x − 2.5)/√1.25
+/// // running mean 0.9·0 + 0.1·2.5; running var 0.9·1 + 0.1·(5/3)
+/// assert!((bn.running_mean().data()[0] - 0.25).abs() < 1e-6);
+/// assert!((bn.running_var().data()[0] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-6);
+/// ```
+pub struct BatchNorm2d {
+    spec: BatchNorm2dSpec,
+    gamma: Param,
+    beta: Param,
+    running_mean: Buffer,
+    running_var: Buffer,
+    frozen_stats: bool,
+    /// Statistics of the cached forward (`mean`, `1/√(σ² + ε)`), and scratch.
+    mean: Vec<f32>,
+    invstd: Vec<f32>,
+    var: Vec<f32>,
+    scale: Vec<f32>,
+    cache: Option<(Tensor, BnDims, bool)>,
 }
+
+impl BatchNorm2d {
+    /// Builds the layer; fails with [`Error::Spec`] for 0 channels, `eps ≤ 0` or a momentum
+    /// outside `[0, 1]`.
+    pub fn from_spec(spec: &BatchNorm2dSpec) -> Result<Self> {
+        let s = spec;
+        if s.num_features == 0
+            || s.eps.is_nan()
+            || s.eps <= 0.0
+            || !(0.0..=1.0).contains(&s.momentum)
+        {
+            return Err(Error::Spec(format!(
+                "{}: batchnorm2d needs channels > 0, eps > 0 and momentum in [0, 1], got {s:?}",
+                s.name
+            )));
+        }
+        let c = s.num_features;
+        Ok(BatchNorm2d {
+            spec: spec.clone(),
+            gamma: Param::new(format!("{}.gamma", s.name), Tensor::full(&[c], 1.0)),
+            beta: Param::new(format!("{}.beta", s.name), Tensor::zeros(&[c])),
+            running_mean: Buffer::new(format!("{}.running_mean", s.name), Tensor::zeros(&[c])),
+            running_var: Buffer::new(format!("{}.running_var", s.name), Tensor::full(&[c], 1.0)),
+            frozen_stats: false,
+            mean: vec![0.0; c],
+            invstd: vec![0.0; c],
+            var: vec![0.0; c],
+            scale: vec![0.0; c],
+            cache: None,
+        })
+    }
+
+    /// The configuration (channels, eps, momentum).
+    pub fn spec(&self) -> &BatchNorm2dSpec {
+        &self.spec
+    }
+
+    /// The scale γ `[C]`.
+    pub fn gamma(&self) -> &Param {
+        &self.gamma
+    }
+
+    /// The shift β `[C]`.
+    pub fn beta(&self) -> &Param {
+        &self.beta
+    }
+
+    /// The running mean `[C]`.
+    pub fn running_mean(&self) -> &Tensor {
+        &self.running_mean.value
+    }
+
+    /// The running (unbiased) variance `[C]`.
+    pub fn running_var(&self) -> &Tensor {
+        &self.running_var.value
+    }
+
+    /// When `true`, training-mode passes use (and never update) the running statistics; the
+    /// gradient then treats them as constants.
+    pub fn set_frozen_stats(&mut self, frozen: bool) {
+        self.frozen_stats = frozen;
+    }
+
+    /// Whether the running statistics are frozen (see [`BatchNorm2d::set_frozen_stats`]).
+    pub fn frozen_stats(&self) -> bool {
+        self.frozen_stats
+    }
+
+    fn dims(&self, input: &[usize]) -> Result<BnDims> {
+        match *input {
+            [n, c, h, w] if c == self.spec.num_features => Ok(BnDims { n, c, hw: h * w }),
+            _ => Err(Error::shape(
+                &self.spec.name,
+                format!("[N, {}, H, W]", self.spec.num_features),
+                input,
+            )),
+        }
+    }
+
+    fn check_params(&self) -> Result<()> {
+        let c = [self.spec.num_features];
+        check_param(&self.gamma, &c)?;
+        check_param(&self.beta, &c)?;
+        for b in [&self.running_mean, &self.running_var] {
+            if b.value.shape() != c {
+                return Err(Error::State(format!(
+                    "{}: expected shape {c:?}, got {:?}",
+                    b.name,
+                    b.value.shape()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `mean`/`invstd`/`scale` from the running statistics.
+    fn use_running_stats(&mut self) {
+        let eps = self.spec.eps as f64;
+        self.mean.copy_from_slice(self.running_mean.value.data());
+        for (r, &v) in self.invstd.iter_mut().zip(self.running_var.value.data()) {
+            *r = (1.0 / (v as f64 + eps).sqrt()) as f32;
+        }
+        self.fill_scale();
+    }
+
+    fn fill_scale(&mut self) {
+        for ((s, &g), &r) in self
+            .scale
+            .iter_mut()
+            .zip(self.gamma.value.data())
+            .zip(&self.invstd)
+        {
+            *s = g * r;
+        }
+    }
+}
+
 impl Layer for BatchNorm2d {
-    fn name(&self) -> &str { &self.name }
-    fn output_shape(&self, _input: &[usize]) -> Result<Vec<usize>> { Err(Error::Unsupported("BatchNorm2d in progress".into())) }
-    fn forward(&mut self, _input: Tensor, _ctx: &ForwardCtx) -> Result<Tensor> { Err(Error::Unsupported("BatchNorm2d in progress".into())) }
-    fn backward(&mut self, _g: Tensor) -> Result<Tensor> { Err(Error::Unsupported("BatchNorm2d in progress".into())) }
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        self.dims(input).map(|_| input.to_vec())
+    }
+
+    fn forward(&mut self, mut input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        let d = self.dims(input.shape())?;
+        self.check_params()?;
+        if !ctx.is_train() {
+            self.cache = None;
+            self.use_running_stats();
+            let beta = self.beta.value.data();
+            bn::normalize_inplace(input.data_mut(), d, &self.mean, &self.scale, beta);
+            return Ok(input);
+        }
+        let batch_stats = !self.frozen_stats;
+        if batch_stats {
+            if d.count() < 2 {
+                return Err(Error::shape(
+                    &self.spec.name,
+                    "more than one value per channel (N·H·W > 1) in training mode",
+                    input.shape(),
+                ));
+            }
+            bn::batch_stats(input.data(), d, &mut self.mean, &mut self.var);
+            let eps = self.spec.eps as f64;
+            for (r, &v) in self.invstd.iter_mut().zip(&self.var) {
+                *r = (1.0 / (v as f64 + eps).sqrt()) as f32;
+            }
+            self.fill_scale();
+            bn::update_running(
+                self.running_mean.value.data_mut(),
+                self.running_var.value.data_mut(),
+                &self.mean,
+                &self.var,
+                d.count(),
+                self.spec.momentum,
+            );
+        } else {
+            self.use_running_stats();
+        }
+        let mut y = vec![0.0; d.len()];
+        bn::normalize(
+            input.data(),
+            &mut y,
+            d,
+            &self.mean,
+            &self.scale,
+            self.beta.value.data(),
+        );
+        let shape = input.shape().to_vec();
+        self.cache = Some((input, d, batch_stats));
+        Tensor::from_vec(&shape, y)
+    }
+
+    fn backward(&mut self, mut grad_output: Tensor) -> Result<Tensor> {
+        let Some((x, d, batch_stats)) = &self.cache else {
+            return Err(Error::NoForwardCache {
+                layer: self.spec.name.clone(),
+            });
+        };
+        if grad_output.shape() != x.shape() {
+            return Err(Error::shape(
+                &self.spec.name,
+                format!("gradient {:?}", x.shape()),
+                grad_output.shape(),
+            ));
+        }
+        self.check_params()?;
+        // Scratch for the per-channel sums: `var` and `scale` are free once forward is done.
+        bn::backward(
+            x.data(),
+            grad_output.data_mut(),
+            *d,
+            &self.mean,
+            &self.invstd,
+            self.gamma.value.data(),
+            *batch_stats,
+            &mut self.var,
+            &mut self.scale,
+        );
+        self.cache = None;
+        for (p, g) in [(&mut self.gamma, &self.var), (&mut self.beta, &self.scale)] {
+            if p.trainable {
+                crate::kernels::elementwise::add_assign(p.grad.data_mut(), g);
+            }
+        }
+        Ok(grad_output)
+    }
+
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        f(&mut self.gamma);
+        f(&mut self.beta);
+    }
+
+    fn visit_buffers(&mut self, f: &mut dyn FnMut(&mut Buffer)) {
+        f(&mut self.running_mean);
+        f(&mut self.running_var);
+    }
+
+    fn clear_cache(&mut self) {
+        self.cache = None;
+    }
+
     crate::impl_as_any!();
 }

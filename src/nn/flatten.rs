@@ -39,9 +39,12 @@ impl Layer for Flatten {
     }
 
     fn backward(&mut self, grad_output: Tensor) -> Result<Tensor> {
-        let shape = self.input_shape.as_ref().ok_or_else(|| Error::NoForwardCache {
-            layer: self.name.clone(),
-        })?;
+        let shape = self
+            .input_shape
+            .as_ref()
+            .ok_or_else(|| Error::NoForwardCache {
+                layer: self.name.clone(),
+            })?;
         grad_output.reshape(shape)
     }
 

@@ -46,6 +46,9 @@ pub struct ForwardCtx {
     pub mode: Mode,
     /// Number of timesteps `T` folded into the batch axis.
     pub timesteps: usize,
+    /// Global training step; stochastic layers (dropout) derive their randomness from it, so
+    /// a run is reproducible and resumable without saving generator state.
+    pub step: u64,
 }
 
 impl ForwardCtx {
@@ -54,6 +57,7 @@ impl ForwardCtx {
         ForwardCtx {
             mode: Mode::Train,
             timesteps,
+            step: 0,
         }
     }
 
@@ -62,7 +66,14 @@ impl ForwardCtx {
         ForwardCtx {
             mode: Mode::Eval,
             timesteps,
+            step: 0,
         }
+    }
+
+    /// The same context at global training step `step`.
+    pub fn with_step(mut self, step: u64) -> Self {
+        self.step = step;
+        self
     }
 
     /// True in training mode.

@@ -78,7 +78,10 @@ impl Network {
         if s.len() != 4 || s[1..] != self.spec.input[..] {
             return Err(Error::shape(
                 &self.spec.name,
-                format!("[N, {}, {}, {}]", self.spec.input[0], self.spec.input[1], self.spec.input[2]),
+                format!(
+                    "[N, {}, {}, {}]",
+                    self.spec.input[0], self.spec.input[1], self.spec.input[2]
+                ),
                 s,
             ));
         }

@@ -42,7 +42,11 @@ impl Layer for Repeat {
     fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         let t = ctx.timesteps;
         if input.shape().is_empty() || t == 0 {
-            return Err(Error::shape(&self.name, "[B, ...] with T >= 1", input.shape()));
+            return Err(Error::shape(
+                &self.name,
+                "[B, ...] with T >= 1",
+                input.shape(),
+            ));
         }
         let step = input.len();
         let mut shape = input.shape().to_vec();

@@ -82,7 +82,10 @@ impl Layer for Sequential {
     }
 
     fn children_mut(&mut self) -> Vec<&mut dyn Layer> {
-        self.layers.iter_mut().map(|l| l.as_mut() as &mut dyn Layer).collect()
+        self.layers
+            .iter_mut()
+            .map(|l| l.as_mut() as &mut dyn Layer)
+            .collect()
     }
 
     fn is_leaf(&self) -> bool {

@@ -86,9 +86,7 @@ impl LayerSpec {
             LayerSpec::Batchnorm2d(s) => &s.name,
             LayerSpec::Lif(s) => &s.name,
             LayerSpec::Maxpool2d(s) | LayerSpec::Avgpool2d(s) => &s.name,
-            LayerSpec::GlobalAvgpool2d(s) | LayerSpec::Flatten(s) | LayerSpec::Repeat(s) => {
-                &s.name
-            }
+            LayerSpec::GlobalAvgpool2d(s) | LayerSpec::Flatten(s) | LayerSpec::Repeat(s) => &s.name,
             LayerSpec::Linear(s) => &s.name,
             LayerSpec::Residual(s) => &s.name,
             LayerSpec::Dropout(s) => &s.name,
@@ -353,7 +351,8 @@ mod tests {
 
     #[test]
     fn typos_are_rejected() {
-        let bad = r#"{"type": "conv2d", "name": "c", "in_channels": 1, "out_channels": 4, "kernal": 3}"#;
+        let bad =
+            r#"{"type": "conv2d", "name": "c", "in_channels": 1, "out_channels": 4, "kernal": 3}"#;
         assert!(serde_json::from_str::<LayerSpec>(bad).is_err());
     }
 }

@@ -1,5 +1,8 @@
 //! Loading golden files (`../shared/golden/README.md`) and comparing against them.
 
+// Shared by every checker; not each checker uses each helper.
+#![allow(dead_code)]
+
 use mpsnn::Tensor;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -42,7 +45,11 @@ impl Golden {
 
     /// The file name, for messages.
     pub fn file(&self) -> String {
-        self.path.file_name().unwrap().to_string_lossy().into_owned()
+        self.path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// A tensor as f32.

@@ -1,0 +1,125 @@
+//! Kernel benchmarks at the shapes that dominate training: ResNet-19 (METHOD.md §6.1, T = 4,
+//! B = 16 → N = 64) and the MNIST CNN (T = 4, B = 64 → N = 256).
+//!
+//! Conv benches set `Throughput::Elements(FLOP)`, so criterion's **"elements/s" are FLOP/s**
+//! (`2·N·C_out·C_in·k²·OH·OW` per pass; forward, input gradient and weight gradient each cost
+//! that much). Compare with the machine's FP32 peak (`../shared/ref/README.md`: 279 GFLOP/s on
+//! 1 thread, 543 on 2) and PyTorch's effective ~130 / 232 GFLOP/s on ResNet-19 training.
+//! BN and pooling benches count elements of the activation (they are memory-bound).
+//!
+//! Threads: rayon's pool size, e.g. `RAYON_NUM_THREADS=1 cargo bench --bench kernels`.
+//! Keep runs short on the shared machine:
+//! `cargo bench --bench kernels -- --warm-up-time 1 --measurement-time 3`.
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use mpsnn::kernels::bn::{self, BnDims};
+use mpsnn::kernels::conv::{self, ConvGeom, ConvWorkspace};
+use mpsnn::kernels::gemm::{sgemm_rows_par, MatLayout};
+use mpsnn::kernels::pool::{self, PoolGeom};
+use std::hint::black_box;
+
+fn data(n: usize, seed: u32) -> Vec<f32> {
+    // Cheap deterministic values in [-1, 1); the kernels are value-independent.
+    (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 23) as f32
+                - 1.0
+        })
+        .collect()
+}
+
+/// (label, [n, c_in, h = w, c_out, kernel, stride, pad])
+const CONVS: &[(&str, [usize; 7])] = &[
+    ("r19_l1_128x32x32_k3", [64, 128, 32, 128, 3, 1, 1]),
+    ("r19_l2_256x16x16_k3", [64, 256, 16, 256, 3, 1, 1]),
+    ("r19_l3_512x8x8_k3", [64, 512, 8, 512, 3, 1, 1]),
+    ("r19_short_128to256_32x32_k1s2", [64, 128, 32, 256, 1, 2, 0]),
+    ("r19_stem_3to64_32x32_k3", [64, 3, 32, 64, 3, 1, 1]),
+    ("mnist_c1_1to32_28x28_k3", [256, 1, 28, 32, 3, 1, 1]),
+    ("mnist_c2_32to64_14x14_k3", [256, 32, 14, 64, 3, 1, 1]),
+];
+
+fn conv_benches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv2d");
+    group.sample_size(10);
+    // Reference point in the same run: a 1024³ SGEMM through the same path (rows split over the
+    // pool). On a shared, noisy machine report conv throughput as a ratio to this.
+    let m = 1024;
+    let (a, b) = (data(m * m, 7), data(m * m, 8));
+    let mut cm = vec![0.0; m * m];
+    let l = MatLayout::row_major(m, m);
+    group.throughput(Throughput::Elements(2 * (m * m * m) as u64));
+    group.bench_function("sgemm_1024_reference", |bch| {
+        bch.iter(|| sgemm_rows_par(1.0, black_box(&a), l, &b, l, 0.0, &mut cm, l))
+    });
+    for &(label, [n, ci, hw, co, k, s, p]) in CONVS {
+        let g = ConvGeom::new(n, ci, hw, hw, co, k, s, p).unwrap();
+        let x = data(n * g.in_img(), 1);
+        let w = data(g.weight_len(), 2);
+        let dy = data(n * g.out_img(), 3);
+        let mut y = vec![0.0; n * g.out_img()];
+        let mut dx = vec![0.0; n * g.in_img()];
+        let mut dw = vec![0.0; g.weight_len()];
+        let mut ws = ConvWorkspace::default();
+        group.throughput(Throughput::Elements(g.flops()));
+        group.bench_function(BenchmarkId::new("fwd", label), |b| {
+            b.iter(|| conv::forward(&g, black_box(&x), &w, None, &mut y))
+        });
+        group.bench_function(BenchmarkId::new("dx", label), |b| {
+            b.iter(|| conv::backward_input(&g, black_box(&dy), &w, &mut dx))
+        });
+        group.bench_function(BenchmarkId::new("dw", label), |b| {
+            b.iter(|| conv::backward_weight(&g, black_box(&x), &dy, &mut dw, &mut ws))
+        });
+    }
+    group.finish();
+}
+
+fn bn_pool_benches(c: &mut Criterion) {
+    // ResNet-19 layer 1 activation: 64 × 128 × 32 × 32 (33.5 M floats, 134 MB).
+    let d = BnDims {
+        n: 64,
+        c: 128,
+        hw: 32 * 32,
+    };
+    let x = data(d.len(), 4);
+    let dy = data(d.len(), 5);
+    let mut y = vec![0.0; d.len()];
+    let (mut mean, mut var) = (vec![0.0; d.c], vec![0.0; d.c]);
+    let gamma = vec![1.0; d.c];
+    let beta = vec![0.0; d.c];
+    let (mut dg, mut db) = (vec![0.0; d.c], vec![0.0; d.c]);
+
+    let mut group = c.benchmark_group("bn_pool");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(d.len() as u64));
+    group.bench_function("bn_fwd_train_64x128x32x32", |b| {
+        b.iter(|| {
+            bn::batch_stats(black_box(&x), d, &mut mean, &mut var);
+            bn::normalize(&x, &mut y, d, &mean, &var, &beta);
+        })
+    });
+    bn::batch_stats(&x, d, &mut mean, &mut var);
+    group.bench_function("bn_bwd_64x128x32x32", |b| {
+        // The kernel overwrites its gradient input; a fresh copy per run is set-up, not timed.
+        b.iter_batched_ref(
+            || dy.clone(),
+            |g| bn::backward(&x, g, d, &mean, &var, &gamma, true, &mut dg, &mut db),
+            BatchSize::LargeInput,
+        )
+    });
+    let pg = PoolGeom::new(d.n * d.c, 32, 32, 2, 2, 0).unwrap();
+    let mut py = vec![0.0; pg.planes * pg.out_plane()];
+    let mut arg = vec![0u32; py.len()];
+    let mut pdx = vec![0.0; x.len()];
+    group.bench_function("maxpool2x2_fwd_64x128x32x32", |b| {
+        b.iter(|| pool::max_forward(&pg, black_box(&x), &mut py, Some(&mut arg)))
+    });
+    group.bench_function("maxpool2x2_bwd_64x128x32x32", |b| {
+        b.iter(|| pool::max_backward(&pg, black_box(&py), &arg, &mut pdx))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, conv_benches, bn_pool_benches);
+criterion_main!(benches);

@@ -1,2 +1,0 @@
-//! The `mpsnn` command-line tool (in progress).
-fn main() {}

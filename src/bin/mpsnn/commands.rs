@@ -1,0 +1,246 @@
+//! The subcommands.
+
+use crate::args::{
+    BenchArgs, Command, DataCommand, EvalArgs, LossArg, ModeArg, OptimizerArg, TrainArgs,
+};
+use crate::datasets::{self, RunData};
+use crate::progress::CliProgress;
+use mpsnn::data::{list, Split, SplitStatus};
+use mpsnn::models::{self, ModelOptions};
+use mpsnn::nn::{Encoding, ModelSpec, Network};
+use mpsnn::train::bench::{bench, BenchMode};
+use mpsnn::train::run::Run;
+use mpsnn::train::{evaluate, Checkpoint, Loss, OptimizerConfig, TrainConfig};
+use mpsnn::{Error, Result};
+use serde_json::json;
+use std::path::Path;
+
+/// Runs one subcommand.
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Train(a) => train(&a).map(|_| ()),
+        Command::Eval(a) => eval(&a),
+        Command::Export(a) => crate::deploy::export(&a),
+        Command::Infer(a) => crate::deploy::infer(&a),
+        Command::Bench(a) => bench_cmd(&a),
+        Command::Data { command } => data(command),
+        Command::Demo(a) => crate::deploy::demo(&a),
+    }
+}
+
+/// Prints `value` as the last stdout line.
+pub fn print_json(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+/// A built-in model by name, or a spec JSON file (checked against the dataset's shape).
+pub fn model_spec(model: &str, opts: &ModelOptions) -> Result<ModelSpec> {
+    let path = Path::new(model);
+    if model.ends_with(".json") || path.is_file() {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let spec: ModelSpec = serde_json::from_str(&text)
+            .map_err(|e| Error::bad_file(path, format!("bad model spec: {e}")))?;
+        if spec.input != opts.input
+            || spec.classes != opts.classes
+            || spec.encoding != opts.encoding
+        {
+            return Err(Error::bad_file(
+                path,
+                format!(
+                    "spec is for input {:?}, {} classes, {:?} encoding; the dataset gives {:?}, {}, {:?}",
+                    spec.input, spec.classes, spec.encoding, opts.input, opts.classes, opts.encoding
+                ),
+            ));
+        }
+        return Ok(spec);
+    }
+    models::build(model, opts)
+}
+
+/// `mpsnn train`; returns the run folder's summary.
+pub fn train(a: &TrainArgs) -> Result<mpsnn::train::run::Summary> {
+    let name = datasets::dataset_name(&a.dataset)?;
+    let root = datasets::data_root(a.data_dir.as_deref());
+    let train = datasets::load(name, Split::Train, &root, a.limit_train)?;
+    let test = datasets::load(name, Split::Test, &root, a.limit_test)?;
+    let mut run = if a.resume {
+        Run::resume(&a.out, Some(a.epochs))?
+    } else {
+        if Run::last_checkpoint(&a.out).exists() {
+            return Err(Error::InvalidArgument(format!(
+                "{} already holds a run; pass --resume to continue it or choose another --out",
+                a.out.display()
+            )));
+        }
+        let opts = ModelOptions {
+            input: train.sample_shape(),
+            classes: train.classes(),
+            encoding: if train.is_event() {
+                Encoding::Frames
+            } else {
+                Encoding::Direct
+            },
+            lif: a.neuron.lif(),
+            dropout: a.dropout,
+        };
+        let spec = model_spec(&a.model, &opts)?;
+        let config = TrainConfig {
+            timesteps: a.timesteps,
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            lr: a.lr,
+            optimizer: match a.optimizer {
+                OptimizerArg::Sgd => OptimizerConfig::Sgd {
+                    momentum: 0.9,
+                    weight_decay: a.weight_decay,
+                },
+                OptimizerArg::Adamw => OptimizerConfig::AdamW {
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    weight_decay: a.weight_decay,
+                },
+            },
+            loss: match a.loss {
+                LossArg::MeanCe => Loss::MeanCe,
+                LossArg::Tet => Loss::Tet {
+                    lambda: a.tet_lambda,
+                },
+            },
+            seed: a.seed,
+        };
+        let net = Network::new(spec, a.seed)?;
+        Run::new(&a.out, net, config)?
+    };
+    let config = run.trainer().config.clone();
+    eprintln!(
+        "training {} on {} ({} train / {} test samples), T = {}, {} epochs, batch {}, {} threads -> {}",
+        run.trainer().net.spec().name,
+        name.as_str(),
+        train.len(),
+        test.len(),
+        config.timesteps,
+        config.epochs,
+        config.batch_size,
+        rayon::current_num_threads(),
+        a.out.display()
+    );
+    let data = RunData {
+        train,
+        test,
+        batch_size: config.batch_size,
+        timesteps: config.timesteps,
+        seed: config.seed,
+    };
+    let summary = run.run(&data, &mut CliProgress::new(), a.stop_after)?;
+    print_json(&json!({
+        "best_test_accuracy": summary.best_test_accuracy,
+        "accuracy": summary.final_test.accuracy,
+        "accuracy_per_timestep": summary.final_test.accuracy_per_timestep,
+        "n": summary.final_test.n,
+        "epochs": summary.epochs,
+        "train_seconds": summary.train_seconds,
+        "checkpoint": Run::last_checkpoint(&a.out),
+    }));
+    Ok(summary)
+}
+
+/// Loads a checkpoint's network and its training timesteps.
+pub fn load_network(path: &Path) -> Result<(Network, Checkpoint, usize)> {
+    let ckpt = Checkpoint::load(path)?;
+    let mut net = Network::new(ckpt.spec.clone(), 0)?;
+    net.load_state_dict(&ckpt.model)
+        .map_err(|e| Error::bad_file(path, e.to_string()))?;
+    let timesteps = ckpt.meta["config"]["timesteps"]
+        .as_u64()
+        .map(|t| t as usize)
+        .unwrap_or(4);
+    Ok((net, ckpt, timesteps))
+}
+
+/// `mpsnn eval`
+fn eval(a: &EvalArgs) -> Result<()> {
+    let (mut net, _, trained_t) = load_network(&a.checkpoint)?;
+    let t = a.timesteps.unwrap_or(trained_t);
+    let name = datasets::dataset_name(&a.dataset)?;
+    let root = datasets::data_root(a.data_dir.as_deref());
+    let test = datasets::load(name, Split::Test, &root, a.limit_test)?;
+    let stats = evaluate(&mut net, t, Loss::MeanCe, datasets::test_batches(&test, t)?)?;
+    print_json(&json!({
+        "accuracy": stats.accuracy,
+        "accuracy_per_timestep": stats.accuracy_per_timestep,
+        "n": stats.n,
+    }));
+    Ok(())
+}
+
+/// `mpsnn bench`
+fn bench_cmd(a: &BenchArgs) -> Result<()> {
+    let input = match &a.input {
+        Some(v) if v.len() == 3 => [v[0], v[1], v[2]],
+        Some(v) => {
+            return Err(Error::InvalidArgument(format!(
+                "--input takes C,H,W, got {v:?}"
+            )))
+        }
+        None => match a.model.as_str() {
+            "mnist-cnn" => [1, 28, 28],
+            "cnn7-dvs" => [2, 48, 48],
+            "resnet34" => [3, 224, 224],
+            _ => [3, 32, 32],
+        },
+    };
+    let mut opts = ModelOptions::new(input, a.classes);
+    if a.model == "cnn7-dvs" {
+        opts.encoding = Encoding::Frames;
+    }
+    let spec = model_spec(&a.model, &opts)?;
+    let mode = match a.mode {
+        ModeArg::Train => BenchMode::Train,
+        ModeArg::Infer => BenchMode::Infer,
+    };
+    let result = bench(&spec, a.timesteps, a.batch_size, mode, a.warmup, a.iters)?;
+    eprintln!(
+        "{} {:?} T={} B={} threads={}: {:.1} images/s, {:.1} GFLOP/s, peak RSS {:.0} MB",
+        result.model,
+        result.mode,
+        result.timesteps,
+        result.batch_size,
+        result.threads,
+        result.images_per_s,
+        result.effective_gflops,
+        result.peak_rss_mb.unwrap_or(f64::NAN)
+    );
+    print_json(&serde_json::to_value(&result).map_err(|e| Error::InvalidArgument(e.to_string()))?);
+    Ok(())
+}
+
+/// `mpsnn data fetch|list`
+fn data(command: DataCommand) -> Result<()> {
+    match command {
+        DataCommand::Fetch { name, data_dir } => {
+            let name = datasets::dataset_name(&name)?;
+            let root = datasets::data_root(data_dir.as_deref());
+            let report = mpsnn::data::fetch(name, &root, Default::default())?;
+            eprintln!("{}", datasets::describe_fetch(&report));
+            Ok(())
+        }
+        DataCommand::List { data_dir } => {
+            let root = datasets::data_root(data_dir.as_deref());
+            println!("data root: {}", root.display());
+            for status in list(&root) {
+                let split = |s: &SplitStatus| match s {
+                    SplitStatus::Present => "present".to_string(),
+                    SplitStatus::Missing(why) => format!("missing ({why})"),
+                };
+                println!(
+                    "{:<14} train: {}  test: {}",
+                    status.name.as_str(),
+                    split(&status.train),
+                    split(&status.test)
+                );
+            }
+            Ok(())
+        }
+    }
+}
