@@ -8,7 +8,7 @@
 # if that is impossible it prints "MCU SKIPPED: <reason>" and exits 0.
 #
 # Env: MPSNN_DATA (datasets, default ../shared/data), MCU_BLOB_F32 / MCU_BLOB_INT8 (use these
-# exported blobs, e.g. from `mpsnn export --checkpoint`, instead of the built-in demo network),
+# exported blobs, e.g. from `mpsnn export --checkpoint`, instead of training mnist-cnn briefly),
 # MCU_IMAGES (images per run, default 8), MPSNN_MEMORY (budget | full; default budget).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +36,20 @@ fi
 
 work="$root/target/mcu"
 mkdir -p "$work"
+
+# Without blobs from the caller, train the real mnist-cnn briefly with the CLI (a few thousand
+# images, about a minute) and export it in both precisions: the firmware then runs the same
+# kind of model a user deploys.
+if [ -z "${MCU_BLOB_F32:-}" ] && [ -z "${MCU_BLOB_INT8:-}" ]; then
+    echo "== training mnist-cnn for the firmware (3000 MNIST images, 1 epoch, T = 4)"
+    cargo build --quiet --release --bin mpsnn
+    rm -rf "$work/run"
+    ./target/release/mpsnn train --dataset mnist --model mnist-cnn --epochs 1 --timesteps 4 \
+        --limit-train 3000 --limit-test 1000 --data-dir "$MPSNN_DATA" --out "$work/run" | tail -1
+    ./target/release/mpsnn export --checkpoint "$work/run/last.ckpt" --out "$work/mnist-cnn-f32.mpsnn"
+    ./target/release/mpsnn export --checkpoint "$work/run/last.ckpt" --out "$work/mnist-cnn-int8.mpsnn" --int8
+    export MCU_BLOB_F32="$work/mnist-cnn-f32.mpsnn" MCU_BLOB_INT8="$work/mnist-cnn-int8.mpsnn"
+fi
 echo "== mpsnn-micro alone for $target (core only: no std, no allocator)"
 cargo build --quiet --release -p mpsnn-micro --target "$target"
 # The runtime is portable across Cortex-M profiles: M0/M0+ (no FPU, no division instruction)

@@ -103,6 +103,72 @@ fn short_mnist_run_reaches_the_accuracy_floor_and_eval_agrees() {
     assert_eq!(record["epoch"], 1);
     assert_eq!(record["lif"].as_array().unwrap().len(), 2);
     assert!(out.join("summary.json").is_file() && out.join("best.ckpt").is_file());
+
+    // Export for the micro runtime and run it: the f32 blob agrees with eval on every sample.
+    for (flag, min_agreement) in [(None, 1.0), (Some("--int8"), 0.99)] {
+        let blob = out.join(if flag.is_some() {
+            "m8.mpsnn"
+        } else {
+            "m.mpsnn"
+        });
+        let mut args = vec![
+            "export",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--out",
+            blob.to_str().unwrap(),
+        ];
+        args.extend(flag);
+        let (ok, _, stderr) = mpsnn(&args);
+        assert!(
+            ok && stderr.contains("bytes of weights") && stderr.contains("scratch RAM"),
+            "{stderr}"
+        );
+        let (ok, stdout, stderr) = mpsnn(&[
+            "infer",
+            "--model",
+            blob.to_str().unwrap(),
+            "--dataset",
+            "mnist",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--limit-test",
+            "1000",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]);
+        assert!(ok, "{stderr}");
+        let infer = last_json(&stdout);
+        assert_eq!(infer["n"], 1000);
+        let agreement = infer["agreement_with_eval"].as_f64().unwrap();
+        assert!(
+            agreement >= min_agreement,
+            "{flag:?}: agreement {agreement}"
+        );
+        if flag.is_none() {
+            assert_eq!(infer["accuracy"], eval["accuracy"]);
+        }
+    }
+
+    // A damaged blob is a one-line error naming the file.
+    let blob = out.join("m.mpsnn");
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&blob, &bytes).unwrap();
+    let (ok, _, stderr) = mpsnn(&[
+        "infer",
+        "--model",
+        blob.to_str().unwrap(),
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && stderr.trim().lines().count() == 1 && stderr.contains("m.mpsnn"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }
 

@@ -6,15 +6,15 @@
 //! Work is split into fixed chunks of [`CHUNK`] neurons. A chunk runs its whole time loop with
 //! each neuron's state in a register (`f32x8` lanes, scalar tail), so every element is read and
 //! written once per step. Chunks run on rayon when there are several; each returns partial sums
-//! (spike counts, Σ U[T] over active neurons, g_θ, g_decay in f64), which are added in chunk
+//! (spike counts, Σ `U[T]` over active neurons, g_θ, g_decay in f64), which are added in chunk
 //! order. Chunk boundaries do not depend on the thread count, so results are bit-identical for
 //! any number of threads.
 //!
 //! What backward needs is kept in a [`Tape`]: the pre-spike membrane M as f32, and optionally the
 //! spikes ([`SpikeStorage`]). Spikes are a function of the cached M (`S = 1[M ≥ θ]`, the very
 //! comparison the forward made), so by default they are recomputed rather than stored; the
-//! 1-bit and 1-byte layouts exist for a future compressed-M tape and for measurement:
-//! `benches/lif.rs`, 2 threads, 128×32×32×64, T = 4, forward+backward: see `SpikeStorage`.
+//! 1-bit and 1-byte layouts exist for a future compressed-M tape and were measured (see
+//! [`SpikeStorage`]).
 
 mod fused;
 mod reference;
@@ -27,14 +27,20 @@ use crate::neuron::step::{reset, StepParams};
 use fused::{Bits, Bytes, Format, Recompute};
 use rayon::prelude::*;
 
-/// Neurons per work chunk (a multiple of 8, so bit-packed rows split on byte boundaries). With
-/// T = 4 a chunk's input, output and membrane rows span 768 KiB, comfortably inside L2.
+/// Neurons per work chunk: a multiple of 8 (bit-packed rows split on byte boundaries), large
+/// enough that the per-chunk cost (row splitting, one f64 partial sum) is negligible, small
+/// enough that the smallest ResNet-19 layer (512×8×8, B = 64) still makes 16 chunks to share.
 pub const CHUNK: usize = 16 * 1024;
 
-/// How the forward pass keeps the spikes S[t] for backward.
+/// How the forward pass keeps the spikes `S[t]` for backward.
 ///
-/// Measured (`benches/lif.rs`, see the report in the module docs of `crate::nn::lif`):
-/// recomputing from M is the fastest and smallest; bits and bytes only add traffic.
+/// Measured forward+backward at ResNet-19's layer sizes (B = 64, T = 4; `benches/lif.rs`
+/// `spike_storage` group and interleaved best-of-20 runs, on a 2-vCPU VM shared with other
+/// jobs, ±30 % noise): Recompute and Bits were within the noise of each other (e.g. 1 thread,
+/// 128×32×32: 1.53 vs 1.88 ns per neuron-step in one series, 67.7 vs 62.7 ms in another);
+/// Bytes was slowest in most series (up to +67 %). The kernels are memory-bound, and 1/8 byte
+/// per neuron-step is ~0.5 % of their traffic. Recompute keeps the smallest tape (Bits adds
+/// T·N/8 bytes, Bytes T·N) and is the default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SpikeStorage {
     /// Not stored: backward recomputes `S = 1[M ≥ θ]` from the cached M (0 bytes).
@@ -112,7 +118,7 @@ impl Tape {
         &self.spikes[..self.timesteps * self.storage.row_bytes(self.neurons)]
     }
 
-    /// S[t] of neuron `j`, as the forward pass decided it.
+    /// `S[t]` of neuron `j`, as the forward pass decided it.
     ///
     /// # Panics
     /// If `t` or `j` is out of range.
@@ -136,7 +142,7 @@ impl Tape {
         self.membrane.capacity() * 4 + self.spikes.capacity()
     }
 
-    /// The post-reset potential U[T] of every neuron into `out` (length N).
+    /// The post-reset potential `U[T]` of every neuron into `out` (length N).
     ///
     /// # Panics
     /// If the tape is empty (T = 0) or `out` has the wrong length.
@@ -156,7 +162,7 @@ pub struct ForwardSums {
     pub spikes: u64,
     /// Neurons that spiked at least once.
     pub active: u64,
-    /// Σ U[T] over those neurons (the MP-Init statistic).
+    /// Σ `U[T]` over those neurons (the MP-Init statistic).
     pub sum_u_active: f64,
 }
 
@@ -189,7 +195,7 @@ impl BackwardSums {
 }
 
 /// Training forward: `io` holds I `[T, N]` on entry and O on return; M (and the spikes, per the
-/// tape's storage) go to `tape`, which is resized to `T × N`. `u0` is U[0] for every neuron.
+/// tape's storage) go to `tape`, which is resized to `T × N`. `u0` is `U[0]` for every neuron.
 ///
 /// # Panics
 /// If `timesteps` is 0 or does not divide `io.len()`.
@@ -222,7 +228,7 @@ pub fn forward_eval(p: &StepParams, u0: f32, timesteps: usize, io: &mut [f32]) -
 
 /// Backward through time for the forward recorded in `tape` (made with the same `p` and `u0`).
 /// `grad` holds ∂L/∂O `[T, N]` on entry and ∂L/∂I on return. `grad_u_last`, if given, is
-/// ∂L/∂U[T] (a loss on the final state, e.g. when state is carried into a following window);
+/// `∂L/∂U[T]` (a loss on the final state, e.g. when state is carried into a following window);
 /// `None` means 0, the usual case.
 ///
 /// # Panics
@@ -301,8 +307,8 @@ fn run_forward<F: Format, const TAPE: bool>(
     s: &mut [u8],
 ) -> ForwardSums {
     let chunks = chunk_count(n);
-    let io_rows = split_rows(io, t, n, CHUNK, chunks);
-    let (m_rows, s_rows) = if TAPE {
+    let mut io_rows = split_rows(io, t, n, CHUNK, chunks);
+    let (mut m_rows, mut s_rows) = if TAPE {
         (
             split_rows(m, t, n, CHUNK, chunks),
             split_rows(s, t, F::row_bytes(n), F::row_bytes(CHUNK), chunks),
@@ -315,8 +321,6 @@ fn run_forward<F: Format, const TAPE: bool>(
         fused::forward_chunk::<F, TAPE>(p, u0, io, m, s)
     };
     let sums: Vec<ForwardSums> = if chunks > 1 {
-        let mut io_rows = io_rows;
-        let (mut m_rows, mut s_rows) = (m_rows, s_rows);
         io_rows
             .par_chunks_mut(t)
             .zip(m_rows.par_chunks_mut(t))
@@ -324,7 +328,6 @@ fn run_forward<F: Format, const TAPE: bool>(
             .map(body)
             .collect()
     } else {
-        let (mut io_rows, mut m_rows, mut s_rows) = (io_rows, m_rows, s_rows);
         vec![body(((&mut io_rows, &mut m_rows), &mut s_rows))]
     };
     sums.into_iter()

@@ -30,11 +30,13 @@ pub trait Lane:
     fn le(self, rhs: Self) -> Self::Mask;
     /// Per lane: `a` where `mask` is set, else `b`.
     fn select(mask: Self::Mask, a: Self, b: Self) -> Self;
+    /// Per lane: `a` where `mask` is set, else `+0.0` (one AND on vectors).
+    fn keep(mask: Self::Mask, a: Self) -> Self;
     /// Absolute value (clears the sign bit).
     fn abs(self) -> Self;
-    /// Maximum; if one operand is NaN, the other.
+    /// `self > rhs ? self : rhs` per lane (so a NaN on either side, or equal zeros, give `rhs`).
     fn max(self, rhs: Self) -> Self;
-    /// Minimum; if one operand is NaN, the other.
+    /// `self < rhs ? self : rhs` per lane (so a NaN on either side, or equal zeros, give `rhs`).
     fn min(self, rhs: Self) -> Self;
     /// `e^self` (see the module docs for accuracy).
     fn exp(self) -> Self;
@@ -64,16 +66,32 @@ impl Lane for f32 {
         }
     }
     #[inline(always)]
+    fn keep(mask: bool, a: Self) -> Self {
+        if mask {
+            a
+        } else {
+            0.0
+        }
+    }
+    #[inline(always)]
     fn abs(self) -> Self {
         f32::abs(self)
     }
     #[inline(always)]
     fn max(self, rhs: Self) -> Self {
-        f32::max(self, rhs)
+        if self > rhs {
+            self
+        } else {
+            rhs
+        }
     }
     #[inline(always)]
     fn min(self, rhs: Self) -> Self {
-        f32::min(self, rhs)
+        if self < rhs {
+            self
+        } else {
+            rhs
+        }
     }
     #[inline(always)]
     fn exp(self) -> Self {
@@ -101,16 +119,28 @@ impl Lane for f32x8 {
         mask.select(a, b)
     }
     #[inline(always)]
+    fn keep(mask: f32x8, a: Self) -> Self {
+        mask & a
+    }
+    #[inline(always)]
     fn abs(self) -> Self {
         f32x8::abs(self)
     }
+    // x86 `maxps`/`minps` return the second operand unless the comparison holds, which is
+    // exactly the scalar rule; elsewhere compare and select.
     #[inline(always)]
     fn max(self, rhs: Self) -> Self {
-        f32x8::max(self, rhs)
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        return self.fast_max(rhs);
+        #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+        return self.simd_gt(rhs).select(self, rhs);
     }
     #[inline(always)]
     fn min(self, rhs: Self) -> Self {
-        f32x8::min(self, rhs)
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        return self.fast_min(rhs);
+        #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+        return self.simd_lt(rhs).select(self, rhs);
     }
     #[inline(always)]
     fn exp(self) -> Self {
@@ -123,11 +153,10 @@ mod tests {
     use super::*;
 
     /// Scalar and vector lanes agree bit for bit on every operation except `exp`, including the
-    /// NaN conventions of `max`/`min` and comparisons. (`min`/`max` of −0 and +0 is unspecified
-    /// for `f32`; the neuron math never depends on it.)
+    /// NaN and signed-zero conventions of `max`/`min` and comparisons.
     #[test]
     fn scalar_and_vector_lanes_agree() {
-        let a = [0.5f32, -1.25, f32::NAN, 3.0, -2.0, 1e30, f32::INFINITY, 2.0];
+        let a = [0.5f32, -1.25, f32::NAN, 3.0, -0.0, 1e30, f32::INFINITY, 2.0];
         let b = [0.25f32, -1.25, 1.0, f32::NAN, 0.0, -1e30, 1.0, 7.5];
         let (va, vb) = (f32x8::new(a), f32x8::new(b));
         let bits = |v: f32x8| v.to_array().map(f32::to_bits);
@@ -136,6 +165,7 @@ mod tests {
         let vmax = bits(Lane::max(va, vb));
         let vmin = bits(Lane::min(va, vb));
         let vsel = bits(<f32x8 as Lane>::select(va.ge(vb), va, vb));
+        let vkeep = bits(<f32x8 as Lane>::keep(va.le(vb), va));
         let vabs = bits(Lane::abs(va));
         for i in 0..8 {
             assert_eq!((ge >> i) & 1 == 1, a[i].ge(b[i]), "ge lane {i}");
@@ -144,6 +174,8 @@ mod tests {
             assert_eq!(vmin[i], Lane::min(a[i], b[i]).to_bits(), "min lane {i}");
             let s = <f32 as Lane>::select(a[i].ge(b[i]), a[i], b[i]);
             assert_eq!(vsel[i], s.to_bits(), "select lane {i}");
+            let k = <f32 as Lane>::keep(a[i].le(b[i]), a[i]);
+            assert_eq!(vkeep[i], k.to_bits(), "keep lane {i}");
             assert_eq!(vabs[i], Lane::abs(a[i]).to_bits(), "abs lane {i}");
         }
     }

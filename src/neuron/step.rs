@@ -9,7 +9,7 @@
 //! O[t] = θ·S[t] (TrSG)  or  S[t] (AS, RS)
 //! U[t] = M[t] − θ·S[t] (soft)  or  M[t]·(1 − S[t]) (hard)
 //! ```
-//! Backward (METHOD.md §3.4, reverse time, `g_U` = ∂L/∂U[t] from step t+1, 0 at t = T):
+//! Backward (METHOD.md §3.4, reverse time, `g_U` = `∂L/∂U[t]` from step t+1, 0 at t = T):
 //! ```text
 //! g_M     = g_O·∂O/∂M + g_U·∂U/∂M
 //! g_θ    += g_O·∂O/∂θ + g_U·∂U/∂θ
@@ -23,7 +23,7 @@
 
 use super::lane::Lane;
 use super::params::Derived;
-use super::surrogate::{Reset, Surrogate, SurrogateKind};
+use super::surrogate::{Reset, Surrogate, SurrogateKind, SurrogateShape};
 
 /// The per-layer constants of one step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,20 +62,33 @@ impl StepParams {
     }
 }
 
+impl StepParams {
+    /// The same parameters with the configuration replaced by `kind`, `shape`, `reset` (see
+    /// [`Surrogate::with_kind_shape`]); the fused kernels specialise their loops with it.
+    #[inline(always)]
+    pub fn specialized(&self, kind: SurrogateKind, shape: SurrogateShape, reset: Reset) -> Self {
+        StepParams {
+            reset,
+            surrogate: self.surrogate.with_kind_shape(kind, shape),
+            ..*self
+        }
+    }
+}
+
 /// The result of one forward step.
 #[derive(Clone, Copy, Debug)]
 pub struct StepOut<L: Lane> {
-    /// Pre-spike membrane potential M[t].
+    /// Pre-spike membrane potential `M[t]`.
     pub m: L,
-    /// Spike S[t].
+    /// Spike `S[t]`.
     pub s: L::Mask,
-    /// Output O[t] (`out_scale` or 0).
+    /// Output `O[t]` (`out_scale` or 0).
     pub o: L,
-    /// Post-reset potential U[t].
+    /// Post-reset potential `U[t]`.
     pub u: L,
 }
 
-/// One forward step from post-reset potential `u_prev` = U[t−1] and input `i` = I[t].
+/// One forward step from post-reset potential `u_prev` = `U[t−1]` and input `i` = `I[t]`.
 #[inline(always)]
 pub fn step<L: Lane>(p: &StepParams, u_prev: L, i: L) -> StepOut<L> {
     let m = L::splat(p.one_minus_lambda) * u_prev + L::splat(p.lambda) * i;
@@ -83,28 +96,27 @@ pub fn step<L: Lane>(p: &StepParams, u_prev: L, i: L) -> StepOut<L> {
     StepOut {
         m,
         s,
-        o: L::select(s, L::splat(p.out_scale), L::splat(0.0)),
+        o: L::keep(s, L::splat(p.out_scale)),
         u: reset(p, m, s),
     }
 }
 
 /// The post-reset potential U from M and S: `M − θ·S` (soft) or `M·(1 − S)` (hard). Backward
-/// recomputes U[t−1] with this, bit-identical to the forward's value.
+/// recomputes `U[t−1]` with this, bit-identical to the forward's value.
 #[inline(always)]
 pub fn reset<L: Lane>(p: &StepParams, m: L, s: L::Mask) -> L {
-    let zero = L::splat(0.0);
     match p.reset {
-        Reset::Soft => m - L::select(s, L::splat(p.theta), zero),
-        Reset::Hard => L::select(s, zero, m),
+        Reset::Soft => m - L::keep(s, L::splat(p.theta)),
+        Reset::Hard => L::select(s, L::splat(0.0), m),
     }
 }
 
 /// The gradients produced by one backward step.
 #[derive(Clone, Copy, Debug)]
 pub struct StepGrads<L> {
-    /// ∂L/∂I[t].
+    /// `∂L/∂I[t]`.
     pub g_i: L,
-    /// ∂L/∂U[t−1], carried to step t−1.
+    /// `∂L/∂U[t−1]`, carried to step t−1.
     pub g_u_prev: L,
     /// This step's contribution to ∂L/∂θ.
     pub g_theta: L,
@@ -112,8 +124,8 @@ pub struct StepGrads<L> {
     pub g_decay: L,
 }
 
-/// One backward step at time t: `u_prev` = U[t−1], `m` = M[t], `s` = S[t], `g_o` = ∂L/∂O[t],
-/// `g_u` = ∂L/∂U[t] (from the later steps). See the module docs for the recursion.
+/// One backward step at time t: `u_prev` = `U[t−1]`, `m` = `M[t]`, `s` = `S[t]`, `g_o` = `∂L/∂O[t]`,
+/// `g_u` = `∂L/∂U[t]` (from the later steps). See the module docs for the recursion.
 #[inline(always)]
 pub fn step_backward<L: Lane>(
     p: &StepParams,

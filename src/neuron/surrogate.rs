@@ -48,6 +48,18 @@ impl Surrogate {
         })
     }
 
+    /// The same surrogate with `kind` and `shape` replaced (γ kept). Kernels call it with
+    /// literal arguments so that, once inlined, the dispatch in [`Surrogate::derivative`] and
+    /// [`Surrogate::partials`] folds away.
+    #[inline(always)]
+    pub fn with_kind_shape(self, kind: SurrogateKind, shape: SurrogateShape) -> Self {
+        Surrogate {
+            kind,
+            shape,
+            ..self
+        }
+    }
+
     /// The family.
     pub fn kind(&self) -> SurrogateKind {
         self.kind
@@ -70,10 +82,9 @@ impl Surrogate {
         let zero = L::splat(0.0);
         match self.shape {
             // f′(x) = (1/γ)·1(|x| ≤ γ/2); inclusive bounds like the authors' clamp (§3.4).
-            SurrogateShape::Rect => L::select(
+            SurrogateShape::Rect => L::keep(
                 x.abs().le(L::splat(self.half_gamma)),
                 L::splat(self.inv_gamma),
-                zero,
             ),
             // f′(x) = (1/γ²)·max(0, γ − |x|).
             SurrogateShape::Tri => {
@@ -118,8 +129,7 @@ impl Surrogate {
         s: L::Mask,
     ) -> Partials<L> {
         let one = L::splat(1.0);
-        let zero = L::splat(0.0);
-        let s_f = L::select(s, one, zero);
+        let s_f = L::keep(s, one);
         match self.kind {
             SurrogateKind::As => {
                 let th = L::splat(theta);

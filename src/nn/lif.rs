@@ -7,11 +7,9 @@
 //! the tensor's spike hint set accordingly.
 //!
 //! Memory kept for backward: M as f32 (4 bytes per neuron-step) and nothing else; the spikes
-//! are recomputed from M (`S = 1[M ≥ θ]`), U[t−1] from M[t−1] and S[t−1], and I − U[t−1]
-//! from `M − U[t−1] = λ·(I − U[t−1])`. Storing the spikes as well (1 bit or 1 byte each, see
-//! [`SpikeStorage`]) measured slower on this machine, forward+backward at ResNet-19 sizes
-//! (T = 4, B = 64, 2 threads; `benches/lif.rs`, `spike_storage` group):
-//! SPIKE_STORAGE_RESULT
+//! are recomputed from M (`S = 1[M ≥ θ]`), `U[t−1]` from `M[t−1]` and `S[t−1]`, and I − `U[t−1]`
+//! from `M − U[t−1] = λ·(I − U[t−1])`. Storing the spikes as well (1 bit or 1 byte each) is
+//! possible with [`Lif::set_spike_storage`] and measured no faster; see [`SpikeStorage`].
 
 use super::spec::LifSpec;
 use super::{Buffer, ForwardCtx, Layer, Param};
@@ -31,7 +29,7 @@ pub struct LifStats {
     pub firing_rate: f64,
     /// Fraction of the N neurons that spiked at least once.
     pub active_fraction: f64,
-    /// The MP-Init batch statistic: mean U[T] over active neurons (0 if none).
+    /// The MP-Init batch statistic: mean `U[T]` over active neurons (0 if none).
     pub mean_u_active: f64,
     /// Neurons per timestep N = B·C·H·W.
     pub neurons: usize,
@@ -133,7 +131,7 @@ impl Lif {
         self.derived().tau()
     }
 
-    /// The MP-Init potential μ (used as U[0] when MP-Init is on).
+    /// The MP-Init potential μ (used as `U[0]` when MP-Init is on).
     pub fn mu(&self) -> f32 {
         self.mu.value.data()[0]
     }
@@ -169,7 +167,7 @@ impl Lif {
         Tensor::from_vec(&c.shape, self.tape.membrane().to_vec())
     }
 
-    /// U[T] `[B, ...]` (post-reset potential after the last step) of the last training forward.
+    /// `U[T]` `[B, ...]` (post-reset potential after the last step) of the last training forward.
     pub fn last_potential(&self) -> Result<Tensor> {
         let c = self.cached()?;
         let mut shape = c.shape.clone();

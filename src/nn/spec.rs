@@ -231,7 +231,7 @@ pub struct LifSpec {
     /// Learn τ (default true).
     #[serde(default = "yes")]
     pub learn_tau: bool,
-    /// MP-Init on (default true); off means U[0] = 0 and μ is never updated.
+    /// MP-Init on (default true); off means `U[0] = 0` and μ is never updated.
     #[serde(default = "yes")]
     pub mp_init: bool,
     /// Initial threshold θ0 (default 1).

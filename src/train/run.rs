@@ -8,6 +8,7 @@ use super::trainer::{evaluate, Batch, EvalStats, StepStats, TrainConfig, TrainSt
 use crate::error::{Error, Result};
 use crate::nn::Network;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -83,6 +84,9 @@ pub struct EpochRecord {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct RunMeta {
     config: TrainConfig,
+    /// Free-form facts about the run the trainer does not need (e.g. `dataset`).
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
     epochs_done: usize,
     best_accuracy: f64,
     history: Vec<EpochRecord>,
@@ -114,6 +118,7 @@ pub struct Run {
     epochs_done: usize,
     best_accuracy: f64,
     history: Vec<EpochRecord>,
+    labels: BTreeMap<String, String>,
 }
 
 impl Run {
@@ -136,6 +141,7 @@ impl Run {
             epochs_done: 0,
             best_accuracy: 0.0,
             history: Vec::new(),
+            labels: BTreeMap::new(),
         })
     }
 
@@ -164,12 +170,24 @@ impl Run {
             epochs_done: meta.epochs_done,
             best_accuracy: meta.best_accuracy,
             history: meta.history,
+            labels: meta.labels,
         })
     }
 
     /// The trainer (network, optimizer, config).
     pub fn trainer(&mut self) -> &mut Trainer {
         &mut self.trainer
+    }
+
+    /// Records a fact about the run in every checkpoint's metadata (`meta.labels.<key>`), e.g.
+    /// the dataset name, so tools reading the checkpoint later need not be told.
+    pub fn set_label(&mut self, key: &str, value: &str) {
+        self.labels.insert(key.to_string(), value.to_string());
+    }
+
+    /// A label recorded with [`Run::set_label`].
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
     }
 
     /// Epochs completed so far.
@@ -185,6 +203,7 @@ impl Run {
     fn checkpoint(&mut self) -> Result<Checkpoint> {
         let meta = RunMeta {
             config: self.trainer.config.clone(),
+            labels: self.labels.clone(),
             epochs_done: self.epochs_done,
             best_accuracy: self.best_accuracy,
             history: self.history.clone(),
@@ -210,6 +229,7 @@ impl Run {
         let epochs = self.trainer.config.epochs;
         let until = stop_after.map_or(epochs, |n| n.min(epochs));
         let t = self.trainer.config.timesteps;
+        let mut last_test = None;
         while self.epochs_done < until {
             let epoch = self.epochs_done;
             progress.epoch_start(epoch + 1, epochs, data.train_batches());
@@ -241,6 +261,7 @@ impl Run {
                 self.best_accuracy = test.accuracy;
             }
             self.history.push(record.clone());
+            last_test = Some(test);
             let ckpt = self.checkpoint()?;
             if improved {
                 ckpt.save(&Self::best_checkpoint(&self.dir))?;
@@ -249,12 +270,16 @@ impl Run {
             write_jsonl(&self.dir.join("metrics.jsonl"), &self.history)?;
             progress.epoch_end(&record);
         }
-        let final_test = evaluate(
-            &mut self.trainer.net,
-            t,
-            self.trainer.config.loss,
-            data.test()?,
-        )?;
+        // The last epoch's evaluation is the final one; evaluate only if no epoch ran here.
+        let final_test = match last_test {
+            Some(test) => test,
+            None => evaluate(
+                &mut self.trainer.net,
+                t,
+                self.trainer.config.loss,
+                data.test()?,
+            )?,
+        };
         let summary = Summary {
             model: self.trainer.net.spec().name.clone(),
             config: self.trainer.config.clone(),

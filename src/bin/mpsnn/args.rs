@@ -152,6 +152,21 @@ pub struct NeuronArgs {
 }
 
 impl NeuronArgs {
+    /// The paper's neuron: TrSG, rectangle, γ = 1, soft reset, MP-Init, learnable θ0 = 1, τ0 = 2.
+    pub fn defaults() -> Self {
+        NeuronArgs {
+            surrogate: SurrogateArg::Trsg,
+            shape: ShapeArg::Rect,
+            gamma: 1.0,
+            reset: ResetArg::Soft,
+            no_mp_init: false,
+            freeze_theta: false,
+            freeze_tau: false,
+            theta0: 1.0,
+            tau0: 2.0,
+        }
+    }
+
     /// The LIF template every neuron layer copies.
     pub fn lif(&self) -> LifSpec {
         let mut lif = LifSpec::new("lif");
@@ -281,6 +296,10 @@ pub struct ExportArgs {
     /// Timesteps stored in the blob (default: the training run's).
     #[arg(long, short = 'T')]
     pub timesteps: Option<usize>,
+    /// Dataset whose input normalization the blob stores (default: the one the checkpoint
+    /// was trained on).
+    #[arg(long)]
+    pub dataset: Option<String>,
 }
 
 /// `mpsnn infer`

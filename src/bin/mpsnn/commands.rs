@@ -110,8 +110,19 @@ pub fn train(a: &TrainArgs) -> Result<mpsnn::train::run::Summary> {
             seed: a.seed,
         };
         let net = Network::new(spec, a.seed)?;
-        Run::new(&a.out, net, config)?
+        let mut run = Run::new(&a.out, net, config)?;
+        run.set_label("dataset", name.as_str());
+        run
     };
+    if let Some(trained_on) = run.label("dataset") {
+        if trained_on != name.as_str() {
+            return Err(Error::InvalidArgument(format!(
+                "{} was trained on {trained_on}, not {}",
+                a.out.display(),
+                name.as_str()
+            )));
+        }
+    }
     let config = run.trainer().config.clone();
     eprintln!(
         "training {} on {} ({} train / {} test samples), T = {}, {} epochs, batch {}, {} threads -> {}",

@@ -14,13 +14,13 @@ pub struct ReferenceForward {
     pub membrane: Vec<f32>,
     /// S.
     pub spikes: Vec<bool>,
-    /// U[T], `[N]`.
+    /// `U[T]`, `[N]`.
     pub u_last: Vec<f32>,
-    /// Spike count, active count, Σ U[T] over active neurons (summed in neuron order).
+    /// Spike count, active count, Σ `U[T]` over active neurons (summed in neuron order).
     pub sums: ForwardSums,
 }
 
-/// Forward over `input` (`[T, N]`, time-major) from U[0] = `u0`.
+/// Forward over `input` (`[T, N]`, time-major) from `U[0]` = `u0`.
 ///
 /// # Panics
 /// If `timesteps` is 0 or does not divide `input.len()`.
@@ -58,7 +58,7 @@ pub fn forward_reference(
 }
 
 /// Backward for a reference forward: `membrane`, `spikes` as returned by it, `grad_output`
-/// ∂L/∂O `[T, N]`, optional ∂L/∂U[T]. Returns ∂L/∂I and the parameter sums (neuron order).
+/// ∂L/∂O `[T, N]`, optional `∂L/∂U[T]`. Returns ∂L/∂I and the parameter sums (neuron order).
 ///
 /// # Panics
 /// If the lengths are inconsistent.

@@ -44,7 +44,7 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
 
 /// Runs the kernels and the reference on the same data and compares everything: element-wise
 /// values bit for bit (gradients within a few ulp for the sigmoid shape, whose vector `exp`
-/// differs from libm's), sums up to f64 reassociation.
+/// differs from libm's), sums up to the kernels' blocking (16 neurons' totals added in f32).
 fn check_against_reference(p: &StepParams, storage: SpikeStorage, t: usize, n: usize, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let th = p.theta;
@@ -75,7 +75,7 @@ fn check_against_reference(p: &StepParams, storage: SpikeStorage, t: usize, n: u
         "{what}"
     );
     assert!(
-        close(sums.sum_u_active, want.sums.sum_u_active, 1e-12),
+        close(sums.sum_u_active, want.sums.sum_u_active, 1e-6),
         "Σ U_T {what}"
     );
     if n > 0 {
@@ -111,7 +111,7 @@ fn check_against_reference(p: &StepParams, storage: SpikeStorage, t: usize, n: u
             );
         }
     }
-    let rel = if exact { 1e-12 } else { 1e-5 };
+    let rel = if exact { 1e-6 } else { 1e-5 };
     assert!(
         close(gs.g_theta, want_sums.g_theta, rel),
         "g_θ {gs:?} vs {want_sums:?} {what}"

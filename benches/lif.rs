@@ -1,0 +1,178 @@
+//! Fused LIF kernels at ResNet-19 layer sizes (T = 4, B = 64; METHOD.md §6.1): training forward,
+//! backward, forward+backward, eval forward, the three spike storages, a STREAM-like triad
+//! over the same bytes as a same-run bandwidth reference, and an L2-resident size that shows
+//! the compute rate.
+//!
+//! Throughput is reported in neuron-steps (T·N) and in counted bytes (each f32 read or written
+//! once, no write-allocate traffic, like STREAM): training forward 12 B per neuron-step
+//! (read I, write O in place, write M), backward 12 B (read ∂L/∂O, write ∂L/∂I in place,
+//! read M), eval forward 8 B.
+//!
+//! ```text
+//! RAYON_NUM_THREADS=1 cargo bench --bench lif -- --warm-up-time 1 --measurement-time 3
+//! RAYON_NUM_THREADS=2 cargo bench --bench lif -- --warm-up-time 1 --measurement-time 3
+//! ```
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use mpsnn::kernels::lif::{backward, forward_eval, forward_train, SpikeStorage, Tape, CHUNK};
+use mpsnn::neuron::params::{k_from_theta, Derived};
+use mpsnn::neuron::step::StepParams;
+use mpsnn::neuron::surrogate::{Reset, Surrogate, SurrogateKind, SurrogateShape};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+const T: usize = 4;
+const B: usize = 64;
+const SIZES: [(&str, usize); 3] = [
+    ("128x32x32", 128 * 32 * 32),
+    ("256x16x16", 256 * 16 * 16),
+    ("512x8x8", 512 * 8 * 8),
+];
+
+fn params() -> StepParams {
+    let d = Derived::from_raw(k_from_theta(1.0).unwrap(), 0.0);
+    let sur = Surrogate::new(SurrogateKind::Trsg, SurrogateShape::Rect, 1.0).unwrap();
+    StepParams::new(&d, sur, Reset::Soft)
+}
+
+fn data(len: usize, lo: f32, hi: f32, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+fn throughput(steps: usize, bytes_per_step: usize) -> Throughput {
+    Throughput::ElementsAndBytes {
+        elements: steps as u64,
+        bytes: (steps * bytes_per_step) as u64,
+    }
+}
+
+fn lif(c: &mut Criterion) {
+    let p = params();
+    for (name, per_sample) in SIZES {
+        let n = B * per_sample;
+        let steps = T * n;
+        // Inputs spread over [−1, 2.5]θ: about a quarter of the neuron-steps fire.
+        let input = data(steps, -1.0, 2.5, 1);
+        let g_out = data(steps, -1.0, 1.0, 2);
+        let mut group = c.benchmark_group(format!("lif/{name}"));
+        group.sample_size(10);
+
+        let mut tape = Tape::new(SpikeStorage::Recompute);
+        group.throughput(throughput(steps, 12));
+        group.bench_function("forward_train", |b| {
+            b.iter_batched_ref(
+                || input.clone(),
+                |io| forward_train(&p, 0.2, T, io, &mut tape),
+                BatchSize::LargeInput,
+            )
+        });
+        forward_train(&p, 0.2, T, &mut input.clone(), &mut tape);
+        group.bench_function("backward", |b| {
+            b.iter_batched_ref(
+                || g_out.clone(),
+                |g| backward(&p, 0.2, &tape, g, None),
+                BatchSize::LargeInput,
+            )
+        });
+        group.throughput(throughput(steps, 24));
+        group.bench_function("forward_backward", |b| {
+            b.iter_batched_ref(
+                || (input.clone(), g_out.clone()),
+                |(io, g)| {
+                    forward_train(&p, 0.2, T, io, &mut tape);
+                    backward(&p, 0.2, &tape, g, None)
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        group.throughput(throughput(steps, 8));
+        group.bench_function("forward_eval", |b| {
+            b.iter_batched_ref(
+                || input.clone(),
+                |io| forward_eval(&p, 0.2, T, io),
+                BatchSize::LargeInput,
+            )
+        });
+        // a[i] = b[i] + s·c[i] over T·N floats, chunked like the LIF kernels: 12 B per element.
+        let (mut a, bb, cc) = (vec![0f32; steps], input.clone(), g_out.clone());
+        group.throughput(throughput(steps, 12));
+        group.bench_function("triad_reference", |b| {
+            b.iter(|| {
+                a.par_chunks_mut(CHUNK)
+                    .zip(bb.par_chunks(CHUNK))
+                    .zip(cc.par_chunks(CHUNK))
+                    .for_each(|((a, b), c)| {
+                        for ((a, b), c) in a.iter_mut().zip(b).zip(c) {
+                            *a = b + 0.5 * c;
+                        }
+                    })
+            })
+        });
+        group.finish();
+    }
+}
+
+/// Forward+backward with each spike storage at the largest size (bytes counted for Recompute,
+/// so the reported GB/s of Bits/Bytes are comparable times, not their own traffic).
+fn spike_storage(c: &mut Criterion) {
+    let p = params();
+    let (_, per_sample) = SIZES[0];
+    let steps = T * B * per_sample;
+    let input = data(steps, -1.0, 2.5, 1);
+    let g_out = data(steps, -1.0, 1.0, 2);
+    let mut group = c.benchmark_group("lif/spike_storage/128x32x32");
+    group.sample_size(10);
+    group.throughput(throughput(steps, 24));
+    for storage in [
+        SpikeStorage::Recompute,
+        SpikeStorage::Bits,
+        SpikeStorage::Bytes,
+    ] {
+        let mut tape = Tape::new(storage);
+        group.bench_function(format!("{storage:?}"), |b| {
+            b.iter_batched_ref(
+                || (input.clone(), g_out.clone()),
+                |(io, g)| {
+                    forward_train(&p, 0.2, T, io, &mut tape);
+                    backward(&p, 0.2, &tape, g, None)
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// One chunk (16 K neurons, T = 4: 256 KiB per buffer) stays in L2, so this measures the
+/// kernels' compute rate rather than DRAM; it runs on one thread. `PerIteration` batches keep
+/// each freshly copied input hot in cache.
+fn l2_resident(c: &mut Criterion) {
+    let p = params();
+    let steps = T * CHUNK;
+    let input = data(steps, -1.0, 2.5, 1);
+    let g_out = data(steps, -1.0, 1.0, 2);
+    let mut group = c.benchmark_group("lif/l2_resident");
+    group.throughput(throughput(steps, 12));
+    let mut tape = Tape::new(SpikeStorage::Recompute);
+    group.bench_function("forward_train", |b| {
+        b.iter_batched_ref(
+            || input.clone(),
+            |io| forward_train(&p, 0.2, T, io, &mut tape),
+            BatchSize::PerIteration,
+        )
+    });
+    forward_train(&p, 0.2, T, &mut input.clone(), &mut tape);
+    group.bench_function("backward", |b| {
+        b.iter_batched_ref(
+            || g_out.clone(),
+            |g| backward(&p, 0.2, &tape, g, None),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, lif, spike_storage, l2_resident);
+criterion_main!(benches);
