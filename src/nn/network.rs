@@ -139,6 +139,12 @@ impl Network {
         self.visit_params(&mut |p| p.grad.fill_zero());
     }
 
+    /// Whether LIF layers rebuild their input in backward instead of keeping their membrane
+    /// tape ([`Sequential::set_recompute`]; default on).
+    pub fn set_recompute(&mut self, on: bool) {
+        self.root.set_recompute(on);
+    }
+
     /// Drops cached forward state in every layer.
     pub fn clear_cache(&mut self) {
         self.root.clear_cache();

@@ -14,6 +14,7 @@ use crate::tensor::Tensor;
 pub struct Sequential {
     name: String,
     layers: Vec<Box<dyn Layer>>,
+    recompute: bool,
 }
 
 impl Sequential {
@@ -22,6 +23,30 @@ impl Sequential {
         Sequential {
             name: name.into(),
             layers,
+            recompute: true,
+        }
+    }
+
+    /// Turns the LIF-input recomputation (see the type docs) on or off here and in every
+    /// nested container (default on). Off keeps each LIF's membrane tape instead: more memory,
+    /// one LIF forward less per step; results are bit-identical either way.
+    pub fn set_recompute(&mut self, on: bool) {
+        self.recompute = on;
+        fn walk(layer: &mut dyn Layer, on: bool) {
+            for child in layer.children_mut() {
+                if let Some(seq) = child.as_any_mut().downcast_mut::<Sequential>() {
+                    seq.set_recompute(on);
+                } else {
+                    walk(child, on);
+                }
+            }
+        }
+        for layer in &mut self.layers {
+            if let Some(seq) = layer.as_any_mut().downcast_mut::<Sequential>() {
+                seq.set_recompute(on);
+            } else {
+                walk(layer.as_mut(), on);
+            }
         }
     }
 
@@ -63,7 +88,8 @@ impl Layer for Sequential {
         let mut x = input;
         for i in 0..self.layers.len() {
             if ctx.is_train() {
-                let recomputable = i > 0 && self.layers[i - 1].can_recompute_output();
+                let recomputable =
+                    self.recompute && i > 0 && self.layers[i - 1].can_recompute_output();
                 if let Some(lif) = self.layers[i].as_any_mut().downcast_mut::<Lif>() {
                     lif.set_input_recomputable(recomputable);
                 }

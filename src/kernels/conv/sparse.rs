@@ -242,17 +242,19 @@ pub fn transpose_weight(g: &ConvGeom, weight: &[f32], wt: &mut Vec<f32>) {
     transpose(weight, co, kr, wt, 1.0);
 }
 
-/// `dst[j, i] = a·src[i, j]` for a `rows × cols` row-major `src`, in 32×32 tiles.
+/// `dst[j, i] = a·src[i, j]` for a `rows × cols` row-major `src`, in 8×8 tiles: rows of a
+/// plane are often 4 KiB apart, and a taller tile would put more lines in one L1 set than it
+/// has ways.
 fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], a: f32) {
-    const TILE: usize = 32;
+    const TILE: usize = 8;
     for i0 in (0..rows).step_by(TILE) {
         let i1 = (i0 + TILE).min(rows);
         for j0 in (0..cols).step_by(TILE) {
             let j1 = (j0 + TILE).min(cols);
-            for i in i0..i1 {
-                let row = &src[i * cols..];
-                for j in j0..j1 {
-                    dst[j * rows + i] = a * row[j];
+            for j in j0..j1 {
+                let out = &mut dst[j * rows + i0..j * rows + i1];
+                for (i, o) in (i0..i1).zip(out) {
+                    *o = a * src[i * cols + j];
                 }
             }
         }
@@ -362,12 +364,22 @@ pub fn backward_weight(g: &ConvGeom, x: &SpikeBits, dy: &[f32], dw: &mut [f32]) 
             }
         });
     drop(dyt);
+    // dW[o, r] += s·dWt[r, o], in row blocks of dW so each task's tiles stay in cache.
     let (kr, s) = (g.col_rows(), x.scale);
-    dw.par_chunks_mut(kr).enumerate().for_each(|(o, row)| {
-        for (r, d) in row.iter_mut().enumerate() {
-            *d = (s * dwt[r * co + o]) + *d;
-        }
-    });
+    const ROWS: usize = 8;
+    dw.par_chunks_mut(ROWS * kr)
+        .enumerate()
+        .for_each(|(blk, rows)| {
+            let o0 = blk * ROWS;
+            let nr = rows.len() / kr;
+            // dWt[:, o0..o0+nr] is a kr × nr block with row stride co.
+            for r in 0..kr {
+                for (i, &v) in dwt[r * co + o0..r * co + o0 + nr].iter().enumerate() {
+                    let d = &mut rows[i * kr + r];
+                    *d += s * v;
+                }
+            }
+        });
 }
 
 #[cfg(test)]
