@@ -71,11 +71,19 @@ def main():
     ap.add_argument("-T", type=int, default=4)
     ap.add_argument("-B", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--heavy-rounds", type=int, default=2, help="rounds for resnet19 (slow)")
     ap.add_argument("--warmup", type=int, default=None, help="default: 2 (resnet19: 1)")
     ap.add_argument("--iters", type=int, default=None, help="default: 7 (resnet19: 2)")
     ap.add_argument("--write", action="store_true", help="update docs/perf.md and README.md")
     ap.add_argument("--json-out", default=None, help="append raw results as JSON lines here")
+    ap.add_argument("--from-json", default=None,
+                    help="only render the table from a --json-out file of an earlier run")
     a = ap.parse_args()
+    if a.from_json:
+        raw = [json.loads(line) for line in open(a.from_json) if line.strip()]
+        a.models = ",".join(dict.fromkeys(r["model"] for r in raw))
+        a.modes = ",".join(dict.fromkeys(r["mode"] for r in raw))
+        a.threads = ",".join(str(t) for t in dict.fromkeys(r["threads"] for r in raw))
 
     torch_env = dict(os.environ)
     for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
@@ -88,7 +96,13 @@ def main():
         for mode in a.modes.split(","):
             for th in [int(t) for t in a.threads.split(",")]:
                 ours, theirs = [], []
-                for rnd in range(a.rounds):
+                if a.from_json:
+                    pick = [r for r in raw if (r["model"], r["mode"], r["threads"]) == (model, mode, th)]
+                    ours = [r for r in pick if r["who"] == "mpsnn"]
+                    theirs = [r for r in pick if r["who"] == "torch"]
+                    if not ours:
+                        continue
+                for rnd in range(0 if a.from_json else (a.heavy_rounds if heavy else a.rounds)):
                     m = run([a.mpsnn, "bench", "--model", model, "-T", str(a.T),
                              "--batch-size", str(a.B), "--threads", str(th), "--mode", mode,
                              "--warmup", str(warm), "--iters", str(iters)])
@@ -118,23 +132,29 @@ def main():
                     "rss_theirs": max(r["peak_rss_mb"] for r in theirs),
                     "load": med(x for r in ours + theirs for x in r["_load"]),
                     "density": (min(dens.values()), max(dens.values())) if dens else None,
+                    "cpu": med(r.get("cpu_seconds_per_step") or float("nan") for r in ours),
+                    "wall": med(r["step_seconds_median"] for r in ours),
                 })
     date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     lines = [
         f"Measured {date} on {os.cpu_count()} vCPUs of {cpu_model()} ({platform.system()} "
-        f"{platform.release()}), T = {a.T}, B = {a.B}, {a.rounds} alternating rounds per row "
-        f"(medians); `scripts/bench_vs_torch.sh` reruns it.",
+        f"{platform.release()}), T = {a.T}, B = {a.B}; mpsnn and PyTorch alternate, {a.rounds} "
+        f"rounds per row ({a.heavy_rounds} for ResNet-19), medians; load avg = the machine's "
+        f"1-minute load average around the runs (2 = both cores busy). "
+        f"`scripts/bench_vs_torch.sh` reruns it.",
         "",
         "| model | mode | threads | mpsnn img/s | PyTorch img/s | ratio | mpsnn peak RSS MB "
-        "| PyTorch peak RSS MB | RSS ratio | conv input density | load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| PyTorch peak RSS MB | RSS ratio | conv input density | mpsnn s/step wall (CPU) "
+        "| load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         d = "—" if r["density"] is None else f"{r['density'][0]:.2f}–{r['density'][1]:.2f}"
         lines.append(
             f"| {r['model']} | {r['mode']} | {r['threads']} | {r['ours']:.1f} | {r['theirs']:.1f} "
             f"| **{r['ratio']:.2f}×** | {r['rss_ours']:.0f} | {r['rss_theirs']:.0f} "
-            f"| {r['rss_ours'] / r['rss_theirs']:.2f} | {d} | {r['load']:.1f} |")
+            f"| {r['rss_ours'] / r['rss_theirs']:.2f} | {d} | {r['wall']:.3g} ({r['cpu']:.3g}) "
+            f"| {r['load']:.1f} |")
     scaling = []
     for model in a.models.split(","):
         for mode in a.modes.split(","):
