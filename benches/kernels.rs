@@ -13,6 +13,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use mpsnn::kernels::bn::{self, BnDims};
+use mpsnn::kernels::conv::sparse::{self, SpikeBits};
 use mpsnn::kernels::conv::{self, ConvGeom, ConvWorkspace};
 use mpsnn::kernels::gemm::{sgemm_rows_par, MatLayout};
 use mpsnn::kernels::pool::{self, PoolGeom};
@@ -121,5 +122,64 @@ fn bn_pool_benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv_benches, bn_pool_benches);
+/// Spike inputs of density `p` (value 1): every `⌈1/p⌉`-th element is set, with a hashed
+/// jitter so rows do not line up.
+fn spikes(n: usize, p: f64) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let h = (i as u32).wrapping_mul(2654435761) >> 8;
+            if (h as f64) < p * (1u32 << 24) as f64 {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// The event-driven forward and weight gradient against the dense path at several input
+/// densities, on the spike-input conv shapes (the switch points in `kernels::conv::sparse`
+/// come from here). Throughput is the dense-equivalent FLOP count, so the rates compare
+/// directly with the dense rows of the same shape.
+fn sparse_benches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv2d_sparse");
+    group.sample_size(10);
+    let shapes: &[(&str, [usize; 7])] = &[
+        ("r19_l1_128x32x32_k3", [16, 128, 32, 128, 3, 1, 1]),
+        ("r19_l3_512x8x8_k3", [64, 512, 8, 512, 3, 1, 1]),
+        ("mnist_c2_32to64_14x14_k3", [256, 32, 14, 64, 3, 1, 1]),
+    ];
+    for &(label, [n, ci, hw, co, k, s, p]) in shapes {
+        let g = ConvGeom::new(n, ci, hw, hw, co, k, s, p).unwrap();
+        let w = data(g.weight_len(), 2);
+        let dy = data(n * g.out_img(), 3);
+        let mut y = vec![0.0; n * g.out_img()];
+        let mut dw = vec![0.0; g.weight_len()];
+        let mut ws = ConvWorkspace::default();
+        let mut wt = Vec::new();
+        sparse::transpose_weight(&g, &w, &mut wt);
+        group.throughput(Throughput::Elements(g.flops()));
+        let x = spikes(n * g.in_img(), 0.5);
+        group.bench_function(BenchmarkId::new("dense_fwd", label), |b| {
+            b.iter(|| conv::forward(&g, black_box(&x), &w, None, &mut y))
+        });
+        group.bench_function(BenchmarkId::new("dense_dw", label), |b| {
+            b.iter(|| conv::backward_weight(&g, black_box(&x), &dy, &mut dw, &mut ws))
+        });
+        for density in [0.05, 0.1, 0.2, 0.3, 0.5] {
+            let x = spikes(n * g.in_img(), density);
+            let bits = SpikeBits::from_f32(&x, n, ci, hw * hw, 1.0);
+            let id = format!("{label}_d{density}");
+            group.bench_function(BenchmarkId::new("sparse_fwd", &id), |b| {
+                b.iter(|| sparse::forward(&g, black_box(&bits), &wt, None, &mut y))
+            });
+            group.bench_function(BenchmarkId::new("sparse_dw", &id), |b| {
+                b.iter(|| sparse::backward_weight(&g, black_box(&bits), &dy, &mut dw))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv_benches, sparse_benches, bn_pool_benches);
 criterion_main!(benches);

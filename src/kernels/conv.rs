@@ -31,6 +31,7 @@
 //! layer's images (`P = 64`, 8 per GEMM) sped its input gradient up ~25 % in an A/B run.
 
 pub mod im2col;
+pub mod sparse;
 
 use super::elementwise::{add_assign, sum};
 use super::gemm::{sgemm, MatLayout};

@@ -275,5 +275,25 @@ impl Layer for BatchNorm2d {
         self.cache = None;
     }
 
+    fn can_recompute_output(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// `y` again from the cached `x` and the statistics of that forward (unchanged until this
+    /// layer's backward, which runs after its consumer's).
+    fn recompute_output(&self) -> Option<Tensor> {
+        let (x, d, _) = self.cache.as_ref()?;
+        let mut y = vec![0.0; d.len()];
+        bn::normalize(
+            x.data(),
+            &mut y,
+            *d,
+            &self.mean,
+            &self.scale,
+            self.beta.value.data(),
+        );
+        Tensor::from_vec(x.shape(), y).ok()
+    }
+
     crate::impl_as_any!();
 }

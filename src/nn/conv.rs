@@ -4,6 +4,7 @@ use super::build::{uniform, InitRng};
 use super::spec::Conv2dSpec;
 use super::{ForwardCtx, Layer, Param};
 use crate::error::{Error, Result};
+use crate::kernels::conv::sparse::{self, SpikeBits};
 use crate::kernels::conv::{self, ConvGeom, ConvWorkspace};
 use crate::tensor::Tensor;
 
@@ -13,6 +14,12 @@ use crate::tensor::Tensor;
 /// `[out]`, both initialised `U(±1/√(in·k·k))` as PyTorch does. Training mode caches the input
 /// (not the im2col matrix, which backward recomputes to keep memory low); backward reuses the
 /// cached input's memory for the input gradient.
+///
+/// Spike inputs (tensors with a [`Tensor::spike_scale`] hint, i.e. after a LIF layer) are
+/// packed to one bit per element ([`SpikeBits`]) and cached that way (1/32 of the f32 size).
+/// The forward pass and the weight gradient then take the event-driven kernels of
+/// [`crate::kernels::conv::sparse`] when the input density is at most
+/// [`sparse::FWD_MAX_DENSITY`] / [`sparse::WGRAD_MAX_DENSITY`], and the dense GEMM path above.
 ///
 /// ```
 /// use mpsnn::nn::{build::init_rng, conv::Conv2d, spec::Conv2dSpec, ForwardCtx, Layer};
@@ -29,8 +36,16 @@ pub struct Conv2d {
     spec: Conv2dSpec,
     weight: Param,
     bias: Option<Param>,
-    cache: Option<(Tensor, ConvGeom)>,
+    cache: Option<(Saved, ConvGeom)>,
     ws: ConvWorkspace,
+    input_grad: bool,
+    last_density: Option<f64>,
+}
+
+/// What a training forward keeps for backward: the f32 input, or the spikes bit-packed.
+enum Saved {
+    Dense(Tensor),
+    Spikes(SpikeBits),
 }
 
 impl Conv2d {
@@ -61,7 +76,21 @@ impl Conv2d {
             bias,
             cache: None,
             ws: ConvWorkspace::default(),
+            input_grad: true,
+            last_density: None,
         })
+    }
+
+    /// Whether backward computes `∂L/∂input` (default `true`). The first layer of a network
+    /// turns it off: the image needs no gradient, and backward then returns zeros.
+    pub fn set_input_grad(&mut self, on: bool) {
+        self.input_grad = on;
+    }
+
+    /// The spike density (fraction of nonzero inputs) of the last forward, if its input was a
+    /// spike tensor.
+    pub fn last_input_density(&self) -> Option<f64> {
+        self.last_density
     }
 
     /// The configuration (channels, kernel, stride, padding, bias flag).
@@ -151,16 +180,28 @@ impl Layer for Conv2d {
         let g = self.geom(input.shape())?;
         self.check_params()?;
         let mut y = vec![0.0; g.n * g.out_img()];
-        // Spike inputs (`input.spike_scale()`) take the dense path as well; an event-driven
-        // kernel for mostly-zero spikes (DESIGN.md principle 2) slots in here beside it.
-        conv::forward(
-            &g,
-            input.data(),
-            self.weight.value.data(),
-            self.bias.as_ref().map(|b| b.value.data()),
-            &mut y,
-        );
-        self.cache = ctx.is_train().then_some((input, g));
+        let weight = self.weight.value.data();
+        let bias = self.bias.as_ref().map(|b| b.value.data());
+        let saved = match input.spike_scale().filter(|s| s.is_finite()) {
+            Some(s) => {
+                let bits = SpikeBits::from_f32(input.data(), g.n, g.c_in, g.h * g.w, s);
+                if bits.density() <= sparse::FWD_MAX_DENSITY {
+                    let mut wt = Vec::new();
+                    sparse::transpose_weight(&g, weight, &mut wt);
+                    sparse::forward(&g, &bits, &wt, bias, &mut y);
+                } else {
+                    conv::forward(&g, input.data(), weight, bias, &mut y);
+                }
+                self.last_density = Some(bits.density());
+                Saved::Spikes(bits)
+            }
+            None => {
+                conv::forward(&g, input.data(), weight, bias, &mut y);
+                self.last_density = None;
+                Saved::Dense(input)
+            }
+        };
+        self.cache = ctx.is_train().then_some((saved, g));
         Tensor::from_vec(&[g.n, g.c_out, g.oh, g.ow], y)
     }
 
@@ -182,23 +223,47 @@ impl Layer for Conv2d {
             ));
         }
         self.check_params()?;
-        let (mut input, _) = self.cache.take().expect("checked above");
+        let (saved, _) = self.cache.take().expect("checked above");
         let dy = grad_output.data();
-        if self.weight.trainable {
-            conv::backward_weight(
-                &g,
-                input.data(),
-                dy,
-                self.weight.grad.data_mut(),
-                &mut self.ws,
-            );
+        let in_shape = [g.n, g.c_in, g.h, g.w];
+        // The f32 input, if the path needs it (dense weight gradient); its buffer becomes the
+        // input gradient afterwards.
+        let mut x: Option<Vec<f32>> = None;
+        match &saved {
+            Saved::Spikes(bits) if bits.density() <= sparse::WGRAD_MAX_DENSITY => {
+                if self.weight.trainable {
+                    sparse::backward_weight(&g, bits, dy, self.weight.grad.data_mut());
+                }
+            }
+            Saved::Spikes(bits) => {
+                let mut buf = vec![0.0; bits.len()];
+                bits.unpack(&mut buf);
+                if self.weight.trainable {
+                    let dw = self.weight.grad.data_mut();
+                    conv::backward_weight(&g, &buf, dy, dw, &mut self.ws);
+                }
+                x = Some(buf);
+            }
+            Saved::Dense(input) => {
+                if self.weight.trainable {
+                    let dw = self.weight.grad.data_mut();
+                    conv::backward_weight(&g, input.data(), dy, dw, &mut self.ws);
+                }
+            }
         }
         if let Some(b) = self.bias.as_mut().filter(|b| b.trainable) {
             conv::backward_bias(&g, dy, b.grad.data_mut());
         }
-        // The input is no longer needed: its buffer becomes the input gradient.
-        conv::backward_input(&g, dy, self.weight.value.data(), input.data_mut());
-        Ok(input)
+        if !self.input_grad {
+            return Ok(Tensor::zeros(&in_shape));
+        }
+        let mut dx = match (saved, x) {
+            (_, Some(buf)) => buf,
+            (Saved::Dense(input), None) => input.into_vec(),
+            (Saved::Spikes(_), None) => vec![0.0; g.n * g.in_img()],
+        };
+        conv::backward_input(&g, dy, self.weight.value.data(), &mut dx);
+        Tensor::from_vec(&in_shape, dx)
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {

@@ -41,9 +41,13 @@ pub struct LifStats {
 #[derive(Clone, Debug)]
 struct Cached {
     shape: Vec<usize>,
+    timesteps: usize,
     params: StepParams,
     derived: Derived,
     u0: f32,
+    /// The tape was not written: backward needs the input again
+    /// ([`Lif::backward_with_input`]).
+    deferred: bool,
 }
 
 /// A multi-step LIF layer; see the module docs.
@@ -58,6 +62,7 @@ pub struct Lif {
     cache: Option<Cached>,
     stats: LifStats,
     recorder: Option<MembraneHistogram>,
+    input_recomputable: bool,
 }
 
 impl Lif {
@@ -103,6 +108,7 @@ impl Lif {
             cache: None,
             stats: LifStats::default(),
             recorder: None,
+            input_recomputable: false,
         })
     }
 
@@ -163,13 +169,13 @@ impl Lif {
 
     /// M `[T·B, ...]` (pre-spike membrane, input shape) of the last training forward.
     pub fn membrane(&self) -> Result<Tensor> {
-        let c = self.cached()?;
+        let c = self.cached_tape()?;
         Tensor::from_vec(&c.shape, self.tape.membrane().to_vec())
     }
 
     /// `U[T]` `[B, ...]` (post-reset potential after the last step) of the last training forward.
     pub fn last_potential(&self) -> Result<Tensor> {
-        let c = self.cached()?;
+        let c = self.cached_tape()?;
         let mut shape = c.shape.clone();
         shape[0] /= self.tape.timesteps();
         let mut u = Tensor::zeros(&shape);
@@ -181,6 +187,61 @@ impl Lif {
         self.cache.as_ref().ok_or_else(|| Error::NoForwardCache {
             layer: self.name.clone(),
         })
+    }
+
+    /// The tape of a forward that wrote one (not deferred).
+    fn cached_tape(&self) -> Result<&Cached> {
+        match self.cached()? {
+            c if c.deferred => Err(Error::NoForwardCache {
+                layer: self.name.clone(),
+            }),
+            c => Ok(c),
+        }
+    }
+
+    /// Says whether the caller can hand the next training forward's input back at backward
+    /// time ([`Lif::backward_with_input`]). If so, that forward keeps no tape (saving the f32
+    /// membrane, 4 bytes per neuron-step) and backward reruns the forward on the input first.
+    /// [`crate::nn::Sequential`] sets this before every training forward; ignored while the
+    /// recorder is on.
+    pub fn set_input_recomputable(&mut self, yes: bool) {
+        self.input_recomputable = yes;
+    }
+
+    /// True if the last training forward kept no tape: backward then needs
+    /// [`Lif::backward_with_input`].
+    pub fn input_deferred(&self) -> bool {
+        self.cache.as_ref().is_some_and(|c| c.deferred)
+    }
+
+    /// Backward for a deferred forward ([`Lif::input_deferred`]): `input` must be that
+    /// forward's input, bit for bit. Reruns the forward into the tape, back-propagates like
+    /// [`Layer::backward`], then frees the tape.
+    pub fn backward_with_input(
+        &mut self,
+        grad_output: Tensor,
+        mut input: Tensor,
+    ) -> Result<Tensor> {
+        let c = self.cached()?;
+        if !c.deferred {
+            return self.backward(grad_output);
+        }
+        if input.shape() != &c.shape[..] {
+            return Err(Error::shape(
+                &self.name,
+                format!("recomputed input of shape {:?}", c.shape),
+                input.shape(),
+            ));
+        }
+        let (params, u0, t) = (c.params, c.u0, c.timesteps);
+        kernel::forward_train(&params, u0, t, input.data_mut(), &mut self.tape);
+        drop(input);
+        if let Some(c) = &mut self.cache {
+            c.deferred = false;
+        }
+        let grad = self.backward(grad_output);
+        self.tape = Tape::new(self.tape.storage());
+        grad
     }
 }
 
@@ -211,9 +272,13 @@ impl Layer for Lif {
         let u0 = mp_init::initial_potential(self.spec.mp_init, self.mu());
         self.cache = None;
         let record = self.recorder.is_some();
-        let sums = if ctx.is_train() || record {
+        let deferred = ctx.is_train() && self.input_recomputable && !record;
+        let sums = if (ctx.is_train() || record) && !deferred {
             kernel::forward_train(&params, u0, t, input.data_mut(), &mut self.tape)
         } else {
+            if self.tape.heap_bytes() > 0 {
+                self.tape = Tape::new(self.tape.storage());
+            }
             kernel::forward_eval(&params, u0, t, input.data_mut())
         };
         if let Some(h) = &mut self.recorder {
@@ -234,16 +299,18 @@ impl Layer for Lif {
             }
             self.cache = Some(Cached {
                 shape,
+                timesteps: t,
                 params,
                 derived,
                 u0,
+                deferred,
             });
         }
         Ok(input.with_spike_scale(Some(params.out_scale)))
     }
 
     fn backward(&mut self, mut grad_output: Tensor) -> Result<Tensor> {
-        let c = self.cached()?;
+        let c = self.cached_tape()?;
         if grad_output.shape() != &c.shape[..] {
             return Err(Error::shape(
                 &self.name,

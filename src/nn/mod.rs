@@ -177,6 +177,19 @@ pub trait Layer: Send + Any {
     /// Drops any cached forward state (frees memory between steps).
     fn clear_cache(&mut self) {}
 
+    /// True if [`Layer::recompute_output`] can rebuild the output of the layer's most recent
+    /// training forward from what it keeps for its own backward. A LIF layer right after such a
+    /// layer keeps nothing for backward and gets its input back this way ([`Sequential`]).
+    fn can_recompute_output(&self) -> bool {
+        false
+    }
+
+    /// The output of the most recent training forward, rebuilt bit-identically from the
+    /// backward cache, or `None` if the layer cannot (see [`Layer::can_recompute_output`]).
+    fn recompute_output(&self) -> Option<Tensor> {
+        None
+    }
+
     /// `self` as [`Any`], to downcast to a concrete layer (e.g. to read LIF statistics).
     fn as_any(&self) -> &dyn Any;
 

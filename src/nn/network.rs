@@ -1,6 +1,7 @@
 //! [`Network`]: a runnable model built from a [`ModelSpec`].
 
 use super::build::{build_sequential, check_unique_names, init_rng};
+use super::conv::Conv2d;
 use super::repeat::Repeat;
 use super::spec::{Encoding, LayerSpec, ModelSpec};
 use super::{for_each_leaf, Buffer, ForwardCtx, Layer, Param, Sequential};
@@ -10,6 +11,23 @@ use std::collections::BTreeMap;
 
 /// Every parameter and buffer of a model, by full name.
 pub type StateDict = BTreeMap<String, Tensor>;
+
+/// Turns off the input gradient of the first conv when only input-encoding layers precede it:
+/// nothing consumes the gradient of the image.
+fn skip_first_input_grad(root: &mut Sequential) {
+    let mut done = false;
+    for_each_leaf(root, &mut |layer| {
+        if done {
+            return;
+        }
+        if let Some(conv) = layer.as_any_mut().downcast_mut::<Conv2d>() {
+            conv.set_input_grad(false);
+            done = true;
+        } else if layer.as_any().downcast_ref::<Repeat>().is_none() {
+            done = true;
+        }
+    });
+}
 
 /// A model built from a spec: validated shapes, named parameters and buffers.
 ///
@@ -53,6 +71,7 @@ impl Network {
             root.layers_mut_vec()
                 .insert(0, Box::new(Repeat::new("encode")));
         }
+        skip_first_input_grad(&mut root);
         let mut probe = vec![1];
         probe.extend_from_slice(&spec.input);
         let out = root.output_shape(&probe)?;
@@ -118,6 +137,12 @@ impl Network {
     /// Sets every parameter gradient to zero.
     pub fn zero_grad(&mut self) {
         self.visit_params(&mut |p| p.grad.fill_zero());
+    }
+
+    /// Whether LIF layers rebuild their input in backward instead of keeping their membrane
+    /// tape ([`Sequential::set_recompute`]; default on).
+    pub fn set_recompute(&mut self, on: bool) {
+        self.root.set_recompute(on);
     }
 
     /// Drops cached forward state in every layer.

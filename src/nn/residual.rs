@@ -2,6 +2,7 @@
 
 use super::{Buffer, ForwardCtx, Layer, Param, Sequential};
 use crate::error::{Error, Result};
+use crate::kernels::conv::sparse::SpikeBits;
 use crate::kernels::elementwise;
 use crate::tensor::Tensor;
 
@@ -13,6 +14,9 @@ pub struct Residual {
     name: String,
     body: Sequential,
     shortcut: Sequential,
+    /// The last training input, bit-packed, when the shortcut is the identity and the input is
+    /// a spike tensor: enough to rebuild the output ([`Layer::recompute_output`]).
+    identity_input: Option<(Vec<usize>, SpikeBits)>,
 }
 
 impl Residual {
@@ -22,6 +26,7 @@ impl Residual {
             name: name.into(),
             body,
             shortcut,
+            identity_input: None,
         }
     }
 
@@ -55,6 +60,14 @@ impl Layer for Residual {
     }
 
     fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        self.identity_input = None;
+        if ctx.is_train() && self.shortcut.is_empty() {
+            if let (Some(s), [n, c, rest @ ..]) = (input.spike_scale(), input.shape()) {
+                let plane = rest.iter().product();
+                let bits = SpikeBits::from_f32(input.data(), *n, *c, plane, s);
+                self.identity_input = Some((input.shape().to_vec(), bits));
+            }
+        }
         let side = self.shortcut.forward(input.clone(), ctx)?;
         let mut out = self.body.forward(input, ctx)?;
         if out.shape() != side.shape() {
@@ -96,6 +109,34 @@ impl Layer for Residual {
     fn clear_cache(&mut self) {
         self.body.clear_cache();
         self.shortcut.clear_cache();
+        self.identity_input = None;
+    }
+
+    fn can_recompute_output(&self) -> bool {
+        self.body.can_recompute_output()
+            && if self.shortcut.is_empty() {
+                self.identity_input.is_some()
+            } else {
+                self.shortcut.can_recompute_output()
+            }
+    }
+
+    /// `body + shortcut` rebuilt from the branches' caches, added in the forward's order.
+    fn recompute_output(&self) -> Option<Tensor> {
+        let mut out = self.body.recompute_output()?;
+        let side = if self.shortcut.is_empty() {
+            let (shape, bits) = self.identity_input.as_ref()?;
+            let mut x = Tensor::zeros(shape);
+            bits.unpack(x.data_mut());
+            x
+        } else {
+            self.shortcut.recompute_output()?
+        };
+        if out.shape() != side.shape() {
+            return None;
+        }
+        elementwise::add_assign(out.data_mut(), side.data());
+        Some(out)
     }
 
     crate::impl_as_any!();

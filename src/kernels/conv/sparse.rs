@@ -1,0 +1,387 @@
+//! Spike-aware (event-driven) convolution for inputs whose elements are all `0` or one value `s`
+//! — the output of a LIF layer (DESIGN.md, performance principle 2).
+//!
+//! The input is kept bit-packed ([`SpikeBits`]: one bit per element, each `(image, channel)`
+//! plane padded to whole `u64` words), 1/32 of its f32 size. Only set bits ("events") cost work:
+//! - forward: for every event at input `(c, iy, ix)` and every kernel tap `(kh, kw)` that maps
+//!   it to an output position `q`, add the weight row `Wt[c, kh, kw, :]` (all `C_out` outputs,
+//!   contiguous) into a channel-last accumulator `acc[q, :]`; then `y[o, q] = s·acc[q, o] + b[o]`;
+//! - weight gradient: for the same (event, tap, `q`) triples, add the output-gradient row
+//!   `dYt[q, :]` (`dY` transposed to channel-last) into `dWt[c, kh, kw, :]`; then
+//!   `dW[o, c, kh, kw] += s·dWt[c, kh, kw, o]`.
+//!
+//! The input gradient needs every `dY` value and stays a dense GEMM.
+//!
+//! An event costs `k²·C_out` vector additions, i.e. the work of the dense GEMM scaled by the
+//! density, but at a lower rate per operation than the GEMM micro-kernel (two loads and a store
+//! per add, against register-blocked FMAs), hence the measured switch points
+//! [`FWD_MAX_DENSITY`] and [`WGRAD_MAX_DENSITY`].
+//!
+//! Results equal the dense path up to float rounding (the sparse sums add weights and scale by
+//! `s` once; the GEMM adds `s·w` products in another order). Parallel tasks are fixed by the
+//! shape — images for the forward, input-channel blocks (disjoint rows of `dWt`, each summing
+//! images in order) for the weight gradient — so results are bit-identical for every thread
+//! count.
+
+use super::ConvGeom;
+use rayon::prelude::*;
+
+/// Above this input density (fraction of nonzero elements) the forward pass uses the dense
+/// im2col + GEMM path. Measured with `benches/kernels.rs` (`conv2d_sparse` group) on the
+/// ResNet-19 and MNIST shapes: see `docs/perf.md`.
+pub const FWD_MAX_DENSITY: f64 = 0.25;
+
+/// Above this input density the weight gradient uses the dense path (same bench).
+pub const WGRAD_MAX_DENSITY: f64 = 0.08;
+
+/// Bit-packed spikes of a `[N, C, H, W]` tensor whose elements are `0` or `scale`.
+///
+/// Bit `i` of word `j` of plane `(n, c)` is element `64·j + i` of that plane; padding bits are 0.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpikeBits {
+    n: usize,
+    c: usize,
+    plane: usize,
+    words: usize,
+    scale: f32,
+    ones: u64,
+    bits: Vec<u64>,
+}
+
+impl SpikeBits {
+    /// Packs `x` (`n·c` planes of `plane` elements): bit set iff the element is nonzero.
+    /// Reuses this value's allocation.
+    ///
+    /// # Panics
+    /// If `x.len() != n·c·plane`.
+    pub fn pack(&mut self, x: &[f32], n: usize, c: usize, plane: usize, scale: f32) {
+        assert_eq!(x.len(), n * c * plane, "SpikeBits::pack: length");
+        let words = plane.div_ceil(64);
+        self.bits.clear();
+        self.bits.resize(n * c * words, 0);
+        (self.n, self.c, self.plane, self.words, self.scale) = (n, c, plane, words, scale);
+        if words == 0 {
+            self.ones = 0;
+            return;
+        }
+        self.ones = self
+            .bits
+            .par_chunks_mut(words)
+            .zip(x.par_chunks(plane))
+            .with_min_len(64)
+            .map(|(out, xp)| {
+                let mut ones = 0u64;
+                for (w, chunk) in out.iter_mut().zip(xp.chunks(64)) {
+                    let mut v = 0u64;
+                    for (i, &e) in chunk.iter().enumerate() {
+                        v |= ((e != 0.0) as u64) << i;
+                    }
+                    ones += v.count_ones() as u64;
+                    *w = v;
+                }
+                ones
+            })
+            .sum();
+    }
+
+    /// A packed copy of `x`, see [`SpikeBits::pack`].
+    pub fn from_f32(x: &[f32], n: usize, c: usize, plane: usize, scale: f32) -> Self {
+        let mut b = SpikeBits::default();
+        b.pack(x, n, c, plane, scale);
+        b
+    }
+
+    /// Fraction of set bits (0 for an empty tensor).
+    pub fn density(&self) -> f64 {
+        let len = self.n * self.c * self.plane;
+        if len == 0 {
+            0.0
+        } else {
+            self.ones as f64 / len as f64
+        }
+    }
+
+    /// The spike value `s`.
+    pub fn scale(&self) -> f32 {
+        self.scale
+    }
+
+    /// Number of set bits.
+    pub fn ones(&self) -> u64 {
+        self.ones
+    }
+
+    /// Elements the bits stand for (`N·C·plane`).
+    pub fn len(&self) -> usize {
+        self.n * self.c * self.plane
+    }
+
+    /// True if there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of packed storage.
+    pub fn bytes(&self) -> usize {
+        8 * self.bits.len()
+    }
+
+    /// The words of plane `(img, ch)`.
+    fn plane_bits(&self, img: usize, ch: usize) -> &[u64] {
+        let s = (img * self.c + ch) * self.words;
+        &self.bits[s..s + self.words]
+    }
+
+    /// Writes the f32 tensor back: `scale` where a bit is set, `0` elsewhere.
+    ///
+    /// # Panics
+    /// If `out.len()` differs from [`SpikeBits::len`].
+    pub fn unpack(&self, out: &mut [f32]) {
+        assert_eq!(out.len(), self.len(), "SpikeBits::unpack: length");
+        if self.plane == 0 {
+            return;
+        }
+        let s = self.scale;
+        out.par_chunks_mut(self.plane)
+            .zip(self.bits.par_chunks(self.words))
+            .with_min_len(64)
+            .for_each(|(op, wp)| {
+                for (chunk, &w) in op.chunks_mut(64).zip(wp) {
+                    for (i, e) in chunk.iter_mut().enumerate() {
+                        *e = if (w >> i) & 1 == 1 { s } else { 0.0 };
+                    }
+                }
+            });
+    }
+}
+
+/// Calls `f(q)` for every set bit `q` of `words`, in increasing order.
+#[inline(always)]
+fn for_each_event(words: &[u64], mut f: impl FnMut(usize)) {
+    for (j, &w) in words.iter().enumerate() {
+        let mut w = w;
+        while w != 0 {
+            let i = w.trailing_zeros() as usize;
+            w &= w - 1;
+            f(64 * j + i);
+        }
+    }
+}
+
+/// The taps of one axis that reach an output: for input coordinate `i`, the kernel offsets
+/// `kk` with `i + p − kk = o·s` for an output `o` in `0..len_out`, as `(first kk, first o,
+/// count)`; consecutive taps step `kk` by `s` and `o` down by 1.
+#[inline(always)]
+fn taps(i: usize, k: usize, s: usize, p: usize, len_out: usize) -> (usize, usize, usize) {
+    let ip = i + p;
+    // kk ≤ ip and kk ≤ k−1; o = (ip − kk)/s ≤ len_out − 1 ⇒ kk ≥ ip − (len_out−1)·s.
+    let hi = ip.min(k - 1);
+    let lo = ip.saturating_sub((len_out - 1) * s);
+    if lo > hi {
+        return (0, 0, 0);
+    }
+    let first = lo + (ip - lo) % s;
+    if first > hi {
+        return (0, 0, 0);
+    }
+    (first, (ip - first) / s, (hi - first) / s + 1)
+}
+
+#[inline(always)]
+fn add_row(dst: &mut [f32], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += *s;
+    }
+}
+
+/// Per-axis tap tables of one geometry: entry `i` is [`taps`] of input row (or column) `i`.
+struct TapTable {
+    y: Vec<(usize, usize, usize)>,
+    x: Vec<(usize, usize, usize)>,
+}
+
+impl TapTable {
+    fn new(g: &ConvGeom) -> Self {
+        let (k, s, p) = (g.k, g.stride, g.pad);
+        TapTable {
+            y: (0..g.h).map(|i| taps(i, k, s, p, g.oh)).collect(),
+            x: (0..g.w).map(|i| taps(i, k, s, p, g.ow)).collect(),
+        }
+    }
+}
+
+/// Calls `f(tap, q)` for every event of the plane `words` and every kernel tap
+/// `tap = kh·k + kw` that maps it to output position `q`. Rows are tracked incrementally (events
+/// come in increasing position order), so no division runs per event.
+#[inline(always)]
+fn for_each_event_tap(g: &ConvGeom, t: &TapTable, words: &[u64], mut f: impl FnMut(usize, usize)) {
+    let (w, k, s, ow) = (g.w, g.k, g.stride, g.ow);
+    let (mut iy, mut row0) = (0usize, 0usize);
+    for_each_event(words, |pos| {
+        while pos >= row0 + w {
+            row0 += w;
+            iy += 1;
+        }
+        let (kh0, oy0, nh) = t.y[iy];
+        let (kw0, ox0, nw) = t.x[pos - row0];
+        for a in 0..nh {
+            let (tap_row, q_row) = ((kh0 + a * s) * k + kw0, (oy0 - a) * ow + ox0);
+            for b in 0..nw {
+                f(tap_row + b * s, q_row - b);
+            }
+        }
+    });
+}
+
+/// `wt[r, o] = weight[o, r]`: the weight `[C_out, C_in·k·k]` as `[C_in·k·k, C_out]`, so one
+/// input tap's weights for all outputs are contiguous. `wt` is resized.
+pub fn transpose_weight(g: &ConvGeom, weight: &[f32], wt: &mut Vec<f32>) {
+    let (co, kr) = (g.c_out, g.col_rows());
+    assert_eq!(weight.len(), co * kr, "transpose_weight: length");
+    wt.resize(co * kr, 0.0);
+    transpose(weight, co, kr, wt, 1.0);
+}
+
+/// `dst[j, i] = a·src[i, j]` for a `rows × cols` row-major `src`, in 8×8 tiles: rows of a
+/// plane are often 4 KiB apart, and a taller tile would put more lines in one L1 set than it
+/// has ways.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], a: f32) {
+    const TILE: usize = 8;
+    for i0 in (0..rows).step_by(TILE) {
+        let i1 = (i0 + TILE).min(rows);
+        for j0 in (0..cols).step_by(TILE) {
+            let j1 = (j0 + TILE).min(cols);
+            for j in j0..j1 {
+                let out = &mut dst[j * rows + i0..j * rows + i1];
+                for (i, o) in (i0..i1).zip(out) {
+                    *o = a * src[i * cols + j];
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Per-thread channel-last accumulator of one image, shared by every layer.
+    static ACC: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `y ← conv(x, W) + bias` for spike input `x`; `wt` is the weight from [`transpose_weight`],
+/// `y` is `[N, C_out, OH, OW]` (overwritten, never read).
+///
+/// # Panics
+/// If a length disagrees with `g`.
+pub fn forward(g: &ConvGeom, x: &SpikeBits, wt: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    assert!(
+        x.n == g.n
+            && x.c == g.c_in
+            && x.plane == g.h * g.w
+            && wt.len() == g.weight_len()
+            && y.len() == g.n * g.out_img()
+            && bias.is_none_or(|b| b.len() == g.c_out),
+        "sparse conv forward: lengths do not match {g:?}"
+    );
+    if g.n == 0 {
+        return;
+    }
+    let (co, kk, plane, s) = (g.c_out, g.k * g.k, g.out_plane(), x.scale);
+    let table = TapTable::new(g);
+    y.par_chunks_mut(g.out_img())
+        .enumerate()
+        .for_each(|(img, yi)| {
+            ACC.with(|cell| {
+                let mut acc = cell.borrow_mut();
+                acc.clear();
+                acc.resize(plane * co, 0.0);
+                for c in 0..g.c_in {
+                    let wc = &wt[c * kk * co..(c + 1) * kk * co];
+                    for_each_event_tap(g, &table, x.plane_bits(img, c), |tap, q| {
+                        add_row(
+                            &mut acc[q * co..(q + 1) * co],
+                            &wc[tap * co..(tap + 1) * co],
+                        );
+                    });
+                }
+                transpose(&acc, plane, co, yi, s);
+                if let Some(b) = bias {
+                    for (row, &bo) in yi.chunks_exact_mut(plane).zip(b) {
+                        row.iter_mut().for_each(|v| *v += bo);
+                    }
+                }
+            })
+        });
+}
+
+/// Input channels per weight-gradient task: a task's `dWt` rows (`cb·k²·C_out` floats) stay
+/// in L2 while it walks the images; at least 16 tasks where the layer has the channels.
+fn wgrad_block(g: &ConvGeom) -> usize {
+    (g.c_in / 16).clamp(1, 8)
+}
+
+/// `dw += ∂L/∂W` for spike input `x` and `dy = ∂L/∂y` (`[N, C_out, OH, OW]`).
+///
+/// Allocates two temporaries: `dY` transposed to channel-last (the size of `dy`) and `dWt`
+/// (the size of `dw`); both are freed on return.
+///
+/// # Panics
+/// If a length disagrees with `g`.
+pub fn backward_weight(g: &ConvGeom, x: &SpikeBits, dy: &[f32], dw: &mut [f32]) {
+    assert!(
+        x.n == g.n
+            && x.c == g.c_in
+            && x.plane == g.h * g.w
+            && dw.len() == g.weight_len()
+            && dy.len() == g.n * g.out_img(),
+        "sparse conv backward_weight: lengths do not match {g:?}"
+    );
+    if g.n == 0 || x.ones == 0 {
+        return;
+    }
+    let (co, kk, plane) = (g.c_out, g.k * g.k, g.out_plane());
+    let mut dyt = vec![0.0f32; dy.len()];
+    dyt.par_chunks_mut(g.out_img())
+        .zip(dy.par_chunks(g.out_img()))
+        .for_each(|(t, d)| transpose(d, co, plane, t, 1.0));
+    let cb = wgrad_block(g);
+    let table = TapTable::new(g);
+    let mut dwt = vec![0.0f32; dw.len()];
+    dwt.par_chunks_mut(cb * kk * co)
+        .enumerate()
+        .for_each(|(blk, part)| {
+            let c0 = blk * cb;
+            let chans = part.len() / (kk * co);
+            for img in 0..g.n {
+                let dyi = &dyt[img * g.out_img()..(img + 1) * g.out_img()];
+                for cl in 0..chans {
+                    let pc = &mut part[cl * kk * co..(cl + 1) * kk * co];
+                    for_each_event_tap(g, &table, x.plane_bits(img, c0 + cl), |tap, q| {
+                        add_row(
+                            &mut pc[tap * co..(tap + 1) * co],
+                            &dyi[q * co..(q + 1) * co],
+                        );
+                    });
+                }
+            }
+        });
+    drop(dyt);
+    // dW[o, r] += s·dWt[r, o], in row blocks of dW so each task's tiles stay in cache.
+    let (kr, s) = (g.col_rows(), x.scale);
+    const ROWS: usize = 8;
+    dw.par_chunks_mut(ROWS * kr)
+        .enumerate()
+        .for_each(|(blk, rows)| {
+            let o0 = blk * ROWS;
+            let nr = rows.len() / kr;
+            // dWt[:, o0..o0+nr] is a kr × nr block with row stride co.
+            for r in 0..kr {
+                for (i, &v) in dwt[r * co + o0..r * co + o0 + nr].iter().enumerate() {
+                    let d = &mut rows[i * kr + r];
+                    *d += s * v;
+                }
+            }
+        });
+}
+
+#[cfg(test)]
+#[path = "sparse_tests.rs"]
+mod tests;

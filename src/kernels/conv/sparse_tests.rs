@@ -1,0 +1,185 @@
+//! The event-driven paths against the dense im2col + GEMM kernels on the same spike input.
+//!
+//! Tolerance: the two paths sum the same products in different orders (and the sparse one
+//! scales by `s` once at the end), so they agree to f32 rounding of the sum:
+//! `|sparse − dense| ≤ 1e-5·(1 + Σ|terms|)`, with `Σ|terms|` from an f64 reference.
+
+use super::super::{backward_weight as dense_wgrad, forward as dense_forward, ConvWorkspace};
+use super::*;
+
+fn lcg(seed: &mut u64) -> f32 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (*seed >> 40) as f32 / (1u64 << 24) as f32
+}
+
+/// Spikes `0`/`s` with density `p`.
+fn spikes(n: usize, p: f32, s: f32, seed: &mut u64) -> Vec<f32> {
+    (0..n)
+        .map(|_| if lcg(seed) < p { s } else { 0.0 })
+        .collect()
+}
+
+fn signed(n: usize, seed: &mut u64) -> Vec<f32> {
+    (0..n).map(|_| lcg(seed) * 2.0 - 1.0).collect()
+}
+
+/// Σ|terms| of every output of the forward and of the weight gradient (f64).
+fn magnitudes(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    let (mut ym, mut wm) = (vec![0.0; g.n * g.out_img()], vec![0.0; g.weight_len()]);
+    for n in 0..g.n {
+        for o in 0..g.c_out {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let yi = ((n * g.c_out + o) * g.oh + oy) * g.ow + ox;
+                    for c in 0..g.c_in {
+                        for kh in 0..g.k {
+                            for kw in 0..g.k {
+                                let iy = (oy * g.stride + kh) as isize - g.pad as isize;
+                                let ix = (ox * g.stride + kw) as isize - g.pad as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let xi = ((n * g.c_in + c) * g.h + iy as usize) * g.w + ix as usize;
+                                let wi = ((o * g.c_in + c) * g.k + kh) * g.k + kw;
+                                ym[yi] += (w[wi] as f64 * x[xi] as f64).abs();
+                                wm[wi] += (x[xi] as f64 * dy[yi] as f64).abs();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (ym, wm)
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], mag: &[f64]) {
+    for (i, ((&a, &b), &m)) in got.iter().zip(want).zip(mag).enumerate() {
+        let tol = 1e-5 * (1.0 + m);
+        assert!(
+            ((a - b) as f64).abs() <= tol,
+            "{what}[{i}]: sparse {a} vs dense {b} (tol {tol})"
+        );
+    }
+}
+
+const SHAPES: &[[usize; 8]] = &[
+    // n, c_in, h, w, c_out, k, stride, pad
+    [3, 4, 7, 5, 8, 3, 1, 1],
+    [2, 3, 9, 9, 5, 3, 2, 1],
+    [2, 5, 8, 6, 16, 1, 2, 0],
+    [2, 2, 5, 7, 3, 1, 1, 0],
+    [1, 3, 6, 6, 4, 5, 1, 2],
+    [2, 2, 7, 7, 9, 3, 3, 0],
+    [1, 2, 13, 13, 24, 3, 1, 1], // planes longer than one u64 word
+];
+
+#[test]
+fn sparse_forward_and_weight_gradient_match_the_dense_path() {
+    let mut seed = 5;
+    for &[n, ci, h, w, co, k, s, p] in SHAPES {
+        let g = ConvGeom::new(n, ci, h, w, co, k, s, p).unwrap();
+        for (density, scale) in [(0.0, 1.0), (0.1, 0.7), (0.5, 1.3), (1.0, 2.0)] {
+            let x = spikes(n * g.in_img(), density, scale, &mut seed);
+            let wgt = signed(g.weight_len(), &mut seed);
+            let bias = signed(co, &mut seed);
+            let dy = signed(n * g.out_img(), &mut seed);
+            let (ym, wm) = magnitudes(&g, &x, &wgt, &dy);
+            let bits = SpikeBits::from_f32(&x, n, ci, h * w, scale);
+
+            let mut y_dense = vec![f32::NAN; n * g.out_img()];
+            dense_forward(&g, &x, &wgt, Some(&bias), &mut y_dense);
+            let mut wt = Vec::new();
+            transpose_weight(&g, &wgt, &mut wt);
+            let mut y_sparse = vec![f32::NAN; n * g.out_img()];
+            forward(&g, &bits, &wt, Some(&bias), &mut y_sparse);
+            assert_close("y", &y_sparse, &y_dense, &ym);
+
+            let acc0 = signed(g.weight_len(), &mut seed);
+            let mut dw_dense = acc0.clone();
+            dense_wgrad(&g, &x, &dy, &mut dw_dense, &mut ConvWorkspace::default());
+            let mut dw_sparse = acc0.clone();
+            backward_weight(&g, &bits, &dy, &mut dw_sparse);
+            assert_close("dw", &dw_sparse, &dw_dense, &wm);
+        }
+    }
+}
+
+#[test]
+fn pack_unpack_round_trips_and_counts() {
+    let mut seed = 9;
+    for plane in [0, 1, 63, 64, 65, 200] {
+        let x = spikes(3 * 2 * plane, 0.3, 0.5, &mut seed);
+        let b = SpikeBits::from_f32(&x, 3, 2, plane, 0.5);
+        let mut back = vec![f32::NAN; x.len()];
+        b.unpack(&mut back);
+        assert_eq!(back, x);
+        let ones = x.iter().filter(|&&v| v != 0.0).count() as u64;
+        assert_eq!(b.ones(), ones);
+        assert!(b.bytes() <= 8 * 6 * plane.div_ceil(64));
+    }
+}
+
+#[test]
+fn sparse_results_are_bit_identical_for_1_and_4_threads() {
+    let mut seed = 3;
+    let g = ConvGeom::new(6, 20, 9, 9, 16, 3, 1, 1).unwrap();
+    let x = spikes(g.n * g.in_img(), 0.15, 1.1, &mut seed);
+    let wgt = signed(g.weight_len(), &mut seed);
+    let dy = signed(g.n * g.out_img(), &mut seed);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let bits = SpikeBits::from_f32(&x, g.n, g.c_in, 81, 1.1);
+            let mut wt = Vec::new();
+            transpose_weight(&g, &wgt, &mut wt);
+            let mut y = vec![0.0; g.n * g.out_img()];
+            forward(&g, &bits, &wt, None, &mut y);
+            let mut dw = vec![0.0; g.weight_len()];
+            backward_weight(&g, &bits, &dy, &mut dw);
+            (y, dw)
+        })
+    };
+    let (a, b) = (run(1), run(4));
+    assert!(a
+        .0
+        .iter()
+        .zip(&b.0)
+        .all(|(p, q)| p.to_bits() == q.to_bits()));
+    assert!(a
+        .1
+        .iter()
+        .zip(&b.1)
+        .all(|(p, q)| p.to_bits() == q.to_bits()));
+}
+
+#[test]
+fn taps_cover_exactly_the_outputs_an_input_reaches() {
+    for (k, s, p, len_in) in [
+        (3, 1, 1, 7),
+        (3, 2, 1, 9),
+        (1, 2, 0, 8),
+        (5, 1, 2, 6),
+        (3, 3, 0, 7),
+    ] {
+        let len_out = (len_in + 2 * p - k) / s + 1;
+        for i in 0..len_in {
+            let (k0, o0, cnt) = taps(i, k, s, p, len_out);
+            let got: Vec<(usize, usize)> = (0..cnt).map(|a| (k0 + a * s, o0 - a)).collect();
+            let mut want = Vec::new();
+            for kk in 0..k {
+                for o in 0..len_out {
+                    if o * s + kk == i + p {
+                        want.push((kk, o));
+                    }
+                }
+            }
+            assert_eq!(got, want, "k={k} s={s} p={p} i={i}");
+        }
+    }
+}
