@@ -67,6 +67,27 @@ pub struct CellStats {
     pub per_timestep: Vec<Option<MeanStd>>,
     /// Training wall time summed over seeds (all runs of this cell, diverged ones included).
     pub train_seconds: f64,
+    /// Per finished seed: (seed, final accuracy %, accuracy % of the first t steps).
+    pub per_seed: Vec<(u64, f64, Vec<f64>)>,
+}
+
+/// Mean ± std over the seeds both cells finished of `b − a` (accuracy points), for the final
+/// accuracy (`t = None`) or the accuracy of the first `t` timesteps. Seeds share the
+/// initialization and data order, so the paired difference cancels most seed noise.
+pub fn paired_difference(a: &CellStats, b: &CellStats, t: Option<usize>) -> Option<MeanStd> {
+    let pick = |s: &(u64, f64, Vec<f64>)| match t {
+        None => Some(s.1),
+        Some(t) => s.2.get(t).copied(),
+    };
+    let d: Vec<f64> = b
+        .per_seed
+        .iter()
+        .filter_map(|sb| {
+            let sa = a.per_seed.iter().find(|sa| sa.0 == sb.0)?;
+            Some(pick(sb)? - pick(sa)?)
+        })
+        .collect();
+    mean_std(&d)
 }
 
 /// The statistics of every (config, T) of the grid in `root`, config-major.
@@ -85,6 +106,7 @@ pub fn cell_stats(root: &Path, m: &Manifest) -> Result<Vec<CellStats>> {
                 best: None,
                 per_timestep: Vec::new(),
                 train_seconds: 0.0,
+                per_seed: Vec::new(),
             };
             let (mut acc, mut best, mut per_t) = (Vec::new(), Vec::new(), vec![Vec::new(); t]);
             for &seed in &m.seeds {
@@ -94,6 +116,15 @@ pub fn cell_stats(root: &Path, m: &Manifest) -> Result<Vec<CellStats>> {
                     Outcome::Finished(sum) => {
                         s.finished += 1;
                         acc.push(100.0 * sum.final_test.accuracy);
+                        s.per_seed.push((
+                            seed,
+                            100.0 * sum.final_test.accuracy,
+                            sum.final_test
+                                .accuracy_per_timestep
+                                .iter()
+                                .map(|a| 100.0 * a)
+                                .collect(),
+                        ));
                         best.push(100.0 * sum.best_test_accuracy);
                         for (v, a) in per_t.iter_mut().zip(&sum.final_test.accuracy_per_timestep) {
                             v.push(100.0 * a);
@@ -265,6 +296,38 @@ mod tests {
         assert!((m.std - (32.0f64 / 7.0).sqrt()).abs() < 1e-12);
         let one = mean_std(&[97.5]).unwrap();
         assert_eq!((one.mean, one.std, one.n), (97.5, 0.0, 1));
+    }
+
+    #[test]
+    fn paired_differences_match_seeds() {
+        let cell = |per_seed: Vec<(u64, f64, Vec<f64>)>| CellStats {
+            config: crate::analysis::grid::mp_trsg(false, false),
+            timesteps: 2,
+            seeds: 3,
+            finished: per_seed.len(),
+            pending: 0,
+            divergences: Vec::new(),
+            accuracy: None,
+            best: None,
+            per_timestep: Vec::new(),
+            train_seconds: 0.0,
+            per_seed,
+        };
+        let a = cell(vec![
+            (1, 90.0, vec![80.0, 90.0]),
+            (2, 92.0, vec![85.0, 92.0]),
+        ]);
+        // Seed 3 has no partner and is left out.
+        let b = cell(vec![
+            (2, 93.0, vec![88.0, 93.0]),
+            (1, 92.0, vec![83.0, 92.0]),
+            (3, 50.0, vec![50.0, 50.0]),
+        ]);
+        let d = paired_difference(&a, &b, None).unwrap();
+        assert_eq!((d.mean, d.n), (1.5, 2));
+        assert!((d.std - 0.5f64.sqrt()).abs() < 1e-12);
+        assert_eq!(paired_difference(&a, &b, Some(0)).unwrap().mean, 3.0);
+        assert!(paired_difference(&a, &b, Some(5)).is_none());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! `stability.csv`, and `results.md` with the paper-style pivots of each.
 
 use super::aggregate::{
-    cell_stats, shift_rows, stability_rows, CellStats, MeanStd, ShiftRow, StabilityRow,
+    cell_stats, paired_difference, shift_rows, stability_rows, CellStats, MeanStd, ShiftRow,
+    StabilityRow,
 };
 use super::grid::{frozen_theta, mp_trsg, surrogate_label, GridKind};
 use super::Manifest;
@@ -330,6 +331,7 @@ pub fn markdown(
             }
             o.push('\n');
         }
+        paired_markdown(&mut o, m, &pairs, stats);
         shift_markdown(&mut o, m, &pairs, shift);
     }
     if let (Some(layer), Some(&t)) = (stability_layer(stability), m.timesteps.iter().max()) {
@@ -369,6 +371,46 @@ pub fn markdown(
         o.push('\n');
     }
     o
+}
+
+/// MP-Init's effect per seed: (with − without) accuracy, at t = 1 and at t = T.
+fn paired_markdown(
+    o: &mut String,
+    m: &Manifest,
+    pairs: &[(super::grid::Config, super::grid::Config)],
+    stats: &[CellStats],
+) {
+    let _ = writeln!(
+        o,
+        "### MP-Init, paired by seed\n\nAccuracy with MP-Init minus without, same seed (same initialization and data order), mean ± std over seeds, in points.\n\n| T | θ, τ | Δ at t = 1 | Δ at t = T (final) |\n|---|---|---|---|"
+    );
+    for &t in &m.timesteps {
+        for (off, on) in pairs {
+            let (Some(a), Some(b)) = (find(stats, &off.id, t), find(stats, &on.id, t)) else {
+                continue;
+            };
+            let kind = if on.learnable {
+                "learnable (TrSG)"
+            } else {
+                "fixed (θ=1, τ=2)"
+            };
+            let _ = writeln!(
+                o,
+                "| {t} | {kind} | {} | {} |",
+                pm_signed(paired_difference(a, b, Some(0))),
+                pm_signed(paired_difference(a, b, None))
+            );
+        }
+    }
+    o.push('\n');
+}
+
+fn pm_signed(m: Option<MeanStd>) -> String {
+    match m {
+        Some(m) if m.n > 1 => format!("{:+.2} ± {:.2} (n={})", m.mean, m.std, m.n),
+        Some(m) => format!("{:+.2}", m.mean),
+        None => "—".into(),
+    }
 }
 
 /// The temporal-covariate-shift table: TV(M[1], M[T]) per LIF layer for MP-Init off/on.
@@ -456,6 +498,7 @@ mod tests {
             best: mean_std(finished),
             per_timestep: vec![],
             train_seconds: 1.0,
+            per_seed: vec![],
         }
     }
 

@@ -31,6 +31,7 @@ fn panel(
     x_log: bool,
     y_log: bool,
     lines: &[Line],
+    legend: SeriesLabelPosition,
 ) -> Result<()> {
     let e = draw_err(path);
     let pts = || {
@@ -85,6 +86,8 @@ fn panel(
                 .y_desc(y_desc)
                 .label_style((FONT, 14))
                 .axis_desc_style((FONT, 15))
+                .x_labels(6)
+                .y_labels(if y_log { 5 } else { 8 })
                 .x_label_formatter(&|v| format!("{}", (v * 100.0).round() / 100.0))
                 .y_label_formatter(&|v| {
                     if y_log {
@@ -128,7 +131,7 @@ fn panel(
                 .label_font((FONT, 13))
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK.mix(0.4))
-                .position(SeriesLabelPosition::UpperRight)
+                .position(legend.clone())
                 .draw()
                 .map_err(&e)?;
         }};
@@ -194,6 +197,7 @@ pub(crate) fn draw_run(path: &Path, title: &str, history: &[EpochRecord]) -> Res
         false,
         true,
         &grad_lines(&|g| g.mean_abs),
+        SeriesLabelPosition::UpperRight,
     )?;
     let lifs: Vec<String> = history.first().map_or(Vec::new(), |r| {
         r.lif.iter().map(|l| l.name.clone()).collect()
@@ -226,6 +230,7 @@ pub(crate) fn draw_run(path: &Path, title: &str, history: &[EpochRecord]) -> Res
         false,
         false,
         &ratio,
+        SeriesLabelPosition::UpperRight,
     )?;
     panel(
         &areas[2],
@@ -236,6 +241,7 @@ pub(crate) fn draw_run(path: &Path, title: &str, history: &[EpochRecord]) -> Res
         false,
         false,
         &grad_lines(&|g| g.cv),
+        SeriesLabelPosition::UpperRight,
     )?;
     root.present().map_err(&e)?;
     Ok(())
@@ -317,6 +323,7 @@ pub(crate) fn draw_theta_grid(
         true,
         false,
         &acc,
+        SeriesLabelPosition::LowerRight,
     )?;
     let metric = |i: usize| -> Vec<Line> {
         let mut out = Vec::new();
@@ -355,6 +362,7 @@ pub(crate) fn draw_theta_grid(
         true,
         true,
         &metric(0),
+        SeriesLabelPosition::UpperRight,
     )?;
     panel(
         &areas[2],
@@ -365,6 +373,7 @@ pub(crate) fn draw_theta_grid(
         true,
         false,
         &metric(1),
+        SeriesLabelPosition::UpperRight,
     )?;
     panel(
         &areas[3],
@@ -375,6 +384,7 @@ pub(crate) fn draw_theta_grid(
         true,
         false,
         &metric(2),
+        SeriesLabelPosition::UpperLeft,
     )?;
     root.present().map_err(&e)?;
     Ok(())

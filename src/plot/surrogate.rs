@@ -170,7 +170,7 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, Shift>, p: &Panel, path: &Path) 
         let total: u64 = r.total.iter().sum();
         let under: u64 = r.counts.iter().map(|c| c[0]).sum();
         let over: u64 = r.counts.iter().map(|c| c[c.len() - 1]).sum();
-        if total > 0 && under + over > 0 {
+        if total > 0 && (under + over) * 1000 > total {
             lines.push(format!(
                 "off the axis: {:.1} % below, {:.1} % above",
                 100.0 * under as f64 / total as f64,
