@@ -7,14 +7,14 @@
 #   MPSNN_DATA  data root (default ../shared/data)
 #   RUNS        where the run folders go (default runs/repro; large, not committed)
 #   JOBS        runs trained at the same time, one thread each (default 2)
-#   STAGES      which grids, in order (default "mnist-mp nmnist-mp cifar10 mnist nmnist")
+#   STAGES      which grids, in order (default "mnist-mp nmnist-mp mnist nmnist cifar10")
 #   MPSNN_BIN   a prebuilt binary (default: cargo build --release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${MPSNN_DATA:-../shared/data}
 RUNS=${RUNS:-runs/repro}
 JOBS=${JOBS:-2}
-STAGES=${STAGES:-"mnist-mp nmnist-mp cifar10 mnist nmnist"}
+STAGES=${STAGES:-"mnist-mp nmnist-mp mnist nmnist cifar10"}
 if [[ -z "${MPSNN_BIN:-}" ]]; then
   cargo build --release --bin mpsnn
   MPSNN_BIN=./target/release/mpsnn
@@ -42,10 +42,11 @@ MNIST=(--dataset mnist --model mnist-cnn -T 1,2,4 --epochs 2 --seeds 3
 NMNIST=(--dataset nmnist --model mnist-cnn -T 1,2,4 --epochs 3 --seeds 3
   --thetas 0.1,0.5,1,2 --surrogates as,rs,trsg)
 CIFAR=(--dataset cifar10 --model vgg-small -T 1,2 --epochs 2 --seeds 2
-  --limit-train 2000 --limit-test 1000)
+  --limit-train 4000 --limit-test 1000)
 
-# The MP-Init x TrSG grids first (cheapest per claim), then the frozen-theta grids; a "-mp"
-# stage trains into the same folder as the full stage, which reuses its runs.
+# The MP-Init x TrSG grids first (cheapest per claim), then the frozen-theta grids, then CIFAR-10
+# (the most expensive); a "-mp" stage trains into the same folder as the full stage, which
+# reuses its runs.
 mkdir -p "$RUNS"
 for s in $STAGES; do
   case $s in

@@ -264,6 +264,7 @@ pub fn markdown(
             o.push('\n');
         }
         o.push('\n');
+        trsg_paired_markdown(&mut o, m, stats);
     }
     if m.grid.grids.contains(&GridKind::Theta) {
         let _ = writeln!(
@@ -401,6 +402,62 @@ fn paired_markdown(
                 pm_signed(paired_difference(a, b, None))
             );
         }
+    }
+    o.push('\n');
+}
+
+/// The §7.3 effects paired by seed: each change against the config without it.
+fn trsg_paired_markdown(o: &mut String, m: &Manifest, stats: &[CellStats]) {
+    let rows = [
+        (
+            "TrSG, MP-Init off",
+            mp_trsg(false, false),
+            mp_trsg(false, true),
+        ),
+        (
+            "TrSG, MP-Init on",
+            mp_trsg(true, false),
+            mp_trsg(true, true),
+        ),
+        (
+            "MP-Init, TrSG off",
+            mp_trsg(false, false),
+            mp_trsg(true, false),
+        ),
+        (
+            "MP-Init, TrSG on",
+            mp_trsg(false, true),
+            mp_trsg(true, true),
+        ),
+        (
+            "both vs baseline",
+            mp_trsg(false, false),
+            mp_trsg(true, true),
+        ),
+    ];
+    let _ = writeln!(
+        o,
+        "### Each change paired by seed\n\nFinal accuracy with the change minus without it, same seed (same initialization and data order), mean ± std over seeds, in points.\n"
+    );
+    let _ = write!(o, "| change |");
+    for t in &m.timesteps {
+        let _ = write!(o, " T={t} |");
+    }
+    let _ = write!(o, "\n|---|");
+    for _ in &m.timesteps {
+        let _ = write!(o, "---|");
+    }
+    o.push('\n');
+    for (label, a, b) in rows {
+        let _ = write!(o, "| {label} |");
+        for &t in &m.timesteps {
+            let d = match (find(stats, &a.id, t), find(stats, &b.id, t)) {
+                (Some(a), Some(b)) => paired_difference(a, b, None),
+                _ => None,
+            };
+            let _ = write!(o, " {} |", pm_signed(d));
+        }
+        o.push('\n');
     }
     o.push('\n');
 }
