@@ -335,7 +335,7 @@ pub fn markdown(
         paired_markdown(&mut o, m, &pairs, stats);
         shift_markdown(&mut o, m, &pairs, shift);
     }
-    if let (Some(layer), Some(&t)) = (stability_layer(stability), m.timesteps.iter().max()) {
+    if let (Some(layer), Some(t)) = (stability_layer(stability), stability_t(m, stability)) {
         let _ = writeln!(
             o,
             "## Gradient stability (paper §7.7), layer `{layer}`, T = {t}\n\nAbsStr = mean |∂L/∂W| and GradCV = std|g| / mean|g| (per step, averaged over the epoch); RatioAG = % of neuron-steps of the LIF layer it feeds inside the surrogate window (sampled batches). \"non-finite\" = the gradient overflowed.\n"
@@ -404,6 +404,20 @@ fn paired_markdown(
         }
     }
     o.push('\n');
+}
+
+/// The T the §7.7 table shows: the one with records for the most configs, the largest on ties
+/// (a grid still training shows the T it has finished).
+fn stability_t(m: &Manifest, rows: &[StabilityRow]) -> Option<usize> {
+    m.timesteps.iter().copied().max_by_key(|&t| {
+        let mut ids: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.timesteps == t)
+            .map(|r| r.config.as_str())
+            .collect();
+        ids.dedup();
+        (ids.len(), t)
+    })
 }
 
 /// The §7.3 effects paired by seed: each change against the config without it.

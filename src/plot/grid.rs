@@ -155,6 +155,21 @@ pub fn grid_plots(root: &Path, m: &Manifest, out: &Path) -> Result<Vec<PathBuf>>
     let rows_stab = stability_rows(root, m)?;
     let layer = stability_layer(&rows_stab);
     if m.grid.grids.contains(&GridKind::Theta) && !m.grid.thetas.is_empty() {
+        // The T with the most finished θ cells, the largest on ties (a grid still training
+        // shows what it has).
+        let t_max = m
+            .timesteps
+            .iter()
+            .copied()
+            .max_by_key(|&t| {
+                let done = m
+                    .configs
+                    .iter()
+                    .filter(|c| c.id.starts_with("theta") && !runs.of(&c.id, t).is_empty())
+                    .count();
+                (done, t)
+            })
+            .unwrap_or(t_max);
         let mut thetas: Vec<f32> = m
             .grid
             .thetas

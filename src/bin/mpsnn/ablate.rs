@@ -25,7 +25,7 @@ pub struct AblateArgs {
     /// Model (as for `mpsnn train`).
     #[arg(long)]
     pub model: String,
-    /// Timesteps, comma-separated.
+    /// Timesteps, comma-separated; runs are trained in this order.
     #[arg(long, short = 'T', value_delimiter = ',', default_value = "1,2,4")]
     pub timesteps: Vec<usize>,
     /// Epochs per run.
@@ -180,7 +180,13 @@ pub fn ablate(a: &AblateArgs) -> Result<()> {
     let manifest = Manifest {
         dataset: a.dataset.clone(),
         model: a.model.clone(),
-        timesteps: a.timesteps.clone(),
+        // Tables list T in ascending order; cells train in the order given on the command line.
+        timesteps: {
+            let mut t = a.timesteps.clone();
+            t.sort_unstable();
+            t.dedup();
+            t
+        },
         epochs: a.epochs,
         seeds: seeds.clone(),
         limit_train: a.limit_train,
