@@ -195,6 +195,14 @@ pub fn ablate(a: &AblateArgs) -> Result<()> {
         configs: configs.clone(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
+    // A report of runs trained earlier keeps the command that trained them.
+    let manifest = match Manifest::read(&a.out) {
+        Ok(old) if a.report_only && old.configs == manifest.configs => Manifest {
+            command: old.command,
+            ..manifest
+        },
+        _ => manifest,
+    };
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
     manifest.write(&a.out)?;
     if !a.report_only {
