@@ -14,9 +14,11 @@
 //! - [`data`]: datasets, encoding, augmentation, batching.
 //! - [`train`]: losses, optimizers, schedules, the trainer, checkpoints.
 //! - [`export`]: folding and the `mpsnn-micro` blob writer.
+//! - [`analysis`]: ablation grids, mean ± std over seeds, tables; [`plot`]: figures from run files.
 
 #![deny(missing_docs)]
 
+pub mod analysis;
 pub mod data;
 pub mod error;
 pub mod export;
@@ -24,6 +26,7 @@ pub mod kernels;
 pub mod models;
 pub mod neuron;
 pub mod nn;
+pub mod plot;
 pub mod tensor;
 pub mod train;
 

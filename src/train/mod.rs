@@ -4,6 +4,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod loss;
 pub mod optim;
+pub mod record;
 pub mod run;
 pub mod trainer;
 

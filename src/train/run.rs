@@ -1,9 +1,12 @@
 //! A training run on disk: epochs over a [`DataSource`], evaluation after each epoch,
 //! `metrics.jsonl` (one JSON object per epoch), `summary.json`, and atomic checkpoints
 //! (`last.ckpt` every epoch, `best.ckpt` on a new best test accuracy) that `resume` continues
-//! from exactly.
+//! from exactly. With recording on (the default; [`Run::set_recording`]),
+//! `diagnostics.jsonl` holds one [`EpochDiagnostics`] per epoch and each [`EpochRecord`]
+//! carries the §7.7 gradient metrics.
 
 use super::checkpoint::{write_atomic, Checkpoint};
+use super::record::{EpochDiagnostics, GradRecord, RecordConfig, Recorder};
 use super::trainer::{evaluate, Batch, EvalStats, StepStats, TrainConfig, TrainStats, Trainer};
 use crate::error::{Error, Result};
 use crate::nn::Network;
@@ -53,6 +56,9 @@ pub struct LifRecord {
     pub mu: f32,
     /// Spike rate (mean of S over neurons and timesteps) of the last training batch.
     pub firing_rate: f32,
+    /// RatioAG: fraction of recorded neuron-steps inside the surrogate window this epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_fraction: Option<f64>,
 }
 
 /// One line of `metrics.jsonl`.
@@ -78,6 +84,9 @@ pub struct EpochRecord {
     pub eval_seconds: f64,
     /// θ, τ, μ and firing rate per LIF layer.
     pub lif: Vec<LifRecord>,
+    /// Gradient-stability metrics per conv/linear weight (empty when not recording).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grad: Vec<GradRecord>,
 }
 
 /// Progress stored in a checkpoint's metadata.
@@ -119,6 +128,7 @@ pub struct Run {
     best_accuracy: f64,
     history: Vec<EpochRecord>,
     labels: BTreeMap<String, String>,
+    diagnostics: Vec<EpochDiagnostics>,
 }
 
 impl Run {
@@ -132,17 +142,30 @@ impl Run {
         dir.join("best.ckpt")
     }
 
-    /// A new run in `dir` (created if needed).
+    /// Path of the per-epoch diagnostics (membrane histograms, loss trace).
+    pub fn diagnostics_file(dir: &Path) -> PathBuf {
+        dir.join("diagnostics.jsonl")
+    }
+
+    /// A new run in `dir` (created if needed), recording with [`RecordConfig::default`].
     pub fn new(dir: &Path, net: Network, config: TrainConfig) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut trainer = Trainer::new(net, config);
+        trainer.recorder = Some(Recorder::new(RecordConfig::default()));
         Ok(Run {
             dir: dir.to_path_buf(),
-            trainer: Trainer::new(net, config),
+            trainer,
             epochs_done: 0,
             best_accuracy: 0.0,
             history: Vec::new(),
             labels: BTreeMap::new(),
+            diagnostics: Vec::new(),
         })
+    }
+
+    /// Turns diagnostics recording on with `config`, or off with `None`.
+    pub fn set_recording(&mut self, config: Option<RecordConfig>) {
+        self.trainer.recorder = config.map(Recorder::new);
     }
 
     /// Continues the run in `dir` from its `last.ckpt`. `epochs` may extend the run; everything
@@ -164,6 +187,12 @@ impl Run {
             .optimizer
             .load_state_dict(&ckpt.optimizer)
             .map_err(|e| Error::bad_file(&path, e.to_string()))?;
+        trainer.recorder = Some(Recorder::new(RecordConfig::default()));
+        // Epochs after the checkpoint (from a crash between the two writes) are dropped.
+        let diagnostics = read_jsonl::<EpochDiagnostics>(&Self::diagnostics_file(dir))?
+            .into_iter()
+            .filter(|d| d.epoch <= meta.epochs_done)
+            .collect();
         Ok(Run {
             dir: dir.to_path_buf(),
             trainer,
@@ -171,6 +200,7 @@ impl Run {
             best_accuracy: meta.best_accuracy,
             history: meta.history,
             labels: meta.labels,
+            diagnostics,
         })
     }
 
@@ -239,7 +269,19 @@ impl Run {
                 self.trainer
                     .train_epoch(epoch, data.train(epoch)?, &mut |i, s| progress.step(i, s))?;
             let train_seconds = t0.elapsed().as_secs_f64();
-            let lif = lif_records(&mut self.trainer.net);
+            let mut lif = lif_records(&mut self.trainer.net);
+            let (diagnostics, grad) = match &mut self.trainer.recorder {
+                Some(r) => {
+                    let (d, g) = r.finish_epoch(&mut self.trainer.net, epoch + 1);
+                    (Some(d), g)
+                }
+                None => (None, Vec::new()),
+            };
+            if let Some(d) = &diagnostics {
+                for (l, m) in lif.iter_mut().zip(&d.membrane) {
+                    l.window_fraction = m.window_fraction();
+                }
+            }
             let t1 = Instant::now();
             let loss = self.trainer.config.loss;
             let test = evaluate(&mut self.trainer.net, t, loss, data.test()?)?;
@@ -254,6 +296,7 @@ impl Run {
                 train_seconds,
                 eval_seconds: t1.elapsed().as_secs_f64(),
                 lif,
+                grad,
             };
             self.epochs_done += 1;
             let improved = test.accuracy > self.best_accuracy || self.epochs_done == 1;
@@ -268,6 +311,10 @@ impl Run {
             }
             ckpt.save(&Self::last_checkpoint(&self.dir))?;
             write_jsonl(&self.dir.join("metrics.jsonl"), &self.history)?;
+            if let Some(d) = diagnostics {
+                self.diagnostics.push(d);
+                write_jsonl(&Self::diagnostics_file(&self.dir), &self.diagnostics)?;
+            }
             progress.epoch_end(&record);
         }
         // The last epoch's evaluation is the final one; evaluate only if no epoch ran here.
@@ -307,6 +354,23 @@ fn write_jsonl<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
     write_atomic(path, &text)
 }
 
+/// Reads a file written by [`write_jsonl`]; a missing file is an empty list.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| Error::bad_file(path, format!("line {}: {e}", i + 1)))
+        })
+        .collect()
+}
+
 /// θ, τ, μ and the last forward's firing rate of every LIF layer, in forward order.
 pub fn lif_records(net: &mut Network) -> Vec<LifRecord> {
     let mut out = Vec::new();
@@ -318,6 +382,7 @@ pub fn lif_records(net: &mut Network) -> Vec<LifRecord> {
                 tau: lif.tau() as f32,
                 mu: lif.mu(),
                 firing_rate: lif.stats().firing_rate as f32,
+                window_fraction: None,
             });
         }
     });

@@ -5,6 +5,7 @@
 
 use super::loss::{predict_upto, Loss};
 use super::optim::{cosine_lr, Optimizer, OptimizerConfig};
+use super::record::Recorder;
 use crate::error::{Error, Result};
 use crate::nn::{ForwardCtx, Network};
 use crate::tensor::Tensor;
@@ -96,6 +97,8 @@ pub struct Trainer {
     pub optimizer: Optimizer,
     /// Run configuration.
     pub config: TrainConfig,
+    /// Diagnostics gathered during training steps, if any (see [`super::record`]).
+    pub recorder: Option<Recorder>,
 }
 
 impl Trainer {
@@ -105,6 +108,7 @@ impl Trainer {
             optimizer: Optimizer::new(config.optimizer),
             net,
             config,
+            recorder: None,
         }
     }
 
@@ -124,10 +128,16 @@ impl Trainer {
     ) -> Result<StepStats> {
         let t = self.config.timesteps;
         self.net.zero_grad();
+        if let Some(r) = &mut self.recorder {
+            r.before_forward(&mut self.net, batch);
+        }
         let ctx = ForwardCtx::train(t).with_step(self.optimizer.steps());
         let logits = self.net.forward(input, &ctx)?;
         let out = self.config.loss.compute(&logits, labels, t)?;
         if !out.loss.is_finite() {
+            if let Some(r) = &mut self.recorder {
+                r.cancel_step(&mut self.net);
+            }
             self.net.clear_cache();
             return Err(Error::NonFinite {
                 what: format!("loss ({})", out.loss),
@@ -149,6 +159,9 @@ impl Trainer {
             }
         });
         if let Some(name) = bad {
+            if let Some(r) = &mut self.recorder {
+                r.cancel_step(&mut self.net);
+            }
             self.net.clear_cache();
             return Err(Error::NonFinite {
                 what: format!("gradient of {name}"),
@@ -156,12 +169,16 @@ impl Trainer {
                 batch,
             });
         }
-        self.optimizer.step(&mut self.net, lr);
-        Ok(StepStats {
+        let stats = StepStats {
             loss: out.loss,
             correct,
             samples: labels.len(),
-        })
+        };
+        if let Some(r) = &mut self.recorder {
+            r.after_backward(&mut self.net, &stats);
+        }
+        self.optimizer.step(&mut self.net, lr);
+        Ok(stats)
     }
 
     /// Trains one epoch (`epoch` is 0-based) over `batches`, calling `on_step` after each step.

@@ -35,6 +35,10 @@ pub enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Train a grid of ablation runs (paper §7.3, §7.5, §4) and write tables and plots.
+    Ablate(crate::ablate::AblateArgs),
+    /// Draw the figures (PNG) of a run folder or a grid folder.
+    Plot(crate::plot::PlotArgs),
     /// The quick end-to-end demo: fetch MNIST, train mnist-cnn, evaluate per timestep, export,
     /// and run the exported model with the micro runtime.
     Demo(DemoArgs),

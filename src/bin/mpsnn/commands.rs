@@ -25,6 +25,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Bench(a) => bench_cmd(&a),
         Command::Data { command } => data(command),
         Command::Demo(a) => crate::deploy::demo(&a),
+        Command::Ablate(a) => crate::ablate::ablate(&a),
+        Command::Plot(a) => crate::plot::plot(&a),
     }
 }
 

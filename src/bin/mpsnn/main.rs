@@ -3,10 +3,12 @@
 //! Every command prints a one-line cause and exits non-zero on error; commands that produce a
 //! result print it as one JSON object on the last stdout line.
 
+mod ablate;
 mod args;
 mod commands;
 mod datasets;
 mod deploy;
+mod plot;
 mod progress;
 
 use clap::Parser;
