@@ -2,6 +2,10 @@
 //! `metrics.jsonl` (one JSON object per epoch), `summary.json`, and atomic checkpoints
 //! (`last.ckpt` every epoch, `best.ckpt` on a new best test accuracy) that `resume` continues
 //! from exactly.
+//!
+//! In data-parallel training (the trainer's `data_parallel` is set) every rank runs the same
+//! loop on its own shard: evaluation is sharded and reduced, replicas are checked for bit
+//! identity after each epoch, and only rank 0 writes files (every rank resumes from them).
 
 use super::checkpoint::{write_atomic, Checkpoint};
 use super::trainer::{evaluate, Batch, EvalStats, StepStats, TrainConfig, TrainStats, Trainer};
@@ -228,7 +232,6 @@ impl Run {
         let started = Instant::now();
         let epochs = self.trainer.config.epochs;
         let until = stop_after.map_or(epochs, |n| n.min(epochs));
-        let t = self.trainer.config.timesteps;
         let mut last_test = None;
         while self.epochs_done < until {
             let epoch = self.epochs_done;
@@ -241,8 +244,7 @@ impl Run {
             let train_seconds = t0.elapsed().as_secs_f64();
             let lif = lif_records(&mut self.trainer.net);
             let t1 = Instant::now();
-            let loss = self.trainer.config.loss;
-            let test = evaluate(&mut self.trainer.net, t, loss, data.test()?)?;
+            let test = self.evaluate(data)?;
             let record = EpochRecord {
                 epoch: epoch + 1,
                 lr,
@@ -262,23 +264,23 @@ impl Run {
             }
             self.history.push(record.clone());
             last_test = Some(test);
-            let ckpt = self.checkpoint()?;
-            if improved {
-                ckpt.save(&Self::best_checkpoint(&self.dir))?;
+            if let Some(dp) = &self.trainer.data_parallel {
+                dp.check_replicas(&mut self.trainer.net)?;
             }
-            ckpt.save(&Self::last_checkpoint(&self.dir))?;
-            write_jsonl(&self.dir.join("metrics.jsonl"), &self.history)?;
+            if self.writes_files() {
+                let ckpt = self.checkpoint()?;
+                if improved {
+                    ckpt.save(&Self::best_checkpoint(&self.dir))?;
+                }
+                ckpt.save(&Self::last_checkpoint(&self.dir))?;
+                write_jsonl(&self.dir.join("metrics.jsonl"), &self.history)?;
+            }
             progress.epoch_end(&record);
         }
         // The last epoch's evaluation is the final one; evaluate only if no epoch ran here.
         let final_test = match last_test {
             Some(test) => test,
-            None => evaluate(
-                &mut self.trainer.net,
-                t,
-                self.trainer.config.loss,
-                data.test()?,
-            )?,
+            None => self.evaluate(data)?,
         };
         let summary = Summary {
             model: self.trainer.net.spec().name.clone(),
@@ -289,10 +291,31 @@ impl Run {
             parameters: self.trainer.net.param_count(),
             train_seconds: started.elapsed().as_secs_f64(),
         };
-        let text = serde_json::to_vec_pretty(&summary)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        write_atomic(&self.dir.join("summary.json"), &text)?;
+        if self.writes_files() {
+            let text = serde_json::to_vec_pretty(&summary)
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            write_atomic(&self.dir.join("summary.json"), &text)?;
+        }
         Ok(summary)
+    }
+
+    /// Only one process of a data-parallel group (rank 0) writes the run folder.
+    fn writes_files(&self) -> bool {
+        self.trainer
+            .data_parallel
+            .as_ref()
+            .is_none_or(|dp| dp.group().is_root())
+    }
+
+    /// Evaluates on `data.test()`; in a data-parallel group every rank evaluates its own shard
+    /// and the counts are combined.
+    fn evaluate(&mut self, data: &dyn DataSource) -> Result<EvalStats> {
+        let (t, loss) = (self.trainer.config.timesteps, self.trainer.config.loss);
+        let local = evaluate(&mut self.trainer.net, t, loss, data.test()?)?;
+        Ok(match &self.trainer.data_parallel {
+            Some(dp) => dp.reduce_eval(local),
+            None => local,
+        })
     }
 }
 

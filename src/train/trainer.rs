@@ -3,6 +3,7 @@
 //! The trainer sees batches as `(input, labels)` pairs and knows nothing of datasets or files;
 //! [`crate::train::run`] connects it to data, checkpoints and metrics files.
 
+use super::data_parallel::DataParallel;
 use super::loss::{predict_upto, Loss};
 use super::optim::{cosine_lr, Optimizer, OptimizerConfig};
 use crate::error::{Error, Result};
@@ -96,6 +97,9 @@ pub struct Trainer {
     pub optimizer: Optimizer,
     /// Run configuration.
     pub config: TrainConfig,
+    /// Data-parallel training across ranks (`None`: this process alone). When set, `step`
+    /// returns the statistics of the global batch.
+    pub data_parallel: Option<DataParallel>,
 }
 
 impl Trainer {
@@ -105,6 +109,7 @@ impl Trainer {
             optimizer: Optimizer::new(config.optimizer),
             net,
             config,
+            data_parallel: None,
         }
     }
 
@@ -141,7 +146,22 @@ impl Trainer {
             .zip(labels)
             .filter(|(p, y)| p == y)
             .count();
-        self.net.backward(out.grad)?;
+        let mut grad = out.grad;
+        if let Some(dp) = &mut self.data_parallel {
+            let scale = dp.loss_scale(labels.len());
+            if scale != 1.0 {
+                grad.data_mut().iter_mut().for_each(|g| *g *= scale);
+            }
+        }
+        self.net.backward(grad)?;
+        let mut stats = StepStats {
+            loss: out.loss,
+            correct,
+            samples: labels.len(),
+        };
+        if let Some(dp) = &mut self.data_parallel {
+            stats = dp.reduce_step(&mut self.net, stats);
+        }
         let mut bad = None;
         self.net.visit_params(&mut |p| {
             if bad.is_none() && p.trainable && !p.grad.data().iter().all(|g| g.is_finite()) {
@@ -157,11 +177,7 @@ impl Trainer {
             });
         }
         self.optimizer.step(&mut self.net, lr);
-        Ok(StepStats {
-            loss: out.loss,
-            correct,
-            samples: labels.len(),
-        })
+        Ok(stats)
     }
 
     /// Trains one epoch (`epoch` is 0-based) over `batches`, calling `on_step` after each step.
