@@ -7,8 +7,12 @@
 //! cargo build --release --features mpi --example mpi_allreduce
 //! mpirun -np 2 target/release/examples/mpi_allreduce
 //! ```
-//! Rank 0 prints one JSON line per buffer: median seconds per call over the timed repetitions.
+//! Rank 0 prints one JSON line per buffer: median seconds per call over the timed repetitions,
+//! for mpsnn's deterministic allreduce and, as the reference, the MPI library's own
+//! `MPI_Allreduce` (whose float summation order is implementation-defined).
 
+use mpi::collective::SystemOperation;
+use mpi::traits::*;
 use mpsnn::dist::mpi::MpiRuntime;
 use mpsnn::dist::Collective;
 use mpsnn::models::{build, ModelOptions};
@@ -35,7 +39,7 @@ fn main() {
     let rt = MpiRuntime::init().expect("MPI could not be initialized");
     let world = rt.world();
     let n = world.size();
-    let report = |what: &str, elements: usize, bytes: usize, seconds: f64| {
+    let report = |what: &str, elements: usize, bytes: usize, seconds: f64, reference: f64| {
         if world.is_root() {
             // Bytes each rank sends (and receives) in the scatter + gather algorithm.
             let moved = 2.0 * (n - 1) as f64 / n as f64 * bytes as f64;
@@ -44,20 +48,31 @@ fn main() {
                 serde_json::json!({
                     "buffer": what, "ranks": n, "elements": elements, "bytes": bytes,
                     "seconds": seconds, "bus_gb_per_s": moved / seconds / 1e9,
+                    "mpi_allreduce_seconds": reference,
                 })
             );
         }
     };
+    let comm = mpi::topology::SimpleCommunicator::world();
     let mut small = [1.0f64, 2.0];
     let t = median_seconds(world.as_ref(), 200, || world.allreduce_sum_f64(&mut small));
-    report("hook (2 x f64)", 2, 16, t);
+    let mut out = small;
+    let r = median_seconds(world.as_ref(), 200, || {
+        comm.all_reduce_into(&small[..], &mut out[..], SystemOperation::sum())
+    });
+    report("hook (2 x f64)", 2, 16, t, r);
     let mut stats = vec![1.0f64; 2 * 512 + 1];
     let t = median_seconds(world.as_ref(), 100, || world.allreduce_sum_f64(&mut stats));
+    let mut out = stats.clone();
+    let r = median_seconds(world.as_ref(), 100, || {
+        comm.all_reduce_into(&stats[..], &mut out[..], SystemOperation::sum())
+    });
     report(
         "sync-BN stats (512 channels)",
         stats.len(),
         stats.len() * 8,
         t,
+        r,
     );
     for (name, input) in [
         ("mnist-cnn", [1, 28, 28]),
@@ -69,11 +84,16 @@ fn main() {
         let mut grads = vec![1e-3f32; params + 3];
         let reps = if params > 1_000_000 { 7 } else { 50 };
         let t = median_seconds(world.as_ref(), reps, || world.allreduce_sum_f32(&mut grads));
+        let mut out = grads.clone();
+        let r = median_seconds(world.as_ref(), reps, || {
+            comm.all_reduce_into(&grads[..], &mut out[..], SystemOperation::sum())
+        });
         report(
             &format!("{name} gradients"),
             grads.len(),
             grads.len() * 4,
             t,
+            r,
         );
     }
 }

@@ -259,3 +259,27 @@ fn replica_check_reports_diverged_ranks() {
     });
     assert_eq!(outcomes, [(true, false), (true, false)]);
 }
+
+/// Without the `mpi` feature, a process an MPI launcher started as one of several refuses to
+/// run (each would otherwise train alone and overwrite the others' files).
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_build_without_mpi_refuses_an_mpi_launch() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mpsnn"))
+        .args(["data", "list"])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--features mpi"), "{stderr}");
+    let solo = std::process::Command::new(env!("CARGO_BIN_EXE_mpsnn"))
+        .args(["data", "list"])
+        .env("OMPI_COMM_WORLD_SIZE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        solo.status.success(),
+        "mpirun -np 1 is a plain single process"
+    );
+}

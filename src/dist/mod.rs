@@ -13,7 +13,9 @@
 //! sizes, the algorithm chosen and the process layout), so [`Collective`] does not use it for
 //! floats: the MPI version exchanges chunks with `MPI_Alltoallv`, lets the owner of each chunk
 //! sum it in rank order ([`sum_rank_order`]), and shares the sums with `MPI_Allgatherv`. That
-//! moves `2·(N−1)/N` times the buffer per rank, the same volume as a ring allreduce.
+//! moves `2·(N−1)/N` times the buffer per rank, the same volume as a ring allreduce. Small
+//! buffers (latency-bound) are gathered to rank 0, summed there in the same order, and
+//! broadcast.
 //!
 //! **How layers reach it.** The two layers that need cross-rank reductions hold an optional
 //! `Arc<dyn Collective>` set by the data-parallel driver ([`crate::train::data_parallel`]):

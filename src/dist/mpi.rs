@@ -2,7 +2,10 @@
 //! system MPI; tested with Open MPI 4.1).
 //!
 //! Sums use `MPI_Alltoallv` + a rank-order f64 sum + `MPI_Allgatherv` (see [`super`] for why
-//! not `MPI_Allreduce`). Every MPI call is made from the thread that called [`MpiRuntime::init`]
+//! not `MPI_Allreduce`): bandwidth-optimal, but `2·(N−1)` message latencies. Buffers of at most
+//! [`SMALL`] elements (the per-layer hooks: MP-Init μ, BN statistics) go through rank 0 instead —
+//! `MPI_Gather`, the same rank-order sum, `MPI_Bcast` — whose tree algorithms cost `O(log N)`
+//! latencies. Both paths give the same bits: each element is summed over ranks in rank order. Every MPI call is made from the thread that called [`MpiRuntime::init`]
 //! (MPI thread level "funneled"): rayon's workers never communicate, and the layers reach the
 //! collective only from `forward`/`backward`, which run on the caller's thread.
 
@@ -12,10 +15,13 @@ use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use mpi::Count;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Elements per collective call: MPI counts are C `int`s, so longer buffers go in segments.
 const SEGMENT: usize = 1 << 28;
+
+/// Buffers up to this many elements are summed at rank 0 and broadcast (latency-bound sizes).
+pub const SMALL: usize = 1 << 14;
 
 /// MPI for the life of the process: keep it alive until training is done (dropping it calls
 /// `MPI_Finalize`).
@@ -36,6 +42,8 @@ impl MpiRuntime {
         let world = Arc::new(MpiWorld {
             rank: w.rank() as usize,
             size: w.size() as usize,
+            scratch_f32: Mutex::default(),
+            scratch_f64: Mutex::default(),
         });
         Some(MpiRuntime {
             _universe: universe,
@@ -61,6 +69,17 @@ impl MpiRuntime {
 pub struct MpiWorld {
     rank: usize,
     size: usize,
+    /// Receive and sum buffers kept across calls: a fresh 50 MB buffer per step (ResNet-19)
+    /// would page-fault its way through the kernel every time.
+    scratch_f32: Mutex<Scratch<f32>>,
+    scratch_f64: Mutex<Scratch<f64>>,
+}
+
+/// The chunks received from every rank, and their sums.
+#[derive(Debug, Default)]
+struct Scratch<T> {
+    gathered: Vec<T>,
+    sums: Vec<T>,
 }
 
 /// MPI counts and displacements of the [`chunk`]s of a `len`-element buffer.
@@ -76,7 +95,7 @@ fn layout(len: usize, ranks: usize) -> (Vec<Count>, Vec<Count>) {
 impl MpiWorld {
     /// One segment: scatter chunk `j` of every rank to rank `j`, sum in rank order there,
     /// gather every chunk's sum back to all ranks.
-    fn allreduce_segment<T>(&self, buf: &mut [T])
+    fn allreduce_segment<T>(&self, buf: &mut [T], scratch: &mut Scratch<T>)
     where
         T: Summable + Equivalence + Default,
     {
@@ -84,30 +103,53 @@ impl MpiWorld {
         let world = SimpleCommunicator::world();
         let (counts, displs) = layout(buf.len(), n);
         let own = chunk(buf.len(), n, self.rank).len();
-        let mut gathered = vec![T::default(); n * own];
+        let Scratch { gathered, sums } = scratch;
+        gathered.resize(n * own, T::default());
+        sums.resize(own, T::default());
         let recv_counts = vec![own as Count; n];
         let recv_displs: Vec<Count> = (0..n).map(|r| (r * own) as Count).collect();
         world.all_to_all_varcount_into(
             &Partition::new(&*buf, &counts[..], &displs[..]),
             &mut PartitionMut::new(&mut gathered[..], &recv_counts[..], &recv_displs[..]),
         );
-        let mut sums = vec![T::default(); own];
-        sum_rank_order(&gathered, n, &mut sums);
+        sum_rank_order(gathered, n, sums);
         world.all_gather_varcount_into(
             &sums[..],
             &mut PartitionMut::new(buf, &counts[..], &displs[..]),
         );
     }
 
-    fn allreduce<T>(&self, buf: &mut [T])
+    /// Gather to rank 0, sum in rank order there, broadcast.
+    fn allreduce_small<T>(&self, buf: &mut [T], scratch: &mut Scratch<T>)
+    where
+        T: Summable + Equivalence + Default,
+    {
+        let world = SimpleCommunicator::world();
+        let root = world.process_at_rank(0);
+        if self.rank == 0 {
+            scratch.gathered.resize(self.size * buf.len(), T::default());
+            root.gather_into_root(&*buf, &mut scratch.gathered[..]);
+            sum_rank_order(&scratch.gathered, self.size, buf);
+        } else {
+            root.gather_into(&*buf);
+        }
+        root.broadcast_into(buf);
+    }
+
+    fn allreduce<T>(&self, buf: &mut [T], scratch: &Mutex<Scratch<T>>)
     where
         T: Summable + Equivalence + Default,
     {
         if self.size == 1 {
             return;
         }
+        // Calls come from one thread (see the module docs); the lock only satisfies `Sync`.
+        let mut scratch = scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if buf.len() <= SMALL {
+            return self.allreduce_small(buf, &mut scratch);
+        }
         for seg in buf.chunks_mut(SEGMENT) {
-            self.allreduce_segment(seg);
+            self.allreduce_segment(seg, &mut scratch);
         }
     }
 }
@@ -122,11 +164,11 @@ impl Collective for MpiWorld {
     }
 
     fn allreduce_sum_f64(&self, buf: &mut [f64]) {
-        self.allreduce(buf);
+        self.allreduce(buf, &self.scratch_f64);
     }
 
     fn allreduce_sum_f32(&self, buf: &mut [f32]) {
-        self.allreduce(buf);
+        self.allreduce(buf, &self.scratch_f32);
     }
 
     fn broadcast_f32(&self, buf: &mut [f32], root: usize) {

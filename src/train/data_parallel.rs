@@ -70,9 +70,13 @@ impl Collective for Timed {
 /// The data-parallel side of a [`super::Trainer`] (its `data_parallel` field); see the module
 /// docs for the step.
 pub struct DataParallel {
+    /// The group, timed: what the step and the layer hooks use.
     group: SharedCollective,
+    /// The same group untimed, for once-per-run or once-per-epoch work (attach, evaluation).
+    untimed: SharedCollective,
     sync_bn: bool,
     comm_nanos: Arc<AtomicU64>,
+    grad_seconds: f64,
     steps: u64,
     /// The flat allreduce buffer, reused across steps.
     flat: Vec<f32>,
@@ -83,22 +87,24 @@ impl DataParallel {
     /// (global-batch statistics) over per-rank ones.
     pub fn new(group: SharedCollective, sync_bn: bool) -> Self {
         let comm_nanos = Arc::new(AtomicU64::new(0));
-        let group: SharedCollective = Arc::new(Timed {
-            inner: group,
+        let timed: SharedCollective = Arc::new(Timed {
+            inner: Arc::clone(&group),
             nanos: Arc::clone(&comm_nanos),
         });
         DataParallel {
-            group,
+            group: timed,
+            untimed: group,
             sync_bn,
             comm_nanos,
+            grad_seconds: 0.0,
             steps: 0,
             flat: Vec::new(),
         }
     }
 
-    /// The group (calls through it are timed into [`DataParallel::comm_seconds`]).
+    /// The group.
     pub fn group(&self) -> &dyn Collective {
-        self.group.as_ref()
+        self.untimed.as_ref()
     }
 
     /// Whether BN statistics are synchronized.
@@ -106,9 +112,16 @@ impl DataParallel {
         self.sync_bn
     }
 
-    /// Wall time spent in collective calls so far (communication plus waiting for other ranks).
+    /// Wall time spent in the collective calls of training steps so far (communication plus
+    /// waiting for slower ranks; evaluation and [`DataParallel::attach`] are not counted).
     pub fn comm_seconds(&self) -> f64 {
         self.comm_nanos.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+
+    /// The part of [`DataParallel::comm_seconds`] spent in the end-of-step gradient allreduce
+    /// (the rest is the layer hooks and the loss weighting, which are latency-bound).
+    pub fn gradient_allreduce_seconds(&self) -> f64 {
+        self.grad_seconds
     }
 
     /// Steps reduced so far.
@@ -133,7 +146,7 @@ impl DataParallel {
         let mut flat = Vec::new();
         net.visit_params(&mut |p| flat.extend_from_slice(p.value.data()));
         net.visit_buffers(&mut |b| flat.extend_from_slice(b.value.data()));
-        self.group.broadcast_f32(&mut flat, 0);
+        self.untimed.broadcast_f32(&mut flat, 0);
         let mut at = 0;
         let mut take = |t: &mut Tensor| {
             let n = t.len();
@@ -142,7 +155,7 @@ impl DataParallel {
         };
         net.visit_params(&mut |p| take(&mut p.value));
         net.visit_buffers(&mut |b| take(&mut b.value));
-        self.group.barrier();
+        self.untimed.barrier();
     }
 
     /// The factor `N·b_r/B` for this rank's mean-loss gradient, given its `local` batch size
@@ -184,7 +197,9 @@ impl DataParallel {
             local.correct as f32,
             local.samples as f32,
         ]);
+        let t0 = Instant::now();
         self.group.allreduce_sum_f32(&mut flat);
+        self.grad_seconds += t0.elapsed().as_secs_f64();
         let inv = 1.0 / self.group.size() as f32;
         let mut at = 0;
         let mut take = |t: &mut Tensor| {
@@ -217,7 +232,7 @@ impl DataParallel {
         let mut buf = vec![n, local.loss * n];
         // Per-rank accuracies are count/n; the products are integers again after rounding.
         buf.extend(local.accuracy_per_timestep.iter().map(|a| (a * n).round()));
-        self.group.allreduce_sum_f64(&mut buf);
+        self.untimed.allreduce_sum_f64(&mut buf);
         let total = buf[0];
         let per_t: Vec<f64> = buf[2..].iter().map(|c| c / total.max(1.0)).collect();
         EvalStats {
@@ -242,10 +257,10 @@ impl DataParallel {
         };
         net.visit_params(&mut |p| add(&p.value));
         net.visit_buffers(&mut |b| add(&b.value));
-        let (rank, size) = (self.group.rank(), self.group.size());
+        let (rank, size) = (self.untimed.rank(), self.untimed.size());
         let mut hashes = vec![0f64; size];
         hashes[rank] = hasher.finalize() as f64;
-        self.group.allreduce_sum_f64(&mut hashes);
+        self.untimed.allreduce_sum_f64(&mut hashes);
         if hashes.iter().all(|&h| h == hashes[0]) {
             Ok(())
         } else {

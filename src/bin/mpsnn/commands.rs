@@ -208,6 +208,8 @@ pub fn train_on(
             "steps": dp.steps(),
             "comm_seconds": dp.comm_seconds(),
             "comm_seconds_per_step": dp.comm_seconds() / dp.steps().max(1) as f64,
+            "gradient_allreduce_seconds_per_step":
+                dp.gradient_allreduce_seconds() / dp.steps().max(1) as f64,
         });
     }
     print_json(&result);
