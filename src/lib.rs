@@ -8,6 +8,8 @@
 //!
 //! Layering (each layer knows only the ones above it in this list):
 //! - [`kernels`]: the SIMD tensor core on `&[f32]` slices (GEMM, conv, pooling, BN, LIF loops).
+//! - [`dist`]: collective communication for data-parallel training (single process, threads,
+//!   or MPI with the `mpi` feature).
 //! - [`neuron`]: LIF dynamics, the surrogate family, MP-Init.
 //! - [`nn`]: layers, the [`nn::Layer`] trait, containers, models as data ([`nn::ModelSpec`]).
 //! - [`models`]: built-in model specs.
@@ -20,6 +22,7 @@
 
 pub mod analysis;
 pub mod data;
+pub mod dist;
 pub mod error;
 pub mod export;
 pub mod kernels;

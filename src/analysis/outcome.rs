@@ -15,7 +15,8 @@ pub struct Divergence {
     pub epoch: usize,
     /// 0-based batch within the epoch.
     pub batch: usize,
-    /// The loss as text (`NaN`, `inf`), since JSON has no such numbers.
+    /// What went non-finite, as text since JSON has no NaN: `loss (NaN)`, `gradient of
+    /// conv2.weight`.
     pub loss: String,
 }
 
@@ -23,10 +24,10 @@ impl Divergence {
     /// The divergence described by a training error, if it is one.
     pub fn from_error(e: &Error) -> Option<Self> {
         match e {
-            Error::NonFiniteLoss { loss, epoch, batch } => Some(Divergence {
+            Error::NonFinite { what, epoch, batch } => Some(Divergence {
                 epoch: *epoch,
                 batch: *batch,
-                loss: format!("{loss}"),
+                loss: what.clone(),
             }),
             _ => None,
         }
@@ -107,13 +108,13 @@ mod tests {
     #[test]
     fn divergence_round_trips_through_its_marker() {
         let dir = tempfile::tempdir().unwrap();
-        let e = Error::NonFiniteLoss {
-            loss: f32::NAN,
+        let e = Error::NonFinite {
+            what: format!("loss ({})", f32::NAN),
             epoch: 2,
             batch: 17,
         };
         let d = Divergence::from_error(&e).unwrap();
-        assert_eq!(d.loss, "NaN");
+        assert_eq!(d.loss, "loss (NaN)");
         d.write(dir.path()).unwrap();
         let run = RunFiles::load(dir.path()).unwrap();
         assert!(run.is_done());

@@ -4,6 +4,7 @@
 use super::conv::check_param;
 use super::spec::BatchNorm2dSpec;
 use super::{Buffer, ForwardCtx, Layer, Param};
+use crate::dist::{sync_bn, SharedCollective};
 use crate::error::{Error, Result};
 use crate::kernels::bn::{self, BnDims};
 use crate::tensor::Tensor;
@@ -49,6 +50,10 @@ pub struct BatchNorm2d {
     var: Vec<f32>,
     scale: Vec<f32>,
     cache: Option<(Tensor, BnDims, bool)>,
+    /// Synchronized statistics across ranks ([`BatchNorm2d::set_sync`]), and the global count
+    /// of the cached forward when it used them.
+    sync: Option<SharedCollective>,
+    synced_count: Option<usize>,
 }
 
 impl BatchNorm2d {
@@ -79,6 +84,8 @@ impl BatchNorm2d {
             var: vec![0.0; c],
             scale: vec![0.0; c],
             cache: None,
+            sync: None,
+            synced_count: None,
         })
     }
 
@@ -111,6 +118,14 @@ impl BatchNorm2d {
     /// gradient then treats them as constants.
     pub fn set_frozen_stats(&mut self, frozen: bool) {
         self.frozen_stats = frozen;
+    }
+
+    /// With `Some(group)`, training-mode batch statistics (and their gradient terms) are taken
+    /// over the batches of all ranks of `group` together ([`crate::dist::sync_bn`]), so every
+    /// rank normalizes, and updates its running statistics, with the same global values.
+    /// Every rank must then run the same training steps. `None` (the default): this batch only.
+    pub fn set_sync(&mut self, group: Option<SharedCollective>) {
+        self.sync = group;
     }
 
     /// Whether the running statistics are frozen (see [`BatchNorm2d::set_frozen_stats`]).
@@ -196,6 +211,9 @@ impl Layer for BatchNorm2d {
                 ));
             }
             bn::batch_stats(input.data(), d, &mut self.mean, &mut self.var);
+            self.synced_count = self.sync.as_ref().map(|c| {
+                sync_bn::reduce_stats(c.as_ref(), d.count(), &mut self.mean, &mut self.var)
+            });
             let eps = self.spec.eps as f64;
             for (r, &v) in self.invstd.iter_mut().zip(&self.var) {
                 *r = (1.0 / (v as f64 + eps).sqrt()) as f32;
@@ -206,7 +224,7 @@ impl Layer for BatchNorm2d {
                 self.running_var.value.data_mut(),
                 &self.mean,
                 &self.var,
-                d.count(),
+                self.synced_count.unwrap_or(d.count()),
                 self.spec.momentum,
             );
         } else {
@@ -241,6 +259,7 @@ impl Layer for BatchNorm2d {
         }
         self.check_params()?;
         // Scratch for the per-channel sums: `var` and `scale` are free once forward is done.
+        let synced = self.synced_count.filter(|_| *batch_stats);
         bn::backward(
             x.data(),
             grad_output.data_mut(),
@@ -248,10 +267,24 @@ impl Layer for BatchNorm2d {
             &self.mean,
             &self.invstd,
             self.gamma.value.data(),
-            *batch_stats,
+            *batch_stats && synced.is_none(),
             &mut self.var,
             &mut self.scale,
         );
+        if let (Some(total), Some(group)) = (synced, &self.sync) {
+            sync_bn::finish_backward(
+                group.as_ref(),
+                x.data(),
+                grad_output.data_mut(),
+                *d,
+                &self.mean,
+                &self.invstd,
+                self.gamma.value.data(),
+                &self.var,
+                &self.scale,
+                total,
+            );
+        }
         self.cache = None;
         for (p, g) in [(&mut self.gamma, &self.var), (&mut self.beta, &self.scale)] {
             if p.trainable {

@@ -13,6 +13,7 @@
 
 use super::spec::LifSpec;
 use super::{Buffer, ForwardCtx, Layer, Param};
+use crate::dist::SharedCollective;
 use crate::error::{Error, Result};
 use crate::kernels::lif::{self as kernel, SpikeStorage, Tape};
 use crate::neuron::mp_init;
@@ -63,6 +64,8 @@ pub struct Lif {
     stats: LifStats,
     recorder: Option<MembraneHistogram>,
     input_recomputable: bool,
+    /// Ranks whose MP-Init statistics are pooled ([`Lif::set_sync`]).
+    sync: Option<SharedCollective>,
 }
 
 impl Lif {
@@ -109,6 +112,7 @@ impl Lif {
             stats: LifStats::default(),
             recorder: None,
             input_recomputable: false,
+            sync: None,
         })
     }
 
@@ -160,6 +164,14 @@ impl Lif {
     /// layer's scratch tape (no backward is possible after it, as usual for eval).
     pub fn set_recorder(&mut self, config: Option<RecorderConfig>) {
         self.recorder = config.map(MembraneHistogram::new);
+    }
+
+    /// With `Some(group)`, each training forward's MP-Init statistic is pooled over all ranks
+    /// of `group` — `μ ← 0.9·μ + 0.1·ΣΣU[T]/Σ active` over every rank's active neurons, exactly
+    /// the single-process update for the global batch — so μ stays identical on every rank.
+    /// Every rank must then run the same training steps. `None` (the default): this batch only.
+    pub fn set_sync(&mut self, group: Option<SharedCollective>) {
+        self.sync = group;
     }
 
     /// The recorder's histogram, if recording.
@@ -294,7 +306,13 @@ impl Layer for Lif {
         };
         if ctx.is_train() {
             if self.spec.mp_init {
-                let mu = mp_init::update(self.mu(), sums.sum_u_active, sums.active);
+                let (mut sum_u, mut active) = (sums.sum_u_active, sums.active);
+                if let Some(group) = &self.sync {
+                    let mut pooled = [sum_u, active as f64];
+                    group.allreduce_sum_f64(&mut pooled);
+                    (sum_u, active) = (pooled[0], pooled[1] as u64);
+                }
+                let mu = mp_init::update(self.mu(), sum_u, active);
                 self.mu.value.data_mut()[0] = mu;
             }
             self.cache = Some(Cached {

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod data_parallel;
 pub mod loss;
 pub mod optim;
 pub mod record;

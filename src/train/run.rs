@@ -258,7 +258,6 @@ impl Run {
         let started = Instant::now();
         let epochs = self.trainer.config.epochs;
         let until = stop_after.map_or(epochs, |n| n.min(epochs));
-        let t = self.trainer.config.timesteps;
         let mut last_test = None;
         while self.epochs_done < until {
             let epoch = self.epochs_done;
@@ -283,8 +282,7 @@ impl Run {
                 }
             }
             let t1 = Instant::now();
-            let loss = self.trainer.config.loss;
-            let test = evaluate(&mut self.trainer.net, t, loss, data.test()?)?;
+            let test = self.evaluate(data)?;
             let record = EpochRecord {
                 epoch: epoch + 1,
                 lr,
@@ -305,27 +303,29 @@ impl Run {
             }
             self.history.push(record.clone());
             last_test = Some(test);
-            let ckpt = self.checkpoint()?;
-            if improved {
-                ckpt.save(&Self::best_checkpoint(&self.dir))?;
+            if let Some(dp) = &self.trainer.data_parallel {
+                dp.check_replicas(&mut self.trainer.net)?;
             }
-            ckpt.save(&Self::last_checkpoint(&self.dir))?;
-            write_jsonl(&self.dir.join("metrics.jsonl"), &self.history)?;
+            if self.writes_files() {
+                let ckpt = self.checkpoint()?;
+                if improved {
+                    ckpt.save(&Self::best_checkpoint(&self.dir))?;
+                }
+                ckpt.save(&Self::last_checkpoint(&self.dir))?;
+                write_jsonl(&self.dir.join("metrics.jsonl"), &self.history)?;
+            }
             if let Some(d) = diagnostics {
                 self.diagnostics.push(d);
-                write_jsonl(&Self::diagnostics_file(&self.dir), &self.diagnostics)?;
+                if self.writes_files() {
+                    write_jsonl(&Self::diagnostics_file(&self.dir), &self.diagnostics)?;
+                }
             }
             progress.epoch_end(&record);
         }
         // The last epoch's evaluation is the final one; evaluate only if no epoch ran here.
         let final_test = match last_test {
             Some(test) => test,
-            None => evaluate(
-                &mut self.trainer.net,
-                t,
-                self.trainer.config.loss,
-                data.test()?,
-            )?,
+            None => self.evaluate(data)?,
         };
         let summary = Summary {
             model: self.trainer.net.spec().name.clone(),
@@ -336,10 +336,31 @@ impl Run {
             parameters: self.trainer.net.param_count(),
             train_seconds: started.elapsed().as_secs_f64(),
         };
-        let text = serde_json::to_vec_pretty(&summary)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        write_atomic(&self.dir.join("summary.json"), &text)?;
+        if self.writes_files() {
+            let text = serde_json::to_vec_pretty(&summary)
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            write_atomic(&self.dir.join("summary.json"), &text)?;
+        }
         Ok(summary)
+    }
+
+    /// Only one process of a data-parallel group (rank 0) writes the run folder.
+    fn writes_files(&self) -> bool {
+        self.trainer
+            .data_parallel
+            .as_ref()
+            .is_none_or(|dp| dp.group().is_root())
+    }
+
+    /// Evaluates on `data.test()`; in a data-parallel group every rank evaluates its own shard
+    /// and the counts are combined.
+    fn evaluate(&mut self, data: &dyn DataSource) -> Result<EvalStats> {
+        let (t, loss) = (self.trainer.config.timesteps, self.trainer.config.loss);
+        let local = evaluate(&mut self.trainer.net, t, loss, data.test()?)?;
+        Ok(match &self.trainer.data_parallel {
+            Some(dp) => dp.reduce_eval(local),
+            None => local,
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 //! The trainer sees batches as `(input, labels)` pairs and knows nothing of datasets or files;
 //! [`crate::train::run`] connects it to data, checkpoints and metrics files.
 
+use super::data_parallel::DataParallel;
 use super::loss::{predict_upto, Loss};
 use super::optim::{cosine_lr, Optimizer, OptimizerConfig};
 use super::record::Recorder;
@@ -99,6 +100,9 @@ pub struct Trainer {
     pub config: TrainConfig,
     /// Diagnostics gathered during training steps, if any (see [`super::record`]).
     pub recorder: Option<Recorder>,
+    /// Data-parallel training across ranks (`None`: this process alone). When set, `step`
+    /// returns the statistics of the global batch.
+    pub data_parallel: Option<DataParallel>,
 }
 
 impl Trainer {
@@ -109,6 +113,7 @@ impl Trainer {
             net,
             config,
             recorder: None,
+            data_parallel: None,
         }
     }
 
@@ -151,7 +156,22 @@ impl Trainer {
             .zip(labels)
             .filter(|(p, y)| p == y)
             .count();
-        self.net.backward(out.grad)?;
+        let mut grad = out.grad;
+        if let Some(dp) = &mut self.data_parallel {
+            let scale = dp.loss_scale(labels.len());
+            if scale != 1.0 {
+                grad.data_mut().iter_mut().for_each(|g| *g *= scale);
+            }
+        }
+        self.net.backward(grad)?;
+        let mut stats = StepStats {
+            loss: out.loss,
+            correct,
+            samples: labels.len(),
+        };
+        if let Some(dp) = &mut self.data_parallel {
+            stats = dp.reduce_step(&mut self.net, stats);
+        }
         let mut bad = None;
         self.net.visit_params(&mut |p| {
             if bad.is_none() && p.trainable && !p.grad.data().iter().all(|g| g.is_finite()) {
@@ -169,11 +189,6 @@ impl Trainer {
                 batch,
             });
         }
-        let stats = StepStats {
-            loss: out.loss,
-            correct,
-            samples: labels.len(),
-        };
         if let Some(r) = &mut self.recorder {
             r.after_backward(&mut self.net, &stats);
         }

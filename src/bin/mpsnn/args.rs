@@ -260,6 +260,15 @@ pub struct TrainArgs {
     /// with --resume.
     #[arg(long)]
     pub stop_after: Option<usize>,
+    /// Data-parallel runs (`mpirun -np N`, built with `--features mpi`): BatchNorm statistics
+    /// over the global batch of all ranks instead of each rank's own batch. A single process
+    /// already normalizes over its whole batch, so there it changes nothing.
+    #[arg(long)]
+    pub sync_bn: bool,
+    /// Every rank writes its final parameters and buffers to DIR/rank<r>.ckpt (to compare the
+    /// replicas of a data-parallel run).
+    #[arg(long, value_name = "DIR")]
+    pub replica_dump: Option<PathBuf>,
 }
 
 /// `mpsnn eval`

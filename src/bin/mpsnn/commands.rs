@@ -6,19 +6,26 @@ use crate::args::{
 use crate::datasets::{self, RunData};
 use crate::progress::CliProgress;
 use mpsnn::data::{list, Split, SplitStatus};
+use mpsnn::dist::SharedCollective;
 use mpsnn::models::{self, ModelOptions};
 use mpsnn::nn::{Encoding, ModelSpec, Network};
 use mpsnn::train::bench::{bench, BenchMode};
-use mpsnn::train::run::Run;
+use mpsnn::train::data_parallel::DataParallel;
+use mpsnn::train::run::{DataSource, Progress, Run, Silent};
 use mpsnn::train::{evaluate, Checkpoint, Loss, OptimizerConfig, TrainConfig};
 use mpsnn::{Error, Result};
 use serde_json::json;
 use std::path::Path;
 
-/// Runs one subcommand.
-pub fn run(command: Command) -> Result<()> {
+/// Runs one subcommand; `group` is set when launched as one of several MPI processes.
+pub fn run(command: Command, group: Option<SharedCollective>) -> Result<()> {
+    if group.is_some() && !matches!(command, Command::Train(_)) {
+        return Err(Error::Unsupported(
+            "only `train` runs data-parallel under MPI; start other commands without mpirun".into(),
+        ));
+    }
     match command {
-        Command::Train(a) => train(&a).map(|_| ()),
+        Command::Train(a) => train_on(&a, group).map(|_| ()),
         Command::Eval(a) => eval(&a),
         Command::Export(a) => crate::deploy::export(&a),
         Command::Infer(a) => crate::deploy::infer(&a),
@@ -59,8 +66,17 @@ pub fn model_spec(model: &str, opts: &ModelOptions) -> Result<ModelSpec> {
     models::build(model, opts)
 }
 
-/// `mpsnn train`; returns the run folder's summary.
+/// `mpsnn train` in one process; returns the run folder's summary.
 pub fn train(a: &TrainArgs) -> Result<mpsnn::train::run::Summary> {
+    train_on(a, None)
+}
+
+/// `mpsnn train`, data-parallel over `group` when given (rank 0 alone prints and writes files).
+pub fn train_on(
+    a: &TrainArgs,
+    group: Option<SharedCollective>,
+) -> Result<mpsnn::train::run::Summary> {
+    let root_rank = group.as_ref().is_none_or(|g| g.is_root());
     let name = datasets::dataset_name(&a.dataset)?;
     let root = datasets::data_root(a.data_dir.as_deref());
     let train = datasets::load(name, Split::Train, &root, a.limit_train)?;
@@ -125,28 +141,60 @@ pub fn train(a: &TrainArgs) -> Result<mpsnn::train::run::Summary> {
             )));
         }
     }
+    let ranks = group.as_ref().map_or(1, |g| g.size());
+    crate::dist::record_run_labels(&mut run, ranks, a.sync_bn, root_rank);
+    if let Some(g) = &group {
+        let mut dp = DataParallel::new(g.clone(), a.sync_bn);
+        dp.attach(&mut run.trainer().net);
+        run.trainer().data_parallel = Some(dp);
+    }
     let config = run.trainer().config.clone();
-    eprintln!(
-        "training {} on {} ({} train / {} test samples), T = {}, {} epochs, batch {}, {} threads -> {}",
-        run.trainer().net.spec().name,
-        name.as_str(),
-        train.len(),
-        test.len(),
-        config.timesteps,
-        config.epochs,
-        config.batch_size,
-        rayon::current_num_threads(),
-        a.out.display()
-    );
-    let data = RunData {
-        train,
-        test,
-        batch_size: config.batch_size,
-        timesteps: config.timesteps,
-        seed: config.seed,
+    if root_rank {
+        eprintln!(
+            "training {} on {} ({} train / {} test samples), T = {}, {} epochs, batch {}, {} threads -> {}",
+            run.trainer().net.spec().name,
+            name.as_str(),
+            train.len(),
+            test.len(),
+            config.timesteps,
+            config.epochs,
+            crate::dist::describe_batch(config.batch_size, ranks, a.sync_bn),
+            rayon::current_num_threads(),
+            a.out.display()
+        );
+    }
+    let data: Box<dyn DataSource> = match &group {
+        Some(g) => Box::new(crate::dist::ShardedData {
+            train,
+            test,
+            batch_size: config.batch_size,
+            timesteps: config.timesteps,
+            seed: config.seed,
+            rank: g.rank(),
+            ranks,
+        }),
+        None => Box::new(RunData {
+            train,
+            test,
+            batch_size: config.batch_size,
+            timesteps: config.timesteps,
+            seed: config.seed,
+        }),
     };
-    let summary = run.run(&data, &mut CliProgress::new(), a.stop_after)?;
-    print_json(&json!({
+    let mut progress: Box<dyn Progress> = if root_rank {
+        Box::new(CliProgress::new())
+    } else {
+        Box::new(Silent)
+    };
+    let summary = run.run(data.as_ref(), progress.as_mut(), a.stop_after)?;
+    if let Some(dir) = &a.replica_dump {
+        let rank = group.as_ref().map_or(0, |g| g.rank());
+        crate::dist::dump_replica(&mut run, dir, rank)?;
+    }
+    if !root_rank {
+        return Ok(summary);
+    }
+    let mut result = json!({
         "best_test_accuracy": summary.best_test_accuracy,
         "accuracy": summary.final_test.accuracy,
         "accuracy_per_timestep": summary.final_test.accuracy_per_timestep,
@@ -154,7 +202,19 @@ pub fn train(a: &TrainArgs) -> Result<mpsnn::train::run::Summary> {
         "epochs": summary.epochs,
         "train_seconds": summary.train_seconds,
         "checkpoint": Run::last_checkpoint(&a.out),
-    }));
+    });
+    if let Some(dp) = &run.trainer().data_parallel {
+        result["data_parallel"] = json!({
+            "ranks": ranks,
+            "sync_bn": dp.sync_bn(),
+            "steps": dp.steps(),
+            "comm_seconds": dp.comm_seconds(),
+            "comm_seconds_per_step": dp.comm_seconds() / dp.steps().max(1) as f64,
+            "gradient_allreduce_seconds_per_step":
+                dp.gradient_allreduce_seconds() / dp.steps().max(1) as f64,
+        });
+    }
+    print_json(&result);
     Ok(summary)
 }
 

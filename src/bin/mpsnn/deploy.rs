@@ -140,6 +140,8 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
         out: out.clone(),
         resume: Run::last_checkpoint(out).exists(),
         stop_after: None,
+        sync_bn: false,
+        replica_dump: None,
     };
     let summary = train(&train_args)?;
     let per_t: Vec<String> = summary

@@ -8,6 +8,7 @@ mod args;
 mod commands;
 mod datasets;
 mod deploy;
+mod dist;
 mod plot;
 mod progress;
 
@@ -16,7 +17,20 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
-    if let Some(threads) = cli.threads {
+    let launch = match dist::Launch::start() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Ranks sharing a node split its cores instead of each starting one thread per core.
+    let threads = cli.threads.or_else(|| {
+        let local = dist::local_ranks().filter(|&n| n > 1)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Some((cores / local).max(1))
+    });
+    if let Some(threads) = threads {
         if let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build_global()
@@ -25,10 +39,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    match commands::run(cli.command) {
+    let group = launch.group();
+    match commands::run(cli.command, group.clone()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            match &group {
+                Some(g) => eprintln!("error (rank {}): {e}", g.rank()),
+                None => eprintln!("error: {e}"),
+            }
+            launch.abort_group(1);
             ExitCode::FAILURE
         }
     }
