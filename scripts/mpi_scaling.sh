@@ -49,6 +49,7 @@ run() {
 for i in $(seq "$repeat"); do
     echo "-- round $i (load: $(cut -d' ' -f1-3 /proc/loadavg))"
     run "1 process x 1 thread, batch 64" 1 1 64
+    run "1 process x 1 thread, batch 32" 1 1 32
     run "2 ranks x 1 thread, 32 each (64)" 2 1 32
     run "2 ranks x 1 thread, 64 each (128)" 2 1 64
     run "2 ranks sync-BN, 32 each (64)" 2 1 32 --sync-bn
