@@ -362,6 +362,22 @@ pub struct BenchArgs {
     /// Classes.
     #[arg(long, default_value_t = 10)]
     pub classes: usize,
+    /// What training rebuilds in backward instead of keeping: `full` (LIF tapes and the
+    /// inputs of batch norms after spike convs), `lif` (LIF tapes only) or `off`; results are
+    /// bit-identical, memory and time differ.
+    #[arg(long, value_enum, default_value = "full")]
+    pub recompute: RecomputeArg,
+}
+
+/// Recomputation level of `mpsnn bench` (`mpsnn::nn::sequential::Recompute`).
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RecomputeArg {
+    /// Keep everything.
+    Off,
+    /// Rebuild LIF inputs only.
+    Lif,
+    /// Rebuild LIF inputs and batch-norm inputs after spike convs.
+    Full,
 }
 
 /// `mpsnn demo`
