@@ -140,7 +140,7 @@ impl Network {
     }
 
     /// Whether training rebuilds LIF and batch-norm inputs in backward instead of keeping
-    /// them ([`Sequential::set_recompute`]; default on).
+    /// them ([`Sequential::set_recompute`]; default: [`super::sequential::Recompute::Pointwise`]).
     pub fn set_recompute(&mut self, on: bool) {
         self.root.set_recompute(on);
     }

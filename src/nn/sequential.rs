@@ -1,5 +1,6 @@
 //! [`Sequential`]: layers run one after another.
 
+use super::conv::Conv2d;
 use super::lif::Lif;
 use super::{Buffer, ForwardCtx, Layer, Param};
 use crate::error::{Error, Result};
@@ -13,8 +14,13 @@ pub enum Recompute {
     Off,
     /// LIF layers after a layer that can rebuild its output keep no membrane tape.
     Lif,
-    /// As `Lif`, and batch norms after a spike-input conv keep no f32 input: backward reruns
-    /// the conv on its bit-packed spikes (the default).
+    /// As `Lif`, and batch norms after a 1×1 spike-input conv (a ResNet shortcut) keep no f32
+    /// input: backward reruns the conv on its bit-packed spikes, at 1/9 of a 3×3 conv's cost
+    /// (the default).
+    Pointwise,
+    /// As `Lif`, and every batch norm after a spike-input conv keeps no f32 input. Halves a
+    /// ResNet-19 step's peak memory, but the reruns of the 3×3 convs cost ≈ 20 % of the step
+    /// time (docs/perf.md).
     Full,
 }
 
@@ -41,13 +47,14 @@ impl Sequential {
         Sequential {
             name: name.into(),
             layers,
-            recompute: Recompute::Full,
+            recompute: Recompute::Pointwise,
         }
     }
 
-    /// Turns recomputation (see the type docs) fully on ([`Recompute::Full`], the default) or
-    /// off here and in every nested container. Off keeps every layer's input or tape instead:
-    /// more memory, less compute; results are bit-identical either way.
+    /// Turns recomputation (see the type docs) fully on ([`Recompute::Full`]) or off here and
+    /// in every nested container (the default is [`Recompute::Pointwise`]). Off keeps every
+    /// layer's input or tape instead: more memory, less compute; results are bit-identical
+    /// either way.
     pub fn set_recompute(&mut self, on: bool) {
         self.set_recompute_level(if on { Recompute::Full } else { Recompute::Off });
     }
@@ -141,12 +148,21 @@ impl Layer for Sequential {
         let mut x = input;
         for i in 0..self.layers.len() {
             if ctx.is_train() {
-                let allowed = match self.recompute {
-                    Recompute::Off => false,
-                    Recompute::Lif => self.layers[i].as_any().is::<Lif>(),
-                    Recompute::Full => true,
-                };
-                let recomputable = allowed && i > 0 && self.layers[i - 1].can_recompute_output();
+                let is_lif = self.layers[i].as_any().is::<Lif>();
+                let recomputable = i > 0
+                    && self.layers[i - 1].can_recompute_output()
+                    && match self.recompute {
+                        Recompute::Off => false,
+                        Recompute::Lif => is_lif,
+                        Recompute::Pointwise => {
+                            is_lif
+                                || self.layers[i - 1]
+                                    .as_any()
+                                    .downcast_ref::<Conv2d>()
+                                    .is_some_and(|c| c.spec().kernel == 1)
+                        }
+                        Recompute::Full => true,
+                    };
                 self.layers[i].set_input_recomputable(recomputable);
             }
             x = self.layers[i].forward(x, ctx)?;

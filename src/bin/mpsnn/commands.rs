@@ -277,6 +277,7 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     let recompute = match a.recompute {
         RecomputeArg::Off => Recompute::Off,
         RecomputeArg::Lif => Recompute::Lif,
+        RecomputeArg::Pointwise => Recompute::Pointwise,
         RecomputeArg::Full => Recompute::Full,
     };
     let result = bench(
