@@ -1,11 +1,17 @@
 //! Memory-saving paths give bit-identical results to the plain ones:
 //! - LIF layers that rebuild their input in backward (after batch norm, and after a residual
 //!   block with an identity or a conv+BN shortcut) against LIF layers that keep their tape;
+//! - batch norms after a spike-input conv (all, or only after 1×1 convs) that keep no input (the conv reruns on its bit-packed
+//!   spikes in backward), in plain chains and in residual bodies and shortcuts, on both the
+//!   event-driven and the dense conv path;
 //! - conv layers that cache spike inputs bit-packed (and use the event-driven kernels) are
 //!   covered against the dense kernels in `kernels::conv::sparse`'s tests.
 
 use mpsnn::models::{build, ModelOptions};
-use mpsnn::nn::{ForwardCtx, Network};
+use mpsnn::nn::batchnorm::BatchNorm2d;
+use mpsnn::nn::conv::Conv2d;
+use mpsnn::nn::sequential::Recompute;
+use mpsnn::nn::{ForwardCtx, Layer, Network};
 use mpsnn::Tensor;
 
 fn lcg(seed: &mut u64) -> f32 {
@@ -15,45 +21,141 @@ fn lcg(seed: &mut u64) -> f32 {
     (*seed >> 40) as f32 / (1u64 << 24) as f32
 }
 
-/// Two training steps' worth of forward + backward; returns logits, every parameter gradient
-/// and every buffer, in order.
-fn run(recompute: bool) -> (Vec<f32>, Vec<Vec<f32>>) {
-    let mut opts = ModelOptions::new([3, 8, 8], 5);
-    opts.lif.theta0 = 0.6; // fire often enough that every path carries gradient
-    let spec = build("resnet19", &opts).unwrap();
+/// What one configuration produced: logits of every step, then every parameter gradient and
+/// value and every buffer after the last step; plus what the run exercised.
+struct Outcome {
+    logits: Vec<f32>,
+    state: Vec<Vec<f32>>,
+    /// Batch norms whose input was deferred after the first forward.
+    deferred_bn: Vec<String>,
+    /// Input densities of the convs fed with spikes (first step).
+    densities: Vec<f64>,
+}
+
+/// Three training steps (forward, backward, plain SGD update) of `model` at `level`.
+fn run(model: &str, input: [usize; 3], theta0: f32, level: Recompute) -> Outcome {
+    let mut opts = ModelOptions::new(input, 5);
+    opts.lif.theta0 = theta0;
+    let spec = build(model, &opts).unwrap();
     let mut net = Network::new(spec, 3).unwrap();
-    net.set_recompute(recompute);
+    net.set_recompute_level(level);
     let (t, b) = (2, 3);
     let mut seed = 17;
     let mut logits = Vec::new();
-    for step in 0..2 {
-        let x: Vec<f32> = (0..b * 3 * 64).map(|_| lcg(&mut seed) * 3.0).collect();
-        let x = Tensor::from_vec(&[b, 3, 8, 8], x).unwrap();
+    let (mut deferred_bn, mut densities) = (Vec::new(), Vec::new());
+    for step in 0..3 {
+        let n = b * input.iter().product::<usize>();
+        let x: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 3.0).collect();
+        let mut shape = vec![b];
+        shape.extend_from_slice(&input);
+        let x = Tensor::from_vec(&shape, x).unwrap();
         let ctx = ForwardCtx::train(t).with_step(step);
         let y = net.forward(x, &ctx).unwrap();
+        if step == 0 {
+            net.for_each_layer(&mut |l: &mut dyn Layer| {
+                if l.as_any().is::<BatchNorm2d>() && l.input_deferred() {
+                    deferred_bn.push(l.name().to_string());
+                }
+                if let Some(d) = l
+                    .as_any()
+                    .downcast_ref::<Conv2d>()
+                    .and_then(Conv2d::last_input_density)
+                {
+                    densities.push(d);
+                }
+            });
+        }
         let g: Vec<f32> = (0..y.len()).map(|_| lcg(&mut seed) - 0.5).collect();
         logits.extend_from_slice(y.data());
+        net.zero_grad();
         net.backward(Tensor::from_vec(y.shape(), g).unwrap())
             .unwrap();
+        net.visit_params(&mut |p| {
+            for (v, &g) in p.value.data_mut().iter_mut().zip(p.grad.data()) {
+                *v -= 0.05 * g;
+            }
+        });
     }
     let mut state = Vec::new();
-    net.visit_params(&mut |p| state.push(p.grad.data().to_vec()));
+    net.visit_params(&mut |p| {
+        state.push(p.grad.data().to_vec());
+        state.push(p.value.data().to_vec());
+    });
     net.visit_buffers(&mut |b| state.push(b.value.data().to_vec()));
-    (logits, state)
+    Outcome {
+        logits,
+        state,
+        deferred_bn,
+        densities,
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Runs `model` at every level and checks that all agree bit for bit; returns the full run.
+fn all_levels_agree(model: &str, input: [usize; 3], theta0: f32) -> Outcome {
+    let full = run(model, input, theta0, Recompute::Full);
+    for level in [Recompute::Pointwise, Recompute::Lif, Recompute::Off] {
+        let other = run(model, input, theta0, level);
+        // Below `Full`, only the shortcut BNs (after 1×1 convs) defer, and only at `Pointwise`.
+        let expect = |n: &&String| level == Recompute::Pointwise && n.ends_with("_sc_bn");
+        let want: Vec<_> = full.deferred_bn.iter().filter(expect).collect();
+        let got: Vec<_> = other.deferred_bn.iter().collect();
+        assert_eq!(got, want, "{model} {level:?}");
+        assert_eq!(bits(&full.logits), bits(&other.logits), "{model} {level:?}");
+        assert_eq!(full.state.len(), other.state.len());
+        for (i, (a, b)) in full.state.iter().zip(&other.state).enumerate() {
+            assert_eq!(bits(a), bits(b), "{model} {level:?}: state entry {i}");
+        }
+    }
+    // Not a vacuous comparison: most gradients (every other entry of the parameter part) are
+    // nonzero.
+    let nonzero = full
+        .state
+        .iter()
+        .filter(|v| v.iter().any(|&x| x != 0.0))
+        .count();
+    assert!(
+        nonzero > full.state.len() / 2,
+        "{nonzero} of {}",
+        full.state.len()
+    );
+    full
 }
 
 #[test]
-fn recomputed_lif_inputs_give_bit_identical_gradients() {
-    let (y_a, s_a) = run(true);
-    let (y_b, s_b) = run(false);
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&y_a), bits(&y_b));
-    assert_eq!(s_a.len(), s_b.len());
-    let mut nonzero = 0;
-    for (a, b) in s_a.iter().zip(&s_b) {
-        assert_eq!(bits(a), bits(b));
-        nonzero += a.iter().any(|&v| v != 0.0) as usize;
+fn residual_net_recompute_is_bit_identical() {
+    // Fires often: the convs take the dense path.
+    let out = all_levels_agree("resnet19", [3, 8, 8], 0.2);
+    let dense = out.densities.iter().filter(|&&d| d > 0.25).count();
+    assert!(dense > 0, "{:?}", out.densities);
+    // Every BN after a spike conv deferred its input: body BNs of identity and downsampling
+    // blocks and the shortcut BNs; the stem BN (image input) did not.
+    assert!(out.deferred_bn.iter().any(|n| n.ends_with("_sc_bn")));
+    assert!(out.deferred_bn.iter().any(|n| n.ends_with("_1_bn")));
+    assert!(out.deferred_bn.iter().any(|n| n.ends_with("_2_bn")));
+    assert!(!out.deferred_bn.iter().any(|n| n.starts_with("stem")));
+    assert_eq!(out.deferred_bn.len(), out.densities.len());
+}
+
+#[test]
+fn residual_net_recompute_on_sparse_path_is_bit_identical() {
+    // Fires rarely: the convs take the event-driven path.
+    let out = all_levels_agree("resnet19", [3, 8, 8], 1.0);
+    let sparse = out.densities.iter().filter(|&&d| d <= 0.25).count();
+    assert!(sparse > 0, "{:?}", out.densities);
+    assert!(!out.deferred_bn.is_empty());
+}
+
+#[test]
+fn plain_chains_recompute_is_bit_identical() {
+    for (model, input) in [("mnist-cnn", [1, 12, 12]), ("vgg-small", [3, 8, 8])] {
+        for theta0 in [0.6, 1.0] {
+            let out = all_levels_agree(model, input, theta0);
+            assert!(!out.deferred_bn.is_empty(), "{model}");
+            assert_eq!(out.deferred_bn.len(), out.densities.len(), "{model}");
+        }
     }
-    // Not a vacuous comparison: most parameters received a gradient.
-    assert!(nonzero > s_a.len() / 2, "{nonzero} of {}", s_a.len());
 }

@@ -49,11 +49,22 @@ pub struct BatchNorm2d {
     invstd: Vec<f32>,
     var: Vec<f32>,
     scale: Vec<f32>,
-    cache: Option<(Tensor, BnDims, bool)>,
+    cache: Option<Cached>,
+    /// The next training forward may drop its input ([`Layer::set_input_recomputable`]).
+    input_recomputable: bool,
     /// Synchronized statistics across ranks ([`BatchNorm2d::set_sync`]), and the global count
     /// of the cached forward when it used them.
     sync: Option<SharedCollective>,
     synced_count: Option<usize>,
+}
+
+/// What a training forward keeps for backward besides the statistics.
+struct Cached {
+    /// The input, unless deferred: then [`Layer::restore_input`] gives it back.
+    x: Option<Tensor>,
+    shape: Vec<usize>,
+    dims: BnDims,
+    batch_stats: bool,
 }
 
 impl BatchNorm2d {
@@ -84,6 +95,7 @@ impl BatchNorm2d {
             var: vec![0.0; c],
             scale: vec![0.0; c],
             cache: None,
+            input_recomputable: false,
             sync: None,
             synced_count: None,
         })
@@ -240,12 +252,25 @@ impl Layer for BatchNorm2d {
             self.beta.value.data(),
         );
         let shape = input.shape().to_vec();
-        self.cache = Some((input, d, batch_stats));
+        // A deferred input is dropped here: the producer rebuilds it at backward time.
+        let x = (!self.input_recomputable).then_some(input);
+        self.cache = Some(Cached {
+            x,
+            shape: shape.clone(),
+            dims: d,
+            batch_stats,
+        });
         Tensor::from_vec(&shape, y)
     }
 
     fn backward(&mut self, mut grad_output: Tensor) -> Result<Tensor> {
-        let Some((x, d, batch_stats)) = &self.cache else {
+        let Some(Cached {
+            x: Some(x),
+            dims: d,
+            batch_stats,
+            ..
+        }) = &self.cache
+        else {
             return Err(Error::NoForwardCache {
                 layer: self.spec.name.clone(),
             });
@@ -308,24 +333,66 @@ impl Layer for BatchNorm2d {
         self.cache = None;
     }
 
+    /// True after a training forward, also with a deferred input (which only a caller that
+    /// can restore it defers, [`Layer::set_input_recomputable`]).
     fn can_recompute_output(&self) -> bool {
         self.cache.is_some()
     }
 
-    /// `y` again from the cached `x` and the statistics of that forward (unchanged until this
-    /// layer's backward, which runs after its consumer's).
-    fn recompute_output(&self) -> Option<Tensor> {
-        let (x, d, _) = self.cache.as_ref()?;
+    /// `y` again from the cached (or restored) `x` and the statistics of that forward
+    /// (unchanged until this layer's backward, which runs after its consumer's).
+    fn recompute_output(&mut self) -> Option<Tensor> {
+        let Cached {
+            x: Some(x),
+            dims: d,
+            ..
+        } = self.cache.as_ref()?
+        else {
+            return None;
+        };
+        let d = *d;
         let mut y = vec![0.0; d.len()];
         bn::normalize(
             x.data(),
             &mut y,
-            *d,
+            d,
             &self.mean,
             &self.scale,
             self.beta.value.data(),
         );
         Tensor::from_vec(x.shape(), y).ok()
+    }
+
+    /// If `yes`, the next training forward keeps only its statistics, not its input (the
+    /// largest cache of a spiking conv net): the caller rebuilds the input from its producer
+    /// and hands it back with [`Layer::restore_input`] before backward.
+    fn set_input_recomputable(&mut self, yes: bool) {
+        self.input_recomputable = yes;
+    }
+
+    fn input_deferred(&self) -> bool {
+        self.cache.as_ref().is_some_and(|c| c.x.is_none())
+    }
+
+    fn restore_input(&mut self, input: Tensor) -> Result<()> {
+        let c = match &mut self.cache {
+            Some(c) if c.x.is_none() => c,
+            _ => {
+                return Err(Error::State(format!(
+                    "{}: input was not deferred",
+                    self.spec.name
+                )))
+            }
+        };
+        if input.shape() != &c.shape[..] {
+            return Err(Error::shape(
+                &self.spec.name,
+                format!("restored input of shape {:?}", c.shape),
+                input.shape(),
+            ));
+        }
+        c.x = Some(input);
+        Ok(())
     }
 
     crate::impl_as_any!();

@@ -20,6 +20,8 @@ use crate::tensor::Tensor;
 /// The forward pass and the weight gradient then take the event-driven kernels of
 /// [`crate::kernels::conv::sparse`] when the input density is at most
 /// [`sparse::FWD_MAX_DENSITY`] / [`sparse::WGRAD_MAX_DENSITY`], and the dense GEMM path above.
+/// That cache is the whole input, so the output can be rebuilt ([`Layer::recompute_output`]):
+/// a batch norm after such a conv keeps no f32 input ([`crate::nn::Sequential`]).
 ///
 /// ```
 /// use mpsnn::nn::{build::init_rng, conv::Conv2d, spec::Conv2dSpec, ForwardCtx, Layer};
@@ -153,6 +155,30 @@ impl Conv2d {
     }
 }
 
+/// The forward of a spike input on the path its density selects. `dense` is the same input as
+/// f32 if at hand (else it is unpacked from `bits`): both hold exactly 0 or the scale, so the
+/// output is the same bits either way, which [`Layer::recompute_output`] relies on.
+fn spike_forward(
+    g: &ConvGeom,
+    bits: &SpikeBits,
+    dense: Option<&[f32]>,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    if bits.density() <= sparse::FWD_MAX_DENSITY {
+        let mut wt = Vec::new();
+        sparse::transpose_weight(g, weight, &mut wt);
+        sparse::forward(g, bits, &wt, bias, y);
+    } else if let Some(x) = dense {
+        conv::forward(g, x, weight, bias, y);
+    } else {
+        let mut x = vec![0.0; bits.len()];
+        bits.unpack(&mut x);
+        conv::forward(g, &x, weight, bias, y);
+    }
+}
+
 /// `Ok` if `p`'s value and gradient have shape `shape`, else [`Error::State`].
 pub(crate) fn check_param(p: &Param, shape: &[usize]) -> Result<()> {
     if p.value.shape() != shape || p.grad.shape() != shape {
@@ -185,13 +211,7 @@ impl Layer for Conv2d {
         let saved = match input.spike_scale().filter(|s| s.is_finite()) {
             Some(s) => {
                 let bits = SpikeBits::from_f32(input.data(), g.n, g.c_in, g.h * g.w, s);
-                if bits.density() <= sparse::FWD_MAX_DENSITY {
-                    let mut wt = Vec::new();
-                    sparse::transpose_weight(&g, weight, &mut wt);
-                    sparse::forward(&g, &bits, &wt, bias, &mut y);
-                } else {
-                    conv::forward(&g, input.data(), weight, bias, &mut y);
-                }
+                spike_forward(&g, &bits, Some(input.data()), weight, bias, &mut y);
                 self.last_density = Some(bits.density());
                 Saved::Spikes(bits)
             }
@@ -275,6 +295,23 @@ impl Layer for Conv2d {
 
     fn clear_cache(&mut self) {
         self.cache = None;
+    }
+
+    /// True after a training forward on spikes: the bit-packed cache holds the whole input.
+    fn can_recompute_output(&self) -> bool {
+        matches!(self.cache, Some((Saved::Spikes(_), _)))
+    }
+
+    /// Reruns the forward on the cached spikes (same kernels, same weights: the optimizer steps
+    /// only after backward), so a following batch norm need not keep its f32 input.
+    fn recompute_output(&mut self) -> Option<Tensor> {
+        let Some((Saved::Spikes(bits), g)) = &self.cache else {
+            return None;
+        };
+        let mut y = vec![0.0; g.n * g.out_img()];
+        let bias = self.bias.as_ref().map(|b| b.value.data());
+        spike_forward(g, bits, None, self.weight.value.data(), bias, &mut y);
+        Tensor::from_vec(&[g.n, g.c_out, g.oh, g.ow], y).ok()
     }
 
     crate::impl_as_any!();

@@ -47,8 +47,10 @@ struct Cached {
     derived: Derived,
     u0: f32,
     /// The tape was not written: backward needs the input again
-    /// ([`Lif::backward_with_input`]).
+    /// ([`Layer::restore_input`]).
     deferred: bool,
+    /// The tape was written by [`Layer::restore_input`]: backward frees it.
+    restored: bool,
 }
 
 /// A multi-step LIF layer; see the module docs.
@@ -211,49 +213,13 @@ impl Lif {
         }
     }
 
-    /// Says whether the caller can hand the next training forward's input back at backward
-    /// time ([`Lif::backward_with_input`]). If so, that forward keeps no tape (saving the f32
-    /// membrane, 4 bytes per neuron-step) and backward reruns the forward on the input first.
-    /// [`crate::nn::Sequential`] sets this before every training forward; ignored while the
-    /// recorder is on.
-    pub fn set_input_recomputable(&mut self, yes: bool) {
-        self.input_recomputable = yes;
-    }
-
-    /// True if the last training forward kept no tape: backward then needs
-    /// [`Lif::backward_with_input`].
-    pub fn input_deferred(&self) -> bool {
-        self.cache.as_ref().is_some_and(|c| c.deferred)
-    }
-
-    /// Backward for a deferred forward ([`Lif::input_deferred`]): `input` must be that
-    /// forward's input, bit for bit. Reruns the forward into the tape, back-propagates like
-    /// [`Layer::backward`], then frees the tape.
-    pub fn backward_with_input(
-        &mut self,
-        grad_output: Tensor,
-        mut input: Tensor,
-    ) -> Result<Tensor> {
-        let c = self.cached()?;
-        if !c.deferred {
-            return self.backward(grad_output);
+    /// Backward for a deferred forward ([`Layer::input_deferred`]): `input` must be that
+    /// forward's input, bit for bit. [`Layer::restore_input`] followed by [`Layer::backward`].
+    pub fn backward_with_input(&mut self, grad_output: Tensor, input: Tensor) -> Result<Tensor> {
+        if self.input_deferred() {
+            self.restore_input(input)?;
         }
-        if input.shape() != &c.shape[..] {
-            return Err(Error::shape(
-                &self.name,
-                format!("recomputed input of shape {:?}", c.shape),
-                input.shape(),
-            ));
-        }
-        let (params, u0, t) = (c.params, c.u0, c.timesteps);
-        kernel::forward_train(&params, u0, t, input.data_mut(), &mut self.tape);
-        drop(input);
-        if let Some(c) = &mut self.cache {
-            c.deferred = false;
-        }
-        let grad = self.backward(grad_output);
-        self.tape = Tape::new(self.tape.storage());
-        grad
+        self.backward(grad_output)
     }
 }
 
@@ -322,6 +288,7 @@ impl Layer for Lif {
                 derived,
                 u0,
                 deferred,
+                restored: false,
             });
         }
         Ok(input.with_spike_scale(Some(params.out_scale)))
@@ -337,6 +304,7 @@ impl Layer for Lif {
             ));
         }
         let sums = kernel::backward(&c.params, c.u0, &self.tape, grad_output.data_mut(), None);
+        let restored = c.restored;
         let (g_k, g_w) = (
             sums.g_theta * c.derived.dtheta_dk,
             sums.g_decay * c.derived.one_minus_lambda_f64,
@@ -346,6 +314,10 @@ impl Layer for Lif {
         }
         if self.w.trainable {
             self.w.grad.data_mut()[0] += g_w as f32;
+        }
+        if restored {
+            // A deferred forward keeps no tape between steps either.
+            self.tape = Tape::new(self.tape.storage());
         }
         Ok(grad_output)
     }
@@ -362,6 +334,43 @@ impl Layer for Lif {
     fn clear_cache(&mut self) {
         self.cache = None;
         self.tape = Tape::new(self.tape.storage());
+    }
+
+    /// If `yes`, the next training forward keeps no tape (saving the f32 membrane, 4 bytes per
+    /// neuron-step); [`Layer::restore_input`] reruns the forward into the tape. Ignored while
+    /// the recorder is on.
+    fn set_input_recomputable(&mut self, yes: bool) {
+        self.input_recomputable = yes;
+    }
+
+    fn input_deferred(&self) -> bool {
+        self.cache.as_ref().is_some_and(|c| c.deferred)
+    }
+
+    /// Reruns the forward on `input` into the tape (the same bits, so the same tape); the
+    /// following backward frees the tape again.
+    fn restore_input(&mut self, mut input: Tensor) -> Result<()> {
+        let c = self.cached()?;
+        if !c.deferred {
+            return Err(Error::State(format!(
+                "{}: input was not deferred",
+                self.name
+            )));
+        }
+        if input.shape() != &c.shape[..] {
+            return Err(Error::shape(
+                &self.name,
+                format!("recomputed input of shape {:?}", c.shape),
+                input.shape(),
+            ));
+        }
+        let (params, u0, t) = (c.params, c.u0, c.timesteps);
+        kernel::forward_train(&params, u0, t, input.data_mut(), &mut self.tape);
+        if let Some(c) = &mut self.cache {
+            c.deferred = false;
+            c.restored = true;
+        }
+        Ok(())
     }
 
     crate::impl_as_any!();

@@ -178,16 +178,41 @@ pub trait Layer: Send + Any {
     fn clear_cache(&mut self) {}
 
     /// True if [`Layer::recompute_output`] can rebuild the output of the layer's most recent
-    /// training forward from what it keeps for its own backward. A LIF layer right after such a
-    /// layer keeps nothing for backward and gets its input back this way ([`Sequential`]).
+    /// training forward from what it keeps for its own backward (for a layer whose input is
+    /// deferred, once [`Layer::restore_input`] gave it back). A layer right after such a layer
+    /// may defer its input ([`Layer::set_input_recomputable`], [`Sequential`]).
     fn can_recompute_output(&self) -> bool {
         false
     }
 
     /// The output of the most recent training forward, rebuilt bit-identically from the
     /// backward cache, or `None` if the layer cannot (see [`Layer::can_recompute_output`]).
-    fn recompute_output(&self) -> Option<Tensor> {
+    /// Takes `&mut self` so that a container can restore deferred inputs on the way; the layer's
+    /// own backward must still follow.
+    fn recompute_output(&mut self) -> Option<Tensor> {
         None
+    }
+
+    /// Says whether the caller can hand the next training forward's input back at backward
+    /// time ([`Layer::restore_input`]). A layer that takes the offer keeps less for backward.
+    /// [`Sequential`] sets this before every training forward; layers that cannot use it
+    /// ignore it (the default).
+    fn set_input_recomputable(&mut self, _yes: bool) {}
+
+    /// True if the last training forward kept less than its backward needs: the caller must
+    /// call [`Layer::restore_input`] before [`Layer::backward`] (or [`Layer::recompute_output`]).
+    fn input_deferred(&self) -> bool {
+        false
+    }
+
+    /// Hands back the input of the last training forward, bit for bit, to a layer whose input
+    /// is deferred ([`Layer::input_deferred`]). Errors if the layer deferred nothing or the
+    /// shape differs.
+    fn restore_input(&mut self, _input: Tensor) -> Result<()> {
+        Err(crate::Error::State(format!(
+            "{}: no deferred input to restore",
+            self.name()
+        )))
     }
 
     /// `self` as [`Any`], to downcast to a concrete layer (e.g. to read LIF statistics).

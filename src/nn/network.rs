@@ -139,10 +139,15 @@ impl Network {
         self.visit_params(&mut |p| p.grad.fill_zero());
     }
 
-    /// Whether LIF layers rebuild their input in backward instead of keeping their membrane
-    /// tape ([`Sequential::set_recompute`]; default on).
+    /// Whether training rebuilds LIF and batch-norm inputs in backward instead of keeping
+    /// them ([`Sequential::set_recompute`]; default: [`super::sequential::Recompute::Pointwise`]).
     pub fn set_recompute(&mut self, on: bool) {
         self.root.set_recompute(on);
+    }
+
+    /// Sets how much training rebuilds in backward ([`Sequential::set_recompute_level`]).
+    pub fn set_recompute_level(&mut self, level: super::sequential::Recompute) {
+        self.root.set_recompute_level(level);
     }
 
     /// Drops cached forward state in every layer.

@@ -122,7 +122,7 @@ impl Layer for Residual {
     }
 
     /// `body + shortcut` rebuilt from the branches' caches, added in the forward's order.
-    fn recompute_output(&self) -> Option<Tensor> {
+    fn recompute_output(&mut self) -> Option<Tensor> {
         let mut out = self.body.recompute_output()?;
         let side = if self.shortcut.is_empty() {
             let (shape, bits) = self.identity_input.as_ref()?;

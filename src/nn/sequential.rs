@@ -1,20 +1,44 @@
 //! [`Sequential`]: layers run one after another.
 
+use super::conv::Conv2d;
 use super::lif::Lif;
 use super::{Buffer, ForwardCtx, Layer, Param};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
+/// How much forward state training rebuilds in backward instead of keeping
+/// ([`Sequential::set_recompute_level`]). Results are bit-identical at every level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recompute {
+    /// Every layer keeps what its backward needs.
+    Off,
+    /// LIF layers after a layer that can rebuild its output keep no membrane tape.
+    Lif,
+    /// As `Lif`, and batch norms after a 1×1 spike-input conv (a ResNet shortcut) keep no f32
+    /// input: backward reruns the conv on its bit-packed spikes, at 1/9 of a 3×3 conv's cost
+    /// (the default).
+    Pointwise,
+    /// As `Lif`, and every batch norm after a spike-input conv keeps no f32 input. Halves a
+    /// ResNet-19 step's peak memory, but the reruns of the 3×3 convs cost ≈ 20 % of the step
+    /// time (docs/perf.md).
+    Full,
+}
+
 /// Runs its layers in order; backward runs them in reverse.
 ///
-/// Memory: in training, a LIF layer whose predecessor can rebuild its output
-/// ([`Layer::can_recompute_output`]: batch norm, a residual block ending in one) keeps nothing
-/// for backward; its backward first reruns its forward on the rebuilt input (same bits, so the
-/// same gradients) — one f32 tensor fewer per neuron layer.
+/// Memory: in training, a layer whose predecessor can rebuild its output
+/// ([`Layer::can_recompute_output`]) may keep less for backward
+/// ([`Layer::set_input_recomputable`]), and backward restores its input first
+/// ([`Layer::restore_input`]), walking back through deferred layers to one that rebuilds its
+/// output from its own cache. So a LIF after batch norm (or after a residual block ending in
+/// one) keeps no membrane tape, and a batch norm after a conv on spikes keeps no input: the
+/// conv reruns on its 1-bit cache. The rebuilt values are the same bits, so are the gradients;
+/// the cost is one LIF forward per neuron layer and one (event-driven) conv forward per such
+/// batch norm, for one f32 activation fewer per layer.
 pub struct Sequential {
     name: String,
     layers: Vec<Box<dyn Layer>>,
-    recompute: bool,
+    recompute: Recompute,
 }
 
 impl Sequential {
@@ -23,19 +47,25 @@ impl Sequential {
         Sequential {
             name: name.into(),
             layers,
-            recompute: true,
+            recompute: Recompute::Pointwise,
         }
     }
 
-    /// Turns the LIF-input recomputation (see the type docs) on or off here and in every
-    /// nested container (default on). Off keeps each LIF's membrane tape instead: more memory,
-    /// one LIF forward less per step; results are bit-identical either way.
+    /// Turns recomputation (see the type docs) fully on ([`Recompute::Full`]) or off here and
+    /// in every nested container (the default is [`Recompute::Pointwise`]). Off keeps every
+    /// layer's input or tape instead: more memory, less compute; results are bit-identical
+    /// either way.
     pub fn set_recompute(&mut self, on: bool) {
+        self.set_recompute_level(if on { Recompute::Full } else { Recompute::Off });
+    }
+
+    /// Sets the recomputation level here and in every nested container.
+    pub fn set_recompute_level(&mut self, on: Recompute) {
         self.recompute = on;
-        fn walk(layer: &mut dyn Layer, on: bool) {
+        fn walk(layer: &mut dyn Layer, on: Recompute) {
             for child in layer.children_mut() {
                 if let Some(seq) = child.as_any_mut().downcast_mut::<Sequential>() {
-                    seq.set_recompute(on);
+                    seq.set_recompute_level(on);
                 } else {
                     walk(child, on);
                 }
@@ -43,7 +73,7 @@ impl Sequential {
         }
         for layer in &mut self.layers {
             if let Some(seq) = layer.as_any_mut().downcast_mut::<Sequential>() {
-                seq.set_recompute(on);
+                seq.set_recompute_level(on);
             } else {
                 walk(layer.as_mut(), on);
             }
@@ -69,6 +99,36 @@ impl Sequential {
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
     }
+
+    /// Gives layer `i` its deferred input back: the output of layer `i − 1`, rebuilt.
+    fn restore_input(&mut self, i: usize) -> Result<()> {
+        let input = match i.checked_sub(1) {
+            Some(p) => self.rebuild_output(p)?,
+            None => {
+                return Err(Error::State(format!(
+                    "{}: the first layer {} deferred its input",
+                    self.name,
+                    self.layers[i].name()
+                )))
+            }
+        };
+        self.layers[i].restore_input(input)
+    }
+
+    /// The output of layer `p`'s last training forward, rebuilt; a deferred layer gets its own
+    /// input restored first (it keeps it for its backward, which comes next).
+    fn rebuild_output(&mut self, p: usize) -> Result<Tensor> {
+        if self.layers[p].input_deferred() {
+            self.restore_input(p)?;
+        }
+        self.layers[p].recompute_output().ok_or_else(|| {
+            Error::State(format!(
+                "{}: {} cannot recompute its output",
+                self.name,
+                self.layers[p].name()
+            ))
+        })
+    }
 }
 
 impl Layer for Sequential {
@@ -88,11 +148,22 @@ impl Layer for Sequential {
         let mut x = input;
         for i in 0..self.layers.len() {
             if ctx.is_train() {
-                let recomputable =
-                    self.recompute && i > 0 && self.layers[i - 1].can_recompute_output();
-                if let Some(lif) = self.layers[i].as_any_mut().downcast_mut::<Lif>() {
-                    lif.set_input_recomputable(recomputable);
-                }
+                let is_lif = self.layers[i].as_any().is::<Lif>();
+                let recomputable = i > 0
+                    && self.layers[i - 1].can_recompute_output()
+                    && match self.recompute {
+                        Recompute::Off => false,
+                        Recompute::Lif => is_lif,
+                        Recompute::Pointwise => {
+                            is_lif
+                                || self.layers[i - 1]
+                                    .as_any()
+                                    .downcast_ref::<Conv2d>()
+                                    .is_some_and(|c| c.spec().kernel == 1)
+                        }
+                        Recompute::Full => true,
+                    };
+                self.layers[i].set_input_recomputable(recomputable);
             }
             x = self.layers[i].forward(x, ctx)?;
         }
@@ -102,26 +173,10 @@ impl Layer for Sequential {
     fn backward(&mut self, grad_output: Tensor) -> Result<Tensor> {
         let mut g = grad_output;
         for i in (0..self.layers.len()).rev() {
-            let deferred = self.layers[i]
-                .as_any()
-                .downcast_ref::<Lif>()
-                .is_some_and(Lif::input_deferred);
-            g = if deferred {
-                let input = i
-                    .checked_sub(1)
-                    .and_then(|p| self.layers[p].recompute_output())
-                    .ok_or_else(|| {
-                        Error::State(format!(
-                            "{}: the layer before {} cannot recompute its output",
-                            self.name,
-                            self.layers[i].name()
-                        ))
-                    })?;
-                let lif = self.layers[i].as_any_mut().downcast_mut::<Lif>();
-                lif.expect("checked above").backward_with_input(g, input)?
-            } else {
-                self.layers[i].backward(g)?
-            };
+            if self.layers[i].input_deferred() {
+                self.restore_input(i)?;
+            }
+            g = self.layers[i].backward(g)?;
         }
         Ok(g)
     }
@@ -159,8 +214,9 @@ impl Layer for Sequential {
         self.layers.last().is_some_and(|l| l.can_recompute_output())
     }
 
-    fn recompute_output(&self) -> Option<Tensor> {
-        self.layers.last()?.recompute_output()
+    fn recompute_output(&mut self) -> Option<Tensor> {
+        let last = self.layers.len().checked_sub(1)?;
+        self.rebuild_output(last).ok()
     }
 
     crate::impl_as_any!();

@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::models::cost::cost;
 use crate::nn::conv::Conv2d;
 use crate::nn::lif::Lif;
+use crate::nn::sequential::Recompute;
 use crate::nn::{Encoding, ForwardCtx, Layer, LayerSpec, ModelSpec, Network};
 use crate::tensor::Tensor;
 use rand::{RngExt, SeedableRng};
@@ -65,7 +66,8 @@ pub struct BenchResult {
     pub mean_firing_rate: Option<f64>,
 }
 
-/// Benchmarks `spec` with a batch of `batch` synthetic samples.
+/// Benchmarks `spec` with a batch of `batch` synthetic samples, training with the given
+/// recomputation level ([`Network::set_recompute_level`]).
 pub fn bench(
     spec: &ModelSpec,
     timesteps: usize,
@@ -73,6 +75,7 @@ pub fn bench(
     mode: BenchMode,
     warmup: usize,
     iters: usize,
+    recompute: Recompute,
 ) -> Result<BenchResult> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let rows = match spec.encoding {
@@ -97,6 +100,7 @@ pub fn bench(
         set_bn_momentum(&mut net_spec.layers, 1.0);
     }
     let mut net = Network::new(net_spec, 0)?;
+    net.set_recompute_level(recompute);
     if mode == BenchMode::Infer {
         let calibration = leading_samples(&input, spec.encoding, timesteps, batch.min(8))?;
         net.forward(calibration, &ForwardCtx::train(timesteps))?;

@@ -362,6 +362,25 @@ pub struct BenchArgs {
     /// Classes.
     #[arg(long, default_value_t = 10)]
     pub classes: usize,
+    /// What training rebuilds in backward instead of keeping: `full` (LIF tapes and the
+    /// inputs of batch norms after spike convs), `pointwise` (LIF tapes and the inputs of batch
+    /// norms after 1×1 spike convs, the default), `lif` (LIF tapes only) or `off`; results
+    /// are bit-identical, memory and time differ.
+    #[arg(long, value_enum, default_value = "pointwise")]
+    pub recompute: RecomputeArg,
+}
+
+/// Recomputation level of `mpsnn bench` (`mpsnn::nn::sequential::Recompute`).
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RecomputeArg {
+    /// Keep everything.
+    Off,
+    /// Rebuild LIF inputs only.
+    Lif,
+    /// Rebuild LIF inputs and batch-norm inputs after 1×1 spike convs.
+    Pointwise,
+    /// Rebuild LIF inputs and batch-norm inputs after spike convs.
+    Full,
 }
 
 /// `mpsnn demo`

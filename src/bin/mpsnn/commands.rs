@@ -1,13 +1,15 @@
 //! The subcommands.
 
 use crate::args::{
-    BenchArgs, Command, DataCommand, EvalArgs, LossArg, ModeArg, OptimizerArg, TrainArgs,
+    BenchArgs, Command, DataCommand, EvalArgs, LossArg, ModeArg, OptimizerArg, RecomputeArg,
+    TrainArgs,
 };
 use crate::datasets::{self, RunData};
 use crate::progress::CliProgress;
 use mpsnn::data::{list, Split, SplitStatus};
 use mpsnn::dist::SharedCollective;
 use mpsnn::models::{self, ModelOptions};
+use mpsnn::nn::sequential::Recompute;
 use mpsnn::nn::{Encoding, ModelSpec, Network};
 use mpsnn::train::bench::{bench, BenchMode};
 use mpsnn::train::data_parallel::DataParallel;
@@ -272,7 +274,21 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
         ModeArg::Train => BenchMode::Train,
         ModeArg::Infer => BenchMode::Infer,
     };
-    let result = bench(&spec, a.timesteps, a.batch_size, mode, a.warmup, a.iters)?;
+    let recompute = match a.recompute {
+        RecomputeArg::Off => Recompute::Off,
+        RecomputeArg::Lif => Recompute::Lif,
+        RecomputeArg::Pointwise => Recompute::Pointwise,
+        RecomputeArg::Full => Recompute::Full,
+    };
+    let result = bench(
+        &spec,
+        a.timesteps,
+        a.batch_size,
+        mode,
+        a.warmup,
+        a.iters,
+        recompute,
+    )?;
     eprintln!(
         "{} {:?} T={} B={} threads={}: {:.1} images/s, {:.1} GFLOP/s, peak RSS {:.0} MB",
         result.model,
