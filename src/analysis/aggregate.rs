@@ -153,7 +153,7 @@ pub struct ShiftRow {
     pub timesteps: usize,
     /// LIF layer.
     pub layer: String,
-    /// TV(M[1], M[T]).
+    /// TV(M\[1\], M\[T\]).
     pub tv: Option<MeanStd>,
 }
 

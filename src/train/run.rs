@@ -375,7 +375,7 @@ fn write_jsonl<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
     write_atomic(path, &text)
 }
 
-/// Reads a file written by [`write_jsonl`]; a missing file is an empty list.
+/// Reads a file written by `write_jsonl`; a missing file is an empty list.
 pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
