@@ -5,7 +5,10 @@
 #[path = "data/support.rs"]
 mod support;
 
-use mpsnn::data::{augment_params, Dataset, DatasetName, Loader, LoaderConfig, Split, CROP_PAD};
+use mpsnn::data::{
+    augment_params, Augmentation, Dataset, DatasetName, Loader, LoaderConfig, Split, CROP_PAD,
+    SHIFT_PAD,
+};
 use std::sync::{Arc, OnceLock};
 use support::real_root;
 
@@ -242,7 +245,7 @@ fn cifar_augmentation_is_crop_then_flip_keyed_by_sample() {
 }
 
 #[test]
-fn digits_are_never_augmented() {
+fn digits_are_not_augmented_by_default() {
     let train = mnist_train();
     let aug = LoaderConfig {
         shuffle: false,
@@ -254,6 +257,40 @@ fn digits_are_never_augmented() {
         .next()
         .unwrap();
     assert_eq!(a, b);
+}
+
+#[test]
+fn digit_shift_is_an_opt_in_translation_keyed_by_sample() {
+    let train = mnist_train();
+    let cfg = LoaderConfig {
+        augment: Some(Augmentation::Shift),
+        ..LoaderConfig::train(16, 4, 11, 2)
+    };
+    let batch = Loader::new(train.clone(), &cfg).unwrap().next().unwrap();
+    let (mean, std) = DatasetName::Mnist.normalization().unwrap();
+    let mut moved = 0;
+    for (slot, &i) in batch.indices.iter().enumerate() {
+        let a = Augmentation::Shift.params(11, 2, i).unwrap();
+        assert!(!a.flip && a.pad == SHIFT_PAD);
+        moved += usize::from((a.top, a.left) != (SHIFT_PAD, SHIFT_PAD));
+        let img = train.image(i).unwrap();
+        let out = &batch.input.data()[slot * 784..][..784];
+        for y in 0..28 {
+            for x in 0..28 {
+                let (sy, sx) = (
+                    (y + a.top) as isize - SHIFT_PAD as isize,
+                    (x + a.left) as isize - SHIFT_PAD as isize,
+                );
+                let v = if (0..28).contains(&sy) && (0..28).contains(&sx) {
+                    img[sy as usize * 28 + sx as usize]
+                } else {
+                    0
+                };
+                assert_eq!(out[y * 28 + x], (v as f32 / 255.0 - mean[0]) / std[0]);
+            }
+        }
+    }
+    assert!(moved > 8, "only {moved} of 16 samples shifted");
 }
 
 #[test]

@@ -173,10 +173,13 @@ fn short_mnist_run_reaches_the_accuracy_floor_and_eval_agrees() {
 }
 
 /// Two epochs in one go and one epoch + `--resume` for the second give identical weights,
-/// buffers (BN statistics, μ) and optimizer state.
+/// buffers (BN statistics, μ) and optimizer state — with the opt-in digit shift on, so the
+/// augmentation stream resumes too; resuming with another augmentation is refused.
 #[test]
 fn resume_continues_exactly() {
     let common = [
+        "--augment",
+        "shift",
         "--limit-train",
         "640",
         "--limit-test",
@@ -202,6 +205,27 @@ fn resume_continues_exactly() {
     let mut first = common.to_vec();
     first.extend(["--epochs", "2", "--stop-after", "1"]);
     train(&resumed, &first);
+    let data = data_dir();
+    let (ok, _, stderr) = mpsnn(&[
+        "train",
+        "--dataset",
+        "mnist",
+        "--model",
+        "mnist-cnn",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        resumed.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--resume",
+        "--augment",
+        "off",
+    ]);
+    assert!(
+        !ok && stderr.trim().lines().count() == 1 && stderr.contains("--augment shift"),
+        "{stderr}"
+    );
     let mut second = common.to_vec();
     second.extend(["--epochs", "2", "--resume"]);
     train(&resumed, &second);

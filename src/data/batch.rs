@@ -7,7 +7,7 @@
 //! producer thread builds batches strictly in order and every random draw is keyed by
 //! `(seed, epoch, sample index)`.
 
-use super::encode::{augment_params, epoch_permutation, write_image, Normalizer};
+use super::encode::{epoch_permutation, write_image, Augmentation, Normalizer};
 use super::registry::Split;
 use super::{Dataset, Samples};
 use crate::error::{Error, Result};
@@ -38,9 +38,10 @@ pub struct LoaderConfig {
     pub timesteps: usize,
     /// Visit samples in [`epoch_permutation`]`(n, seed, epoch)` order instead of `0..n`.
     pub shuffle: bool,
-    /// Apply the dataset's augmentation (CIFAR: random crop + flip). Has no effect on datasets
-    /// without one (digits, N-MNIST) or on a test split.
-    pub augment: bool,
+    /// The training split's augmentation; `None` = the dataset's default
+    /// ([`DatasetName::default_augmentation`](super::DatasetName::default_augmentation)). Test
+    /// splits and event data are never augmented.
+    pub augment: Option<Augmentation>,
     /// Run seed: with `epoch`, keys the permutation and the augmentation.
     pub seed: u64,
     /// Epoch number (any convention, e.g. 0- or 1-based, as long as it is used consistently).
@@ -59,7 +60,7 @@ impl LoaderConfig {
             batch_size,
             timesteps,
             shuffle: false,
-            augment: false,
+            augment: Some(Augmentation::Off),
             seed: 0,
             epoch: 0,
             drop_last: false,
@@ -67,12 +68,13 @@ impl LoaderConfig {
         }
     }
 
-    /// The training setting: shuffled and augmented with `seed` in `epoch`; like PyTorch's
+    /// The training setting: shuffled and augmented (the dataset's default) with `seed` in
+    /// `epoch`; like PyTorch's
     /// `DataLoader` default, the last partial batch is kept (set `drop_last` to skip it).
     pub fn train(batch_size: usize, timesteps: usize, seed: u64, epoch: u64) -> Self {
         LoaderConfig {
             shuffle: true,
-            augment: true,
+            augment: None,
             seed,
             epoch,
             ..LoaderConfig::new(batch_size, timesteps)
@@ -145,8 +147,12 @@ impl Loader {
             chunks.pop();
         }
         let remaining = chunks.len();
-        let augment =
-            config.augment && dataset.split() == Split::Train && dataset.name().augments();
+        let augment = match dataset.split() {
+            Split::Train => config
+                .augment
+                .unwrap_or_else(|| dataset.name().default_augmentation()),
+            Split::Test => Augmentation::Off,
+        };
         let (seed, epoch) = (config.seed, config.epoch);
         let (tx, rx) = sync_channel(prefetch);
         let assembled = Arc::new(AtomicUsize::new(0));
@@ -164,7 +170,8 @@ impl Loader {
                         indices,
                         timesteps,
                         norm.as_ref(),
-                        augment.then_some((seed, epoch)),
+                        augment,
+                        (seed, epoch),
                     );
                     counter.fetch_add(1, Ordering::Relaxed);
                     if tx.send(batch).is_err() {
@@ -207,7 +214,8 @@ fn assemble(
     indices: Vec<usize>,
     timesteps: usize,
     norm: Option<&Normalizer>,
-    augment: Option<(u64, u64)>,
+    augment: Augmentation,
+    (seed, epoch): (u64, u64),
 ) -> Batch {
     let b = indices.len();
     let [c, h, w] = dataset.sample_shape();
@@ -217,7 +225,7 @@ fn assemble(
             let norm = norm.expect("static datasets have normalization constants");
             let mut data = vec![0.0f32; b * per];
             for (out, &i) in data.chunks_exact_mut(per).zip(&indices) {
-                let aug = augment.map(|(seed, epoch)| augment_params(seed, epoch, i));
+                let aug = augment.params(seed, epoch, i);
                 write_image(&pixels[i * per..][..per], [c, h, w], norm, aug, out);
             }
             Tensor::from_vec(&[b, c, h, w], data)

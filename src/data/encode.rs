@@ -1,5 +1,5 @@
-//! Pixel encoding for static images: normalization and the CIFAR augmentation, applied while a
-//! batch is assembled (images stay `u8` in memory).
+//! Pixel encoding for static images: normalization and the training augmentations (CIFAR crop +
+//! flip, digit shifts), applied while a batch is assembled (images stay `u8` in memory).
 //!
 //! The result equals torchvision's `RandomCrop(32, padding=4)` → `RandomHorizontalFlip()` →
 //! `ToTensor()` → `Normalize(mean, std)` in float32: padding happens in pixel space, so a padded
@@ -33,20 +33,59 @@ impl Normalizer {
     }
 }
 
-/// One sample's CIFAR augmentation: where the 32×32 crop sits in the 40×40 zero-padded image
-/// and whether the crop is mirrored.
+/// One sample's augmentation: where the `H×W` crop sits in the image zero-padded by `pad` on
+/// every side, and whether the crop is mirrored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Augment {
+    /// Zero padding around the image, in pixels.
+    pub pad: usize,
     /// Top row of the crop in the padded image, `0..=2·pad`.
     pub top: usize,
     /// Left column of the crop in the padded image, `0..=2·pad`.
     pub left: usize,
-    /// Mirror left-right after cropping (probability 1/2).
+    /// Mirror left-right after cropping.
     pub flip: bool,
 }
 
 /// Zero padding of the CIFAR random crop, in pixels.
 pub const CROP_PAD: usize = 4;
+
+/// Zero padding of the digit shift, in pixels: translations by up to ±2 pixels, the usual MNIST
+/// augmentation (a digit keeps its identity under a small shift, not under a flip).
+pub const SHIFT_PAD: usize = 2;
+
+/// What the training split's batches go through before normalization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Augmentation {
+    /// Images as stored.
+    Off,
+    /// torchvision `RandomCrop(size, padding = 4)` + `RandomHorizontalFlip()` (the CIFAR recipe).
+    CropFlip,
+    /// `RandomCrop(size, padding = 2)` without flip: a random shift by up to ±2 pixels (digits).
+    Shift,
+}
+
+impl Augmentation {
+    /// The augmentation of dataset sample `index` in `epoch` of a run seeded with `seed`, `None`
+    /// for [`Augmentation::Off`]. `CropFlip` draws exactly [`augment_params`]; `Shift` draws
+    /// `top`, `left` uniform in `0..=4` from the same keyed stream, never flipping.
+    pub fn params(self, seed: u64, epoch: u64, index: usize) -> Option<Augment> {
+        match self {
+            Augmentation::Off => None,
+            Augmentation::CropFlip => Some(augment_params(seed, epoch, index)),
+            Augmentation::Shift => {
+                let mut rng = keyed_rng(DOMAIN_AUGMENT, seed, epoch, index as u64);
+                let span = 2 * SHIFT_PAD + 1;
+                Some(Augment {
+                    pad: SHIFT_PAD,
+                    top: below(&mut rng, span),
+                    left: below(&mut rng, span),
+                    flip: false,
+                })
+            }
+        }
+    }
+}
 
 /// Domain tags keep the permutation and augmentation streams independent for equal inputs.
 const DOMAIN_PERMUTATION: u64 = 0x6d70_736e_6e2d_7065; // "mpsnn-pe"
@@ -68,7 +107,8 @@ fn below(rng: &mut ChaCha8Rng, n: usize) -> usize {
     ((u128::from(rng.next_u64()) * n as u128) >> 64) as usize
 }
 
-/// The augmentation of dataset sample `index` in `epoch` of a run seeded with `seed`.
+/// The CIFAR augmentation ([`Augmentation::CropFlip`]) of dataset sample `index` in `epoch` of a
+/// run seeded with `seed`.
 ///
 /// A pure function of its arguments, so resumed and multi-process runs augment identically:
 /// draws `top`, `left` uniform in `0..=8` and `flip` with probability 1/2 from
@@ -77,6 +117,7 @@ pub fn augment_params(seed: u64, epoch: u64, index: usize) -> Augment {
     let mut rng = keyed_rng(DOMAIN_AUGMENT, seed, epoch, index as u64);
     let span = 2 * CROP_PAD + 1;
     Augment {
+        pad: CROP_PAD,
         top: below(&mut rng, span),
         left: below(&mut rng, span),
         flip: below(&mut rng, 2) == 1,
@@ -108,7 +149,7 @@ pub fn epoch_permutation(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
 }
 
 /// Writes one `[C, H, W]` image into `out` (same length), normalized and, when `aug` is given,
-/// cropped from the zero-padded image and possibly mirrored.
+/// cropped from the image zero-padded by `aug.pad` and possibly mirrored.
 pub(crate) fn write_image(
     src: &[u8],
     shape: [usize; 3],
@@ -135,7 +176,7 @@ pub(crate) fn write_image(
         let (src, out) = (&src[c * plane..][..plane], &mut out[c * plane..][..plane]);
         for (y, row) in out.chunks_exact_mut(w).enumerate() {
             // Padded-image row `y + top` is source row `y + top - pad`.
-            let sy = (y + a.top).wrapping_sub(CROP_PAD);
+            let sy = (y + a.top).wrapping_sub(a.pad);
             if sy >= h {
                 row.fill(pad);
                 continue;
@@ -143,7 +184,7 @@ pub(crate) fn write_image(
             let src_row = &src[sy * w..][..w];
             for (x, o) in row.iter_mut().enumerate() {
                 let cx = if a.flip { w - 1 - x } else { x };
-                let sx = (cx + a.left).wrapping_sub(CROP_PAD);
+                let sx = (cx + a.left).wrapping_sub(a.pad);
                 *o = if sx < w {
                     norm.value(c, src_row[sx])
                 } else {
@@ -177,6 +218,7 @@ mod tests {
         let at = |o: &[f32], y: usize, x: usize| o[y * 4 + x].round() as u8;
         // top = left = pad: the crop is the original image.
         let id = Augment {
+            pad: CROP_PAD,
             top: 4,
             left: 4,
             flip: false,
@@ -188,6 +230,7 @@ mod tests {
         );
         // Shift down-right by one: row 0 and column 0 are padding, (1,1) is source (0,0).
         let shift = Augment {
+            pad: CROP_PAD,
             top: 3,
             left: 3,
             flip: false,
@@ -204,6 +247,7 @@ mod tests {
         );
         // Flip after the crop: out(y, x) = crop(y, 3 - x).
         let flip = Augment {
+            pad: CROP_PAD,
             top: 4,
             left: 5,
             flip: true,
@@ -223,5 +267,35 @@ mod tests {
         assert_eq!(augment_params(7, 1, 5), draws[5]);
         let other_epoch: Vec<Augment> = (0..50).map(|i| augment_params(7, 2, i)).collect();
         assert_ne!(other_epoch, draws[..50]);
+    }
+
+    #[test]
+    fn shift_moves_digits_by_at_most_two_pixels_and_never_flips() {
+        let draws: Vec<Augment> = (0..2000)
+            .map(|i| Augmentation::Shift.params(7, 1, i).unwrap())
+            .collect();
+        assert!(draws.iter().all(|a| a.pad == SHIFT_PAD && !a.flip));
+        assert!(
+            (0..=4).all(|v| draws.iter().any(|a| a.top == v) && draws.iter().any(|a| a.left == v))
+        );
+        assert!(draws.iter().all(|a| a.top <= 4 && a.left <= 4));
+        assert_eq!(Augmentation::Off.params(7, 1, 0), None);
+        assert_eq!(
+            Augmentation::CropFlip.params(7, 1, 3),
+            Some(augment_params(7, 1, 3))
+        );
+        // top = left = 0: the content moves down-right by two pixels, zeros enter at top-left.
+        let norm = Normalizer::new(&[0.0], &[1.0 / 255.0]);
+        let src: Vec<u8> = (1..=25).collect();
+        let mut out = vec![f32::NAN; 25];
+        let a = Augment {
+            pad: SHIFT_PAD,
+            top: 0,
+            left: 0,
+            flip: false,
+        };
+        write_image(&src, [1, 5, 5], &norm, Some(a), &mut out);
+        let at = |y: usize, x: usize| out[y * 5 + x].round() as u8;
+        assert_eq!((at(0, 0), at(1, 4), at(2, 2), at(4, 4)), (0, 0, 1, 13));
     }
 }

@@ -17,7 +17,7 @@
 //! `nmnist/` (`Train/<digit>/*.bin`) or `nmnist-small/` (`<id>.bs2` + label lists).
 //!
 //! Determinism: the shuffle order is [`epoch_permutation`]`(n, seed, epoch)` and the
-//! augmentation of sample `i` is [`augment_params`]`(seed, epoch, i)`, both pure functions, so
+//! augmentation of sample `i` is [`Augmentation::params`]`(seed, epoch, i)`, both pure functions, so
 //! a resumed run or a multi-process run sees identical data.
 
 use crate::error::{Error, Result};
@@ -34,7 +34,7 @@ pub mod nmnist;
 mod registry;
 
 pub use batch::{Batch, Loader, LoaderConfig};
-pub use encode::{augment_params, epoch_permutation, Augment, CROP_PAD};
+pub use encode::{augment_params, epoch_permutation, Augment, Augmentation, CROP_PAD, SHIFT_PAD};
 pub use fetch::{
     default_cache_dir, fetch, fetch_from, how_to_obtain, list, resolve_data_root, DatasetStatus,
     FetchOptions, FetchReport, SplitStatus,

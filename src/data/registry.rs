@@ -8,6 +8,7 @@
 //! Debian package's decompressed files hash the same); the CIFAR archive hashes from
 //! TensorFlow Datasets' `url_checksums` (`cifar10.txt`, `cifar100.txt`).
 
+use super::encode::Augmentation;
 use crate::error::{Error, Result};
 use std::fmt;
 use std::str::FromStr;
@@ -115,10 +116,13 @@ impl DatasetName {
         }
     }
 
-    /// Whether the training split gets the CIFAR augmentation (random crop with 4-pixel zero
-    /// padding + horizontal flip). Digits are never augmented (a flipped 2 is not a 2).
-    pub fn augments(self) -> bool {
-        matches!(self, DatasetName::Cifar10 | DatasetName::Cifar100)
+    /// The training split's default augmentation: the CIFAR crop + flip for CIFAR, none for
+    /// digits (a flipped 2 is not a 2; shifts are opt-in, [`Augmentation::Shift`]) and events.
+    pub fn default_augmentation(self) -> Augmentation {
+        match self {
+            DatasetName::Cifar10 | DatasetName::Cifar100 => Augmentation::CropFlip,
+            _ => Augmentation::Off,
+        }
     }
 
     /// A short human description for listings.

@@ -41,7 +41,7 @@ pub struct ModelOptions {
     pub encoding: Encoding,
     /// The LIF configuration every neuron layer copies (its `name` is replaced).
     pub lif: LifSpec,
-    /// Dropout probability before fully connected layers (`cnn7-dvs` only; 0 = none).
+    /// Dropout probability before every fully connected layer (0 = none).
     pub dropout: f32,
 }
 

@@ -1,6 +1,7 @@
 //! Command-line arguments.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use mpsnn::data::Augmentation;
 use mpsnn::nn::spec::{LifSpec, Reset, SurrogateKind, SurrogateShape};
 use std::path::PathBuf;
 
@@ -112,6 +113,37 @@ pub enum OptimizerArg {
     Sgd,
     /// AdamW.
     Adamw,
+}
+
+/// Training-set augmentation.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AugmentArg {
+    /// The dataset's default: crop + flip for CIFAR, none for digits and events.
+    Auto,
+    /// None.
+    Off,
+    /// Random crop with 4-pixel zero padding + horizontal flip (the CIFAR recipe).
+    CropFlip,
+    /// Random shift by up to ±2 pixels, no flip (for digits).
+    Shift,
+}
+
+impl AugmentArg {
+    /// The loader setting (`None` = the dataset's default).
+    pub fn augmentation(self) -> Option<Augmentation> {
+        match self {
+            AugmentArg::Auto => None,
+            AugmentArg::Off => Some(Augmentation::Off),
+            AugmentArg::CropFlip => Some(Augmentation::CropFlip),
+            AugmentArg::Shift => Some(Augmentation::Shift),
+        }
+    }
+
+    /// The name the CLI accepts.
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_string())
+    }
 }
 
 /// Loss.
@@ -232,12 +264,16 @@ pub struct TrainArgs {
     /// TET's MSE regularizer weight λ.
     #[arg(long, default_value_t = 0.0)]
     pub tet_lambda: f32,
-    /// Dropout before fully connected layers (built-in cnn7-dvs only).
+    /// Dropout probability before every fully connected layer of a built-in model (one mask per
+    /// sample shared by all timesteps; identity in eval and in exported blobs).
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f32,
     /// Neuron options.
     #[command(flatten)]
     pub neuron: NeuronArgs,
+    /// Training-set augmentation (a resumed run keeps the one it started with).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub augment: AugmentArg,
     /// Seed of initialization, data order, augmentation and dropout.
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,

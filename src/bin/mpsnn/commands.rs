@@ -1,12 +1,13 @@
 //! The subcommands.
 
 use crate::args::{
-    BenchArgs, Command, DataCommand, EvalArgs, LossArg, ModeArg, OptimizerArg, RecomputeArg,
-    TrainArgs,
+    AugmentArg, BenchArgs, Command, DataCommand, EvalArgs, LossArg, ModeArg, OptimizerArg,
+    RecomputeArg, TrainArgs,
 };
 use crate::datasets::{self, RunData};
 use crate::progress::CliProgress;
-use mpsnn::data::{list, Split, SplitStatus};
+use clap::ValueEnum;
+use mpsnn::data::{list, Augmentation, Split, SplitStatus};
 use mpsnn::dist::SharedCollective;
 use mpsnn::models::{self, ModelOptions};
 use mpsnn::nn::sequential::Recompute;
@@ -66,6 +67,24 @@ pub fn model_spec(model: &str, opts: &ModelOptions) -> Result<ModelSpec> {
         return Ok(spec);
     }
     models::build(model, opts)
+}
+
+/// The augmentation a run trains with: the one it was started with (runs from before the flag
+/// existed used the dataset's default); asking a resumed run for another one is an error.
+fn resumed_augmentation(run: &Run, asked: AugmentArg) -> Result<Option<Augmentation>> {
+    let Some(started) = run.label("augment") else {
+        return Ok(None);
+    };
+    let started = AugmentArg::from_str(started, false)
+        .map_err(|_| Error::InvalidArgument(format!("unknown augmentation label {started:?}")))?;
+    if asked != AugmentArg::Auto && asked != started {
+        return Err(Error::InvalidArgument(format!(
+            "this run was started with --augment {}, not {}",
+            started.name(),
+            asked.name()
+        )));
+    }
+    Ok(started.augmentation())
 }
 
 /// `mpsnn train` in one process; returns the run folder's summary.
@@ -132,6 +151,7 @@ pub fn train_on(
         let net = Network::new(spec, a.seed)?;
         let mut run = Run::new(&a.out, net, config)?;
         run.set_label("dataset", name.as_str());
+        run.set_label("augment", &a.augment.name());
         run
     };
     if let Some(trained_on) = run.label("dataset") {
@@ -143,6 +163,7 @@ pub fn train_on(
             )));
         }
     }
+    let augment = resumed_augmentation(&run, a.augment)?;
     let ranks = group.as_ref().map_or(1, |g| g.size());
     crate::dist::record_run_labels(&mut run, ranks, a.sync_bn, root_rank);
     if let Some(g) = &group {
@@ -172,6 +193,7 @@ pub fn train_on(
             batch_size: config.batch_size,
             timesteps: config.timesteps,
             seed: config.seed,
+            augment,
             rank: g.rank(),
             ranks,
         }),
@@ -181,6 +203,7 @@ pub fn train_on(
             batch_size: config.batch_size,
             timesteps: config.timesteps,
             seed: config.seed,
+            augment,
         }),
     };
     let mut progress: Box<dyn Progress> = if root_rank {

@@ -2,8 +2,8 @@
 //! [`DataSource`] the run driver consumes.
 
 use mpsnn::data::{
-    fetch, resolve_data_root, Dataset, DatasetName, FetchOptions, FetchReport, Loader,
-    LoaderConfig, Split,
+    fetch, resolve_data_root, Augmentation, Dataset, DatasetName, FetchOptions, FetchReport,
+    Loader, LoaderConfig, Split,
 };
 use mpsnn::train::run::{Batches, DataSource};
 use mpsnn::{Error, Result};
@@ -62,11 +62,16 @@ pub struct RunData {
     pub timesteps: usize,
     /// Run seed (shuffle and augmentation).
     pub seed: u64,
+    /// Training-set augmentation (`None` = the dataset's default).
+    pub augment: Option<Augmentation>,
 }
 
 impl DataSource for RunData {
     fn train(&self, epoch: usize) -> Result<Batches<'_>> {
-        let config = LoaderConfig::train(self.batch_size, self.timesteps, self.seed, epoch as u64);
+        let config = LoaderConfig {
+            augment: self.augment,
+            ..LoaderConfig::train(self.batch_size, self.timesteps, self.seed, epoch as u64)
+        };
         let loader = Loader::new(Arc::clone(&self.train), &config)?;
         Ok(Box::new(loader.map(|b| Ok((b.input, b.labels)))))
     }

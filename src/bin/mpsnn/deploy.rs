@@ -132,6 +132,7 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
         loss: crate::args::LossArg::MeanCe,
         tet_lambda: 0.0,
         dropout: 0.0,
+        augment: crate::args::AugmentArg::Auto,
         neuron: NeuronArgs::defaults(),
         seed: 1234,
         limit_train: a.limit_train,

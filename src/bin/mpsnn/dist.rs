@@ -7,7 +7,7 @@
 //! MPI. `mpirun -np 1` is an ordinary single-process run.
 
 use crate::datasets::EVAL_BATCH;
-use mpsnn::data::{epoch_permutation, Dataset, Loader, LoaderConfig};
+use mpsnn::data::{epoch_permutation, Augmentation, Dataset, Loader, LoaderConfig};
 use mpsnn::dist::shard::{eval_shard, steps_per_epoch, train_shard};
 use mpsnn::dist::SharedCollective;
 use mpsnn::train::run::{Batches, DataSource, Run};
@@ -103,6 +103,8 @@ pub struct ShardedData {
     pub timesteps: usize,
     /// Run seed (shuffle and augmentation).
     pub seed: u64,
+    /// Training-set augmentation (`None` = the dataset's default).
+    pub augment: Option<Augmentation>,
     /// This rank and the number of ranks.
     pub rank: usize,
     /// Number of ranks.
@@ -111,7 +113,10 @@ pub struct ShardedData {
 
 impl DataSource for ShardedData {
     fn train(&self, epoch: usize) -> Result<Batches<'_>> {
-        let config = LoaderConfig::train(self.batch_size, self.timesteps, self.seed, epoch as u64);
+        let config = LoaderConfig {
+            augment: self.augment,
+            ..LoaderConfig::train(self.batch_size, self.timesteps, self.seed, epoch as u64)
+        };
         let order = epoch_permutation(self.train.len(), self.seed, epoch as u64);
         let shard = train_shard(&order, self.batch_size, self.ranks, self.rank);
         let loader = Loader::with_order(Arc::clone(&self.train), shard, &config)?;
