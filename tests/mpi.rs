@@ -5,6 +5,9 @@
 //! tolerance (synchronized BN, so the forward is the same computation), and resume exactly.
 #![cfg(feature = "mpi")]
 
+#[path = "data/support.rs"]
+mod support;
+
 use mpsnn::nn::StateDict;
 use mpsnn::train::Checkpoint;
 use std::path::{Path, PathBuf};
@@ -17,16 +20,8 @@ use std::process::Command;
 /// (sum instead of mean, an unweighted partial batch) is off by more still.
 const TOLERANCE: f32 = 1e-6;
 
-fn data_dir() -> PathBuf {
-    std::env::var_os("MPSNN_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
-}
-
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mpsnn-mpi-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    support::scratch("mpi", name)
 }
 
 /// `mpsnn <args>` under `mpirun -np <ranks>` (or directly for `ranks == 0`); returns stdout.
@@ -57,7 +52,7 @@ fn run(ranks: usize, args: &[&str]) -> String {
 }
 
 fn train(ranks: usize, out: &Path, extra: &[&str]) -> serde_json::Value {
-    let data = data_dir();
+    let data = support::real_root();
     let dump = out.join("replicas");
     let mut args = vec![
         "train",

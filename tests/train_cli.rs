@@ -1,20 +1,16 @@
 //! End-to-end training through the `mpsnn` binary on real MNIST (from `MPSNN_DATA`): an
 //! accuracy floor that a broken trainer cannot reach, exact resume, and clean errors.
 
+#[path = "data/support.rs"]
+mod support;
+
 use mpsnn::train::Checkpoint;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn data_dir() -> PathBuf {
-    std::env::var_os("MPSNN_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
-}
+use support::{last_json, real_root as data_dir};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mpsnn-train-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    support::scratch("train-cli", name)
 }
 
 fn mpsnn(args: &[&str]) -> (bool, String, String) {
@@ -29,12 +25,8 @@ fn mpsnn(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn last_json(stdout: &str) -> serde_json::Value {
-    let line = stdout.lines().last().expect("some stdout");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {line}"))
-}
-
-fn train(out: &Path, extra: &[&str]) -> serde_json::Value {
+/// `mpsnn train --dataset mnist --model mnist-cnn` on the real data into `out`, plus `extra`.
+fn train_command(out: &Path, extra: &[&str]) -> (bool, String, String) {
     let data = data_dir();
     let mut args = vec![
         "train",
@@ -48,7 +40,11 @@ fn train(out: &Path, extra: &[&str]) -> serde_json::Value {
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let (ok, stdout, stderr) = mpsnn(&args);
+    mpsnn(&args)
+}
+
+fn train(out: &Path, extra: &[&str]) -> serde_json::Value {
+    let (ok, stdout, stderr) = train_command(out, extra);
     assert!(ok, "train failed:\n{stderr}");
     last_json(&stdout)
 }
@@ -205,23 +201,8 @@ fn resume_continues_exactly() {
     let mut first = common.to_vec();
     first.extend(["--epochs", "2", "--stop-after", "1"]);
     train(&resumed, &first);
-    let data = data_dir();
-    let (ok, _, stderr) = mpsnn(&[
-        "train",
-        "--dataset",
-        "mnist",
-        "--model",
-        "mnist-cnn",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--out",
-        resumed.to_str().unwrap(),
-        "--epochs",
-        "2",
-        "--resume",
-        "--augment",
-        "off",
-    ]);
+    let (ok, _, stderr) =
+        train_command(&resumed, &["--epochs", "2", "--resume", "--augment", "off"]);
     assert!(
         !ok && stderr.trim().lines().count() == 1 && stderr.contains("--augment shift"),
         "{stderr}"

@@ -16,6 +16,20 @@ pub fn real_root() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
 }
 
+/// An empty-to-be scratch folder `mpsnn-<group>-<pid>-<name>` in the temp dir (removed if a
+/// previous run left it).
+pub fn scratch(group: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mpsnn-{group}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The JSON object every `mpsnn` command prints as its last stdout line.
+pub fn last_json(stdout: &str) -> serde_json::Value {
+    let line = stdout.lines().last().expect("some stdout");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {line}"))
+}
+
 /// gzip of `data`.
 pub fn gz(data: &[u8]) -> Vec<u8> {
     let mut e = GzEncoder::new(Vec::new(), Compression::fast());
