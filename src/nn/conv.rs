@@ -167,9 +167,9 @@ fn spike_forward(
     y: &mut [f32],
 ) {
     if bits.density() <= sparse::FWD_MAX_DENSITY {
-        let mut wt = Vec::new();
-        sparse::transpose_weight(g, weight, &mut wt);
-        sparse::forward(g, bits, &wt, bias, y);
+        let mut wp = Vec::new();
+        sparse::pack_weight(g, weight, &mut wp);
+        sparse::forward(g, bits, &wp, bias, y);
     } else if let Some(x) = dense {
         conv::forward(g, x, weight, bias, y);
     } else {

@@ -3,19 +3,22 @@
 //!
 //! The input is kept bit-packed ([`SpikeBits`]: one bit per element, each `(image, channel)`
 //! plane padded to whole `u64` words), 1/32 of its f32 size. Only set bits ("events") cost work:
-//! - forward: for every event at input `(c, iy, ix)` and every kernel tap `(kh, kw)` that maps
-//!   it to an output position `q`, add the weight row `Wt[c, kh, kw, :]` (all `C_out` outputs,
-//!   contiguous) into a channel-last accumulator `acc[q, :]`; then `y[o, q] = s·acc[q, o] + b[o]`;
-//! - weight gradient: for the same (event, tap, `q`) triples, add the output-gradient row
+//! - forward (output-stationary, `sparse_fwd.rs`): the spikes of an image are regrouped into
+//!   one channel mask per input pixel; for every output pixel and block of 64 outputs, the
+//!   accumulators stay in registers while the taps' masks are walked and every set channel bit
+//!   adds its weight row `Wp[tap, c, block]`; then `y[o, q] = s·acc[q, o] + b[o]` is written
+//!   straight to the NCHW output through an 8×8 register transpose;
+//! - weight gradient: for every event at input `(c, iy, ix)` and every kernel tap `(kh, kw)`
+//!   that maps it to an output position `q`, add the output-gradient row
 //!   `dYt[q, :]` (`dY` transposed to channel-last) into `dWt[c, kh, kw, :]`; then
 //!   `dW[o, c, kh, kw] += s·dWt[c, kh, kw, o]`.
 //!
 //! The input gradient needs every `dY` value and stays a dense GEMM.
 //!
 //! An event costs `k²·C_out` vector additions, i.e. the work of the dense GEMM scaled by the
-//! density, but at a lower rate per operation than the GEMM micro-kernel (two loads and a store
-//! per add, against register-blocked FMAs), hence the measured switch points
-//! [`FWD_MAX_DENSITY`] and [`WGRAD_MAX_DENSITY`].
+//! density. In the forward each addition is one load and one add (against register-blocked
+//! FMAs in the GEMM micro-kernel); in the weight gradient it is two loads and a store, hence
+//! the measured switch points [`FWD_MAX_DENSITY`] and [`WGRAD_MAX_DENSITY`].
 //!
 //! Results equal the dense path up to float rounding (the sparse sums add weights and scale by
 //! `s` once; the GEMM adds `s·w` products in another order). Parallel tasks are fixed by the
@@ -233,15 +236,6 @@ fn for_each_event_tap(g: &ConvGeom, t: &TapTable, words: &[u64], mut f: impl FnM
     });
 }
 
-/// `wt[r, o] = weight[o, r]`: the weight `[C_out, C_in·k·k]` as `[C_in·k·k, C_out]`, so one
-/// input tap's weights for all outputs are contiguous. `wt` is resized.
-pub fn transpose_weight(g: &ConvGeom, weight: &[f32], wt: &mut Vec<f32>) {
-    let (co, kr) = (g.c_out, g.col_rows());
-    assert_eq!(weight.len(), co * kr, "transpose_weight: length");
-    wt.resize(co * kr, 0.0);
-    transpose(weight, co, kr, wt, 1.0);
-}
-
 /// `dst[j, i] = a·src[i, j]` for a `rows × cols` row-major `src`, in 8×8 tiles: rows of a
 /// plane are often 4 KiB apart, and a taller tile would put more lines in one L1 set than it
 /// has ways.
@@ -259,57 +253,6 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], a: f32) {
             }
         }
     }
-}
-
-thread_local! {
-    /// Per-thread channel-last accumulator of one image, shared by every layer.
-    static ACC: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// `y ← conv(x, W) + bias` for spike input `x`; `wt` is the weight from [`transpose_weight`],
-/// `y` is `[N, C_out, OH, OW]` (overwritten, never read).
-///
-/// # Panics
-/// If a length disagrees with `g`.
-pub fn forward(g: &ConvGeom, x: &SpikeBits, wt: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
-    assert!(
-        x.n == g.n
-            && x.c == g.c_in
-            && x.plane == g.h * g.w
-            && wt.len() == g.weight_len()
-            && y.len() == g.n * g.out_img()
-            && bias.is_none_or(|b| b.len() == g.c_out),
-        "sparse conv forward: lengths do not match {g:?}"
-    );
-    if g.n == 0 {
-        return;
-    }
-    let (co, kk, plane, s) = (g.c_out, g.k * g.k, g.out_plane(), x.scale);
-    let table = TapTable::new(g);
-    y.par_chunks_mut(g.out_img())
-        .enumerate()
-        .for_each(|(img, yi)| {
-            ACC.with(|cell| {
-                let mut acc = cell.borrow_mut();
-                acc.clear();
-                acc.resize(plane * co, 0.0);
-                for c in 0..g.c_in {
-                    let wc = &wt[c * kk * co..(c + 1) * kk * co];
-                    for_each_event_tap(g, &table, x.plane_bits(img, c), |tap, q| {
-                        add_row(
-                            &mut acc[q * co..(q + 1) * co],
-                            &wc[tap * co..(tap + 1) * co],
-                        );
-                    });
-                }
-                transpose(&acc, plane, co, yi, s);
-                if let Some(b) = bias {
-                    for (row, &bo) in yi.chunks_exact_mut(plane).zip(b) {
-                        row.iter_mut().for_each(|v| *v += bo);
-                    }
-                }
-            })
-        });
 }
 
 /// Input channels per weight-gradient task: a task's `dWt` rows (`cb·k²·C_out` floats) stay
@@ -381,6 +324,10 @@ pub fn backward_weight(g: &ConvGeom, x: &SpikeBits, dy: &[f32], dw: &mut [f32]) 
             }
         });
 }
+
+#[path = "sparse_fwd.rs"]
+mod fwd;
+pub use fwd::{forward, pack_weight, packed_len};
 
 #[cfg(test)]
 #[path = "sparse_tests.rs"]
