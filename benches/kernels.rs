@@ -157,8 +157,7 @@ fn sparse_benches(c: &mut Criterion) {
         let mut y = vec![0.0; n * g.out_img()];
         let mut dw = vec![0.0; g.weight_len()];
         let mut ws = ConvWorkspace::default();
-        let mut wp = Vec::new();
-        sparse::pack_weight(&g, &w, &mut wp);
+        let wp = sparse::PackedWeight::new(&g, &w);
         group.throughput(Throughput::Elements(g.flops()));
         let x = spikes(n * g.in_img(), 0.5);
         group.bench_function(BenchmarkId::new("dense_fwd", label), |b| {

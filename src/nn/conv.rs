@@ -167,8 +167,7 @@ fn spike_forward(
     y: &mut [f32],
 ) {
     if bits.density() <= sparse::FWD_MAX_DENSITY {
-        let mut wp = Vec::new();
-        sparse::pack_weight(g, weight, &mut wp);
+        let wp = sparse::PackedWeight::new(g, weight);
         sparse::forward(g, bits, &wp, bias, y);
     } else if let Some(x) = dense {
         conv::forward(g, x, weight, bias, y);

@@ -327,7 +327,7 @@ pub fn backward_weight(g: &ConvGeom, x: &SpikeBits, dy: &[f32], dw: &mut [f32]) 
 
 #[path = "sparse_fwd.rs"]
 mod fwd;
-pub use fwd::{forward, pack_weight, packed_len};
+pub use fwd::{forward, PackedWeight};
 
 #[cfg(test)]
 #[path = "sparse_tests.rs"]

@@ -24,36 +24,64 @@ const TILE: usize = 8;
 
 /// Floats of the packed weight: full blocks are [`BLOCK`] wide, the last one is the remaining
 /// outputs rounded up to whole vectors (padded lanes hold 0).
-pub fn packed_len(g: &ConvGeom) -> usize {
+fn packed_len(g: &ConvGeom) -> usize {
     let width = (g.c_out / BLOCK) * BLOCK + (g.c_out % BLOCK).div_ceil(8) * 8;
     g.col_rows() * width
 }
 
-/// Packs `weight` (`[C_out, C_in, k, k]`) for [`forward`]: block `b` of [`BLOCK`] outputs is
-/// stored as `[tap][c][lane]` so an event's weights for the block are one contiguous row.
-/// `wp` is resized to [`packed_len`].
-///
-/// # Panics
-/// If `weight.len()` differs from `g.weight_len()`.
-pub fn pack_weight(g: &ConvGeom, weight: &[f32], wp: &mut Vec<f32>) {
-    assert_eq!(weight.len(), g.weight_len(), "pack_weight: length");
-    let (ci, kk, kr) = (g.c_in, g.k * g.k, g.col_rows());
-    wp.clear();
-    wp.resize(packed_len(g), 0.0);
-    let mut start = 0;
-    for o0 in (0..g.c_out).step_by(BLOCK) {
-        let nout = BLOCK.min(g.c_out - o0);
-        let width = nout.div_ceil(8) * 8;
-        let blk = &mut wp[start..start + kr * width];
-        for (ol, o) in (o0..o0 + nout).enumerate() {
-            let wo = &weight[o * kr..(o + 1) * kr];
-            for c in 0..ci {
-                for tap in 0..kk {
-                    blk[(tap * ci + c) * width + ol] = wo[c * kk + tap];
+/// A conv weight laid out for [`forward`]: block `b` of [`BLOCK`] outputs is stored as
+/// `[tap][c][lane]`, so an event's weights for the block are one contiguous row, and rows
+/// start on 64-byte boundaries (a row straddling cache lines splits half its vector loads).
+/// Not `Clone`: a copy would lose the alignment.
+#[derive(Debug, Default)]
+pub struct PackedWeight {
+    buf: Vec<f32>,
+    off: usize,
+    len: usize,
+    /// `(C_out, C_in, k)` packed for.
+    dims: (usize, usize, usize),
+}
+
+impl PackedWeight {
+    /// Packs `weight` (`[C_out, C_in, k, k]` of geometry `g`), reusing this value's allocation.
+    ///
+    /// # Panics
+    /// If `weight.len()` differs from `g.weight_len()`.
+    pub fn pack(&mut self, g: &ConvGeom, weight: &[f32]) {
+        assert_eq!(weight.len(), g.weight_len(), "PackedWeight::pack: length");
+        let (ci, kk, kr) = (g.c_in, g.k * g.k, g.col_rows());
+        self.len = packed_len(g);
+        self.buf.clear();
+        self.buf.resize(self.len + 16, 0.0);
+        self.off = self.buf.as_ptr().align_offset(64).min(16);
+        self.dims = (g.c_out, g.c_in, g.k);
+        let wp = &mut self.buf[self.off..self.off + self.len];
+        let mut start = 0;
+        for o0 in (0..g.c_out).step_by(BLOCK) {
+            let nout = BLOCK.min(g.c_out - o0);
+            let width = nout.div_ceil(8) * 8;
+            let blk = &mut wp[start..start + kr * width];
+            for (ol, o) in (o0..o0 + nout).enumerate() {
+                let wo = &weight[o * kr..(o + 1) * kr];
+                for c in 0..ci {
+                    for tap in 0..kk {
+                        blk[(tap * ci + c) * width + ol] = wo[c * kk + tap];
+                    }
                 }
             }
+            start += kr * width;
         }
-        start += kr * width;
+    }
+
+    /// A packed copy of `weight`, see [`PackedWeight::pack`].
+    pub fn new(g: &ConvGeom, weight: &[f32]) -> Self {
+        let mut p = PackedWeight::default();
+        p.pack(g, weight);
+        p
+    }
+
+    fn data(&self) -> &[f32] {
+        &self.buf[self.off..self.off + self.len]
     }
 }
 
@@ -182,19 +210,25 @@ fn block<const V: usize>(
     }
 }
 
-/// `y ← conv(x, W) + bias` for spike input `x`; `wp` is the weight from [`pack_weight`], `y`
+/// `y ← conv(x, W) + bias` for spike input `x`; `wp` is the weight packed for `g`, `y`
 /// is `[N, C_out, OH, OW]` (overwritten, never read). One task per image; each output is a
 /// sum in a fixed order (taps, then channels ascending), so results do not depend on the
 /// thread count.
 ///
 /// # Panics
 /// If a length disagrees with `g`.
-pub fn forward(g: &ConvGeom, x: &SpikeBits, wp: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+pub fn forward(
+    g: &ConvGeom,
+    x: &SpikeBits,
+    wp: &PackedWeight,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     assert!(
         x.n == g.n
             && x.c == g.c_in
             && x.plane == g.h * g.w
-            && wp.len() == packed_len(g)
+            && wp.dims == (g.c_out, g.c_in, g.k)
             && y.len() == g.n * g.out_img()
             && bias.is_none_or(|b| b.len() == g.c_out),
         "sparse conv forward: lengths do not match {g:?}"
@@ -203,6 +237,7 @@ pub fn forward(g: &ConvGeom, x: &SpikeBits, wp: &[f32], bias: Option<&[f32]>, y:
         return;
     }
     let (words, kr, s) = (g.c_in.div_ceil(64), g.col_rows(), x.scale);
+    let wp = wp.data();
     let (plane, ow, st, pw) = (g.out_plane(), g.ow, g.stride, g.w + 2 * g.pad);
     y.par_chunks_mut(g.out_img())
         .enumerate()

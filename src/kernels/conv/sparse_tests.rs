@@ -98,8 +98,7 @@ fn sparse_forward_and_weight_gradient_match_the_dense_path() {
 
             let mut y_dense = vec![f32::NAN; n * g.out_img()];
             dense_forward(&g, &x, &wgt, Some(&bias), &mut y_dense);
-            let mut wp = Vec::new();
-            pack_weight(&g, &wgt, &mut wp);
+            let wp = PackedWeight::new(&g, &wgt);
             let mut y_sparse = vec![f32::NAN; n * g.out_img()];
             forward(&g, &bits, &wp, Some(&bias), &mut y_sparse);
             assert_close("y", &y_sparse, &y_dense, &ym);
@@ -143,8 +142,7 @@ fn sparse_results_are_bit_identical_for_1_2_and_4_threads() {
             .unwrap();
         pool.install(|| {
             let bits = SpikeBits::from_f32(&x, g.n, g.c_in, g.h * g.w, 1.1);
-            let mut wp = Vec::new();
-            pack_weight(&g, &wgt, &mut wp);
+            let wp = PackedWeight::new(&g, &wgt);
             let mut y = vec![0.0; g.n * g.out_img()];
             forward(&g, &bits, &wp, None, &mut y);
             let mut dw = vec![0.0; g.weight_len()];
