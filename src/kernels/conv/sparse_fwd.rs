@@ -21,6 +21,11 @@ const VECS: usize = 8;
 const BLOCK: usize = 8 * VECS;
 /// Output pixels per write tile (one 8×8 register transpose per vector).
 const TILE: usize = 8;
+/// Output pixels whose event lists are decoded at once: every output block then serves this
+/// many pixels before the next block's weights are loaded, which keeps a block's weights
+/// (`k²·C_in·64` floats, over 1 MB for 512 input channels) in L2 for as many pixels as
+/// possible. A multiple of [`TILE`].
+const CHUNK: usize = 64;
 
 /// Floats of the packed weight: full blocks are [`BLOCK`] wide, the last one is the remaining
 /// outputs rounded up to whole vectors (padded lanes hold 0).
@@ -160,7 +165,8 @@ fn decode(
 
 /// One output block for one tile of `np ≤ TILE` output pixels starting at `q0`: `V` vectors
 /// (`8·V ≥ nout` outputs starting at `o0`), block weights `wb` (`[tap][c][8·V]`), the tile's
-/// event lists `events[ends[p-1]..ends[p]]`, output image `yi` (`[C_out, OH·OW]`).
+/// event list of pixel `p` is `events[ends[p]..ends[p + 1]]`, output image `yi`
+/// (`[C_out, OH·OW]`).
 #[allow(clippy::too_many_arguments)]
 fn block<const V: usize>(
     plane: usize,
@@ -177,8 +183,8 @@ fn block<const V: usize>(
     let width = 8 * V;
     let zero = [f32x8::ZERO; V];
     let mut tile = [zero; TILE];
-    let mut start = 0;
-    for (slot, &end) in tile.iter_mut().zip(ends) {
+    let mut start = ends[0];
+    for (slot, &end) in tile.iter_mut().zip(&ends[1..]) {
         let mut acc = zero;
         for &r in &events[start..end] {
             let r = r as usize * width;
@@ -190,7 +196,7 @@ fn block<const V: usize>(
         *slot = acc;
         start = end;
     }
-    let np = ends.len();
+    let np = ends.len() - 1;
     let sv = f32x8::splat(scale);
     // `v` indexes the inner dimension of `tile` (a column of the 8×8 transpose).
     #[allow(clippy::needless_range_loop)]
@@ -246,15 +252,15 @@ pub fn forward(
                 let Scratch { masks, events } = &mut *cell.borrow_mut();
                 regroup(g, x, img, words, masks);
                 // Stale entries are fine: `decode` writes before `block` reads.
-                if events.len() < TILE * kr + 4 {
-                    events.resize(TILE * kr + 4, 0);
+                if events.len() < CHUNK * kr + 4 {
+                    events.resize(CHUNK * kr + 4, 0);
                 }
-                let mut ends = [0usize; TILE];
-                for q0 in (0..plane).step_by(TILE) {
-                    let np = TILE.min(plane - q0);
+                let mut ends = [0usize; CHUNK + 1];
+                for c0 in (0..plane).step_by(CHUNK) {
+                    let nc = CHUNK.min(plane - c0);
                     let mut len = 0;
-                    for (p, end) in ends.iter_mut().enumerate().take(np) {
-                        let q = q0 + p;
+                    for (p, end) in ends[1..].iter_mut().enumerate().take(nc) {
+                        let q = c0 + p;
                         let base = (q / ow) * st * pw + (q % ow) * st;
                         decode(g, masks, words, base, events, &mut len);
                         *end = len;
@@ -275,7 +281,11 @@ pub fn forward(
                             7 => block::<7>,
                             _ => block::<VECS>,
                         };
-                        run(plane, q0, &ends[..np], events, wb, o0, nout, s, bias, yi);
+                        for p0 in (0..nc).step_by(TILE) {
+                            let np = TILE.min(nc - p0);
+                            let e = &ends[p0..=p0 + np];
+                            run(plane, c0 + p0, e, events, wb, o0, nout, s, bias, yi);
+                        }
                     }
                 }
             })

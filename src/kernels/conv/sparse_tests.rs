@@ -81,6 +81,7 @@ const SHAPES: &[[usize; 8]] = &[
     [2, 65, 9, 8, 66, 3, 2, 0],
     [1, 64, 5, 5, 64, 3, 1, 0],
     [3, 7, 11, 3, 129, 1, 1, 0],
+    [1, 70, 10, 11, 20, 3, 1, 1], // several pixel chunks, the last one partial
 ];
 
 #[test]
