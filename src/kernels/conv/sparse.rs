@@ -18,7 +18,7 @@
 //! An event costs `k²·C_out` vector additions, i.e. the work of the dense GEMM scaled by the
 //! density. In the forward each addition is one load and one add (against register-blocked
 //! FMAs in the GEMM micro-kernel); in the weight gradient it is two loads and a store, hence
-//! the measured switch points [`FWD_MAX_DENSITY`] and [`WGRAD_MAX_DENSITY`].
+//! the measured switch points [`fwd_max_density`] and [`WGRAD_MAX_DENSITY`].
 //!
 //! Results equal the dense path up to float rounding (the sparse sums add weights and scale by
 //! `s` once; the GEMM adds `s·w` products in another order). Parallel tasks are fixed by the
@@ -29,10 +29,21 @@
 use super::ConvGeom;
 use rayon::prelude::*;
 
-/// Above this input density (fraction of nonzero elements) the forward pass uses the dense
-/// im2col + GEMM path. Measured with `benches/kernels.rs` (`conv2d_sparse` group) on the
-/// ResNet-19 and MNIST shapes: see `docs/perf.md`.
-pub const FWD_MAX_DENSITY: f64 = 0.25;
+/// The forward pass never takes the event-driven path above this input density (fraction of
+/// nonzero elements); see [`fwd_max_density`] for the per-shape switch point.
+pub const FWD_MAX_DENSITY: f64 = 0.5;
+
+/// The input density up to which the forward pass of geometry `g` takes the event-driven path
+/// (above it, im2col + GEMM): `0.5 − 38/(k²·C_in)`, at least 0. An event costs the same per
+/// output as a dense multiply-add at about half the density, but every output pixel also
+/// pays a fixed cost (event decoding, the transposed write of `C_out` values) that the GEMM
+/// spreads over `k²·C_in` products, so shapes with few products per output switch earlier.
+/// Fitted to `benches/kernels.rs` (`conv2d_sparse`, 2 threads; see `docs/perf.md`): measured
+/// break-even ≈ 0.5 at ResNet-19 layers 1 and 3 (`k²·C_in` = 1152, 4608), ≈ 0.45 at the MNIST
+/// conv2 (288), ≈ 0.2 at the 1×1 shortcut (128).
+pub fn fwd_max_density(g: &ConvGeom) -> f64 {
+    (FWD_MAX_DENSITY - 38.0 / g.col_rows() as f64).max(0.0)
+}
 
 /// Above this input density the weight gradient uses the dense path (same bench).
 pub const WGRAD_MAX_DENSITY: f64 = 0.08;

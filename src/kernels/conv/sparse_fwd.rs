@@ -85,7 +85,7 @@ impl PackedWeight {
         p
     }
 
-    fn data(&self) -> &[f32] {
+    pub(super) fn data(&self) -> &[f32] {
         &self.buf[self.off..self.off + self.len]
     }
 }

@@ -184,3 +184,26 @@ fn taps_cover_exactly_the_outputs_an_input_reaches() {
         }
     }
 }
+
+#[test]
+fn forward_switch_point_follows_the_measured_shapes() {
+    let d = |ci, k| fwd_max_density(&ConvGeom::new(1, ci, 8, 8, 64, k, 1, k / 2).unwrap());
+    // ResNet-19 layers 1 and 3, the MNIST conv2, the 1×1 shortcut (see `docs/perf.md`).
+    assert!((d(128, 3) - 0.467).abs() < 0.01);
+    assert!((d(512, 3) - 0.492).abs() < 0.01);
+    assert!((d(32, 3) - 0.368).abs() < 0.01);
+    assert!((d(128, 1) - 0.203).abs() < 0.01);
+    assert_eq!(d(3, 1), 0.0);
+    assert!(d(4096, 3) <= FWD_MAX_DENSITY);
+}
+
+#[test]
+fn packed_weight_rows_are_cache_line_aligned() {
+    let g = ConvGeom::new(1, 3, 5, 5, 70, 3, 1, 1).unwrap();
+    for _ in 0..4 {
+        let wp = PackedWeight::new(&g, &vec![1.0; g.weight_len()]);
+        assert_eq!(wp.data().as_ptr() as usize % 64, 0);
+        // 64 outputs of the first block, then 6 padded to one vector.
+        assert_eq!(wp.data().len(), 27 * (64 + 8));
+    }
+}
