@@ -34,7 +34,7 @@ fn packed_len(g: &ConvGeom) -> usize {
     g.col_rows() * width
 }
 
-/// A conv weight laid out for [`forward`]: block `b` of [`BLOCK`] outputs is stored as
+/// A conv weight laid out for [`forward`]: block `b` of 64 outputs is stored as
 /// `[tap][c][lane]`, so an event's weights for the block are one contiguous row, and rows
 /// start on 64-byte boundaries (a row straddling cache lines splits half its vector loads).
 /// Not `Clone`: a copy would lose the alignment.
