@@ -147,6 +147,7 @@ fn sparse_benches(c: &mut Criterion) {
     let shapes: &[(&str, [usize; 7])] = &[
         ("r19_l1_128x32x32_k3", [16, 128, 32, 128, 3, 1, 1]),
         ("r19_l3_512x8x8_k3", [64, 512, 8, 512, 3, 1, 1]),
+        ("r19_short_128to256_32x32_k1s2", [16, 128, 32, 256, 1, 2, 0]),
         ("mnist_c2_32to64_14x14_k3", [256, 32, 14, 64, 3, 1, 1]),
     ];
     for &(label, [n, ci, hw, co, k, s, p]) in shapes {
@@ -156,8 +157,7 @@ fn sparse_benches(c: &mut Criterion) {
         let mut y = vec![0.0; n * g.out_img()];
         let mut dw = vec![0.0; g.weight_len()];
         let mut ws = ConvWorkspace::default();
-        let mut wt = Vec::new();
-        sparse::transpose_weight(&g, &w, &mut wt);
+        let wp = sparse::PackedWeight::new(&g, &w);
         group.throughput(Throughput::Elements(g.flops()));
         let x = spikes(n * g.in_img(), 0.5);
         group.bench_function(BenchmarkId::new("dense_fwd", label), |b| {
@@ -166,12 +166,12 @@ fn sparse_benches(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("dense_dw", label), |b| {
             b.iter(|| conv::backward_weight(&g, black_box(&x), &dy, &mut dw, &mut ws))
         });
-        for density in [0.05, 0.1, 0.2, 0.3, 0.5] {
+        for density in [0.05, 0.1, 0.2, 0.3, 0.5, 0.7] {
             let x = spikes(n * g.in_img(), density);
             let bits = SpikeBits::from_f32(&x, n, ci, hw * hw, 1.0);
             let id = format!("{label}_d{density}");
             group.bench_function(BenchmarkId::new("sparse_fwd", &id), |b| {
-                b.iter(|| sparse::forward(&g, black_box(&bits), &wt, None, &mut y))
+                b.iter(|| sparse::forward(&g, black_box(&bits), &wp, None, &mut y))
             });
             group.bench_function(BenchmarkId::new("sparse_dw", &id), |b| {
                 b.iter(|| sparse::backward_weight(&g, black_box(&bits), &dy, &mut dw))

@@ -19,7 +19,8 @@ use crate::tensor::Tensor;
 /// packed to one bit per element ([`SpikeBits`]) and cached that way (1/32 of the f32 size).
 /// The forward pass and the weight gradient then take the event-driven kernels of
 /// [`crate::kernels::conv::sparse`] when the input density is at most
-/// [`sparse::FWD_MAX_DENSITY`] / [`sparse::WGRAD_MAX_DENSITY`], and the dense GEMM path above.
+/// [`sparse::fwd_max_density`] (a per-shape switch point) / [`sparse::WGRAD_MAX_DENSITY`], and
+/// the dense GEMM path above.
 /// That cache is the whole input, so the output can be rebuilt ([`Layer::recompute_output`]):
 /// a batch norm after such a conv keeps no f32 input ([`crate::nn::Sequential`]).
 ///
@@ -166,10 +167,9 @@ fn spike_forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    if bits.density() <= sparse::FWD_MAX_DENSITY {
-        let mut wt = Vec::new();
-        sparse::transpose_weight(g, weight, &mut wt);
-        sparse::forward(g, bits, &wt, bias, y);
+    if bits.density() <= sparse::fwd_max_density(g) {
+        let wp = sparse::PackedWeight::new(g, weight);
+        sparse::forward(g, bits, &wp, bias, y);
     } else if let Some(x) = dense {
         conv::forward(g, x, weight, bias, y);
     } else {

@@ -3,19 +3,22 @@
 //!
 //! The input is kept bit-packed ([`SpikeBits`]: one bit per element, each `(image, channel)`
 //! plane padded to whole `u64` words), 1/32 of its f32 size. Only set bits ("events") cost work:
-//! - forward: for every event at input `(c, iy, ix)` and every kernel tap `(kh, kw)` that maps
-//!   it to an output position `q`, add the weight row `Wt[c, kh, kw, :]` (all `C_out` outputs,
-//!   contiguous) into a channel-last accumulator `acc[q, :]`; then `y[o, q] = s·acc[q, o] + b[o]`;
-//! - weight gradient: for the same (event, tap, `q`) triples, add the output-gradient row
+//! - forward (output-stationary, `sparse_fwd.rs`): the spikes of an image are regrouped into
+//!   one channel mask per input pixel; for every output pixel and block of 64 outputs, the
+//!   accumulators stay in registers while the taps' masks are walked and every set channel bit
+//!   adds its weight row `Wp[tap, c, block]`; then `y[o, q] = s·acc[q, o] + b[o]` is written
+//!   straight to the NCHW output through an 8×8 register transpose;
+//! - weight gradient: for every event at input `(c, iy, ix)` and every kernel tap `(kh, kw)`
+//!   that maps it to an output position `q`, add the output-gradient row
 //!   `dYt[q, :]` (`dY` transposed to channel-last) into `dWt[c, kh, kw, :]`; then
 //!   `dW[o, c, kh, kw] += s·dWt[c, kh, kw, o]`.
 //!
 //! The input gradient needs every `dY` value and stays a dense GEMM.
 //!
 //! An event costs `k²·C_out` vector additions, i.e. the work of the dense GEMM scaled by the
-//! density, but at a lower rate per operation than the GEMM micro-kernel (two loads and a store
-//! per add, against register-blocked FMAs), hence the measured switch points
-//! [`FWD_MAX_DENSITY`] and [`WGRAD_MAX_DENSITY`].
+//! density. In the forward each addition is one load and one add (against register-blocked
+//! FMAs in the GEMM micro-kernel); in the weight gradient it is two loads and a store, hence
+//! the measured switch points [`fwd_max_density`] and [`WGRAD_MAX_DENSITY`].
 //!
 //! Results equal the dense path up to float rounding (the sparse sums add weights and scale by
 //! `s` once; the GEMM adds `s·w` products in another order). Parallel tasks are fixed by the
@@ -26,10 +29,21 @@
 use super::ConvGeom;
 use rayon::prelude::*;
 
-/// Above this input density (fraction of nonzero elements) the forward pass uses the dense
-/// im2col + GEMM path. Measured with `benches/kernels.rs` (`conv2d_sparse` group) on the
-/// ResNet-19 and MNIST shapes: see `docs/perf.md`.
-pub const FWD_MAX_DENSITY: f64 = 0.25;
+/// The forward pass never takes the event-driven path above this input density (fraction of
+/// nonzero elements); see [`fwd_max_density`] for the per-shape switch point.
+pub const FWD_MAX_DENSITY: f64 = 0.5;
+
+/// The input density up to which the forward pass of geometry `g` takes the event-driven path
+/// (above it, im2col + GEMM): `0.5 − 38/(k²·C_in)`, at least 0. An event costs the same per
+/// output as a dense multiply-add at about half the density, but every output pixel also
+/// pays a fixed cost (event decoding, the transposed write of `C_out` values) that the GEMM
+/// spreads over `k²·C_in` products, so shapes with few products per output switch earlier.
+/// Fitted to `benches/kernels.rs` (`conv2d_sparse`, 2 threads; see `docs/perf.md`): measured
+/// break-even ≈ 0.5 at ResNet-19 layers 1 and 3 (`k²·C_in` = 1152, 4608), ≈ 0.45 at the MNIST
+/// conv2 (288), ≈ 0.2 at the 1×1 shortcut (128).
+pub fn fwd_max_density(g: &ConvGeom) -> f64 {
+    (FWD_MAX_DENSITY - 38.0 / g.col_rows() as f64).max(0.0)
+}
 
 /// Above this input density the weight gradient uses the dense path (same bench).
 pub const WGRAD_MAX_DENSITY: f64 = 0.08;
@@ -233,15 +247,6 @@ fn for_each_event_tap(g: &ConvGeom, t: &TapTable, words: &[u64], mut f: impl FnM
     });
 }
 
-/// `wt[r, o] = weight[o, r]`: the weight `[C_out, C_in·k·k]` as `[C_in·k·k, C_out]`, so one
-/// input tap's weights for all outputs are contiguous. `wt` is resized.
-pub fn transpose_weight(g: &ConvGeom, weight: &[f32], wt: &mut Vec<f32>) {
-    let (co, kr) = (g.c_out, g.col_rows());
-    assert_eq!(weight.len(), co * kr, "transpose_weight: length");
-    wt.resize(co * kr, 0.0);
-    transpose(weight, co, kr, wt, 1.0);
-}
-
 /// `dst[j, i] = a·src[i, j]` for a `rows × cols` row-major `src`, in 8×8 tiles: rows of a
 /// plane are often 4 KiB apart, and a taller tile would put more lines in one L1 set than it
 /// has ways.
@@ -259,57 +264,6 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], a: f32) {
             }
         }
     }
-}
-
-thread_local! {
-    /// Per-thread channel-last accumulator of one image, shared by every layer.
-    static ACC: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// `y ← conv(x, W) + bias` for spike input `x`; `wt` is the weight from [`transpose_weight`],
-/// `y` is `[N, C_out, OH, OW]` (overwritten, never read).
-///
-/// # Panics
-/// If a length disagrees with `g`.
-pub fn forward(g: &ConvGeom, x: &SpikeBits, wt: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
-    assert!(
-        x.n == g.n
-            && x.c == g.c_in
-            && x.plane == g.h * g.w
-            && wt.len() == g.weight_len()
-            && y.len() == g.n * g.out_img()
-            && bias.is_none_or(|b| b.len() == g.c_out),
-        "sparse conv forward: lengths do not match {g:?}"
-    );
-    if g.n == 0 {
-        return;
-    }
-    let (co, kk, plane, s) = (g.c_out, g.k * g.k, g.out_plane(), x.scale);
-    let table = TapTable::new(g);
-    y.par_chunks_mut(g.out_img())
-        .enumerate()
-        .for_each(|(img, yi)| {
-            ACC.with(|cell| {
-                let mut acc = cell.borrow_mut();
-                acc.clear();
-                acc.resize(plane * co, 0.0);
-                for c in 0..g.c_in {
-                    let wc = &wt[c * kk * co..(c + 1) * kk * co];
-                    for_each_event_tap(g, &table, x.plane_bits(img, c), |tap, q| {
-                        add_row(
-                            &mut acc[q * co..(q + 1) * co],
-                            &wc[tap * co..(tap + 1) * co],
-                        );
-                    });
-                }
-                transpose(&acc, plane, co, yi, s);
-                if let Some(b) = bias {
-                    for (row, &bo) in yi.chunks_exact_mut(plane).zip(b) {
-                        row.iter_mut().for_each(|v| *v += bo);
-                    }
-                }
-            })
-        });
 }
 
 /// Input channels per weight-gradient task: a task's `dWt` rows (`cb·k²·C_out` floats) stay
@@ -381,6 +335,10 @@ pub fn backward_weight(g: &ConvGeom, x: &SpikeBits, dy: &[f32], dw: &mut [f32]) 
             }
         });
 }
+
+#[path = "sparse_fwd.rs"]
+mod fwd;
+pub use fwd::{forward, PackedWeight};
 
 #[cfg(test)]
 #[path = "sparse_tests.rs"]

@@ -74,6 +74,14 @@ const SHAPES: &[[usize; 8]] = &[
     [1, 3, 6, 6, 4, 5, 1, 2],
     [2, 2, 7, 7, 9, 3, 3, 0],
     [1, 2, 13, 13, 24, 3, 1, 1], // planes longer than one u64 word
+    // Channel masks of more than one word, C_in not a multiple of 64; C_out over one
+    // register block (64) with a partial last block and a partial last vector.
+    [2, 70, 7, 9, 75, 3, 1, 1],
+    [1, 130, 6, 5, 130, 3, 2, 1],
+    [2, 65, 9, 8, 66, 3, 2, 0],
+    [1, 64, 5, 5, 64, 3, 1, 0],
+    [3, 7, 11, 3, 129, 1, 1, 0],
+    [1, 70, 10, 11, 20, 3, 1, 1], // several pixel chunks, the last one partial
 ];
 
 #[test]
@@ -91,10 +99,9 @@ fn sparse_forward_and_weight_gradient_match_the_dense_path() {
 
             let mut y_dense = vec![f32::NAN; n * g.out_img()];
             dense_forward(&g, &x, &wgt, Some(&bias), &mut y_dense);
-            let mut wt = Vec::new();
-            transpose_weight(&g, &wgt, &mut wt);
+            let wp = PackedWeight::new(&g, &wgt);
             let mut y_sparse = vec![f32::NAN; n * g.out_img()];
-            forward(&g, &bits, &wt, Some(&bias), &mut y_sparse);
+            forward(&g, &bits, &wp, Some(&bias), &mut y_sparse);
             assert_close("y", &y_sparse, &y_dense, &ym);
 
             let acc0 = signed(g.weight_len(), &mut seed);
@@ -123,9 +130,9 @@ fn pack_unpack_round_trips_and_counts() {
 }
 
 #[test]
-fn sparse_results_are_bit_identical_for_1_and_4_threads() {
+fn sparse_results_are_bit_identical_for_1_2_and_4_threads() {
     let mut seed = 3;
-    let g = ConvGeom::new(6, 20, 9, 9, 16, 3, 1, 1).unwrap();
+    let g = ConvGeom::new(6, 70, 9, 9, 80, 3, 1, 1).unwrap();
     let x = spikes(g.n * g.in_img(), 0.15, 1.1, &mut seed);
     let wgt = signed(g.weight_len(), &mut seed);
     let dy = signed(g.n * g.out_img(), &mut seed);
@@ -135,27 +142,21 @@ fn sparse_results_are_bit_identical_for_1_and_4_threads() {
             .build()
             .unwrap();
         pool.install(|| {
-            let bits = SpikeBits::from_f32(&x, g.n, g.c_in, 81, 1.1);
-            let mut wt = Vec::new();
-            transpose_weight(&g, &wgt, &mut wt);
+            let bits = SpikeBits::from_f32(&x, g.n, g.c_in, g.h * g.w, 1.1);
+            let wp = PackedWeight::new(&g, &wgt);
             let mut y = vec![0.0; g.n * g.out_img()];
-            forward(&g, &bits, &wt, None, &mut y);
+            forward(&g, &bits, &wp, None, &mut y);
             let mut dw = vec![0.0; g.weight_len()];
             backward_weight(&g, &bits, &dy, &mut dw);
             (y, dw)
         })
     };
-    let (a, b) = (run(1), run(4));
-    assert!(a
-        .0
-        .iter()
-        .zip(&b.0)
-        .all(|(p, q)| p.to_bits() == q.to_bits()));
-    assert!(a
-        .1
-        .iter()
-        .zip(&b.1)
-        .all(|(p, q)| p.to_bits() == q.to_bits()));
+    let same = |p: &[f32], q: &[f32]| p.iter().zip(q).all(|(a, b)| a.to_bits() == b.to_bits());
+    let a = run(1);
+    for b in [run(2), run(4)] {
+        assert!(same(&a.0, &b.0));
+        assert!(same(&a.1, &b.1));
+    }
 }
 
 #[test]
@@ -181,5 +182,28 @@ fn taps_cover_exactly_the_outputs_an_input_reaches() {
             }
             assert_eq!(got, want, "k={k} s={s} p={p} i={i}");
         }
+    }
+}
+
+#[test]
+fn forward_switch_point_follows_the_measured_shapes() {
+    let d = |ci, k| fwd_max_density(&ConvGeom::new(1, ci, 8, 8, 64, k, 1, k / 2).unwrap());
+    // ResNet-19 layers 1 and 3, the MNIST conv2, the 1×1 shortcut (see `docs/perf.md`).
+    assert!((d(128, 3) - 0.467).abs() < 0.01);
+    assert!((d(512, 3) - 0.492).abs() < 0.01);
+    assert!((d(32, 3) - 0.368).abs() < 0.01);
+    assert!((d(128, 1) - 0.203).abs() < 0.01);
+    assert_eq!(d(3, 1), 0.0);
+    assert!(d(4096, 3) <= FWD_MAX_DENSITY);
+}
+
+#[test]
+fn packed_weight_rows_are_cache_line_aligned() {
+    let g = ConvGeom::new(1, 3, 5, 5, 70, 3, 1, 1).unwrap();
+    for _ in 0..4 {
+        let wp = PackedWeight::new(&g, &vec![1.0; g.weight_len()]);
+        assert_eq!(wp.data().as_ptr() as usize % 64, 0);
+        // 64 outputs of the first block, then 6 padded to one vector.
+        assert_eq!(wp.data().len(), 27 * (64 + 8));
     }
 }

@@ -1,0 +1,293 @@
+//! The output-stationary event-driven forward (see [`super`] for the contract).
+//!
+//! Per image, the spikes are regrouped channel-last: one mask of `⌈C_in/64⌉` words per pixel
+//! of the zero-padded input grid (`(H + 2p) × (W + 2p)`, border masks empty, so no tap needs a
+//! bounds test). For one output pixel and one block of [`BLOCK`] output channels the
+//! accumulators live in registers (`wide::f32x8` lanes): every tap `(kh, kw)` reads the mask of
+//! the input pixel it reaches, and every set channel bit adds the weight row
+//! `Wp[block][tap][c][:]` — one load and one add per 8 outputs and event, no accumulator store.
+//! Eight output pixels are collected in a stack tile, transposed in registers and written as
+//! `y[o, q..q + 8] = s·acc + b[o]` straight into the NCHW output.
+
+use super::super::ConvGeom;
+use super::SpikeBits;
+use rayon::prelude::*;
+use wide::f32x8;
+
+/// Output channels per register block: 8 vectors of 8 lanes. (16 vectors would fit AVX-512's
+/// 32 registers too, but doubles the weight block a pixel walks: see `docs/perf.md`.)
+const VECS: usize = 8;
+/// Output channels per block.
+const BLOCK: usize = 8 * VECS;
+/// Output pixels per write tile (one 8×8 register transpose per vector).
+const TILE: usize = 8;
+/// Output pixels whose event lists are decoded at once: every output block then serves this
+/// many pixels before the next block's weights are loaded, which keeps a block's weights
+/// (`k²·C_in·64` floats, over 1 MB for 512 input channels) in L2 for as many pixels as
+/// possible. A multiple of [`TILE`].
+const CHUNK: usize = 64;
+
+/// Floats of the packed weight: full blocks are [`BLOCK`] wide, the last one is the remaining
+/// outputs rounded up to whole vectors (padded lanes hold 0).
+fn packed_len(g: &ConvGeom) -> usize {
+    let width = (g.c_out / BLOCK) * BLOCK + (g.c_out % BLOCK).div_ceil(8) * 8;
+    g.col_rows() * width
+}
+
+/// A conv weight laid out for [`forward`]: block `b` of 64 outputs is stored as
+/// `[tap][c][lane]`, so an event's weights for the block are one contiguous row, and rows
+/// start on 64-byte boundaries (a row straddling cache lines splits half its vector loads).
+/// Not `Clone`: a copy would lose the alignment.
+#[derive(Debug, Default)]
+pub struct PackedWeight {
+    buf: Vec<f32>,
+    off: usize,
+    len: usize,
+    /// `(C_out, C_in, k)` packed for.
+    dims: (usize, usize, usize),
+}
+
+impl PackedWeight {
+    /// Packs `weight` (`[C_out, C_in, k, k]` of geometry `g`), reusing this value's allocation.
+    ///
+    /// # Panics
+    /// If `weight.len()` differs from `g.weight_len()`.
+    pub fn pack(&mut self, g: &ConvGeom, weight: &[f32]) {
+        assert_eq!(weight.len(), g.weight_len(), "PackedWeight::pack: length");
+        let (ci, kk, kr) = (g.c_in, g.k * g.k, g.col_rows());
+        self.len = packed_len(g);
+        self.buf.clear();
+        self.buf.resize(self.len + 16, 0.0);
+        self.off = self.buf.as_ptr().align_offset(64).min(16);
+        self.dims = (g.c_out, g.c_in, g.k);
+        let wp = &mut self.buf[self.off..self.off + self.len];
+        let mut start = 0;
+        for o0 in (0..g.c_out).step_by(BLOCK) {
+            let nout = BLOCK.min(g.c_out - o0);
+            let width = nout.div_ceil(8) * 8;
+            let blk = &mut wp[start..start + kr * width];
+            for (ol, o) in (o0..o0 + nout).enumerate() {
+                let wo = &weight[o * kr..(o + 1) * kr];
+                for c in 0..ci {
+                    for tap in 0..kk {
+                        blk[(tap * ci + c) * width + ol] = wo[c * kk + tap];
+                    }
+                }
+            }
+            start += kr * width;
+        }
+    }
+
+    /// A packed copy of `weight`, see [`PackedWeight::pack`].
+    pub fn new(g: &ConvGeom, weight: &[f32]) -> Self {
+        let mut p = PackedWeight::default();
+        p.pack(g, weight);
+        p
+    }
+
+    pub(super) fn data(&self) -> &[f32] {
+        &self.buf[self.off..self.off + self.len]
+    }
+}
+
+/// Per-thread scratch of the forward, shared by every layer: the channel masks of one padded
+/// image and the event lists of one pixel tile.
+#[derive(Default)]
+struct Scratch {
+    masks: Vec<u64>,
+    events: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Fills `masks` (`(H+2p)·(W+2p)` pixels × `words` words, channel bit `c` in word `c/64`) from
+/// the planes of image `img`. Work is proportional to the words read plus the events.
+fn regroup(g: &ConvGeom, x: &SpikeBits, img: usize, words: usize, masks: &mut Vec<u64>) {
+    let pw = g.w + 2 * g.pad;
+    masks.clear();
+    masks.resize((g.h + 2 * g.pad) * pw * words, 0);
+    for c in 0..g.c_in {
+        let (word, bit) = (c / 64, 1u64 << (c % 64));
+        let (mut iy, mut row0) = (0usize, 0usize);
+        for (j, &wd) in x.plane_bits(img, c).iter().enumerate() {
+            let mut wd = wd;
+            while wd != 0 {
+                let pos = 64 * j + wd.trailing_zeros() as usize;
+                wd &= wd - 1;
+                while pos >= row0 + g.w {
+                    row0 += g.w;
+                    iy += 1;
+                }
+                let pix = (iy + g.pad) * pw + (pos - row0) + g.pad;
+                masks[pix * words + word] |= bit;
+            }
+        }
+    }
+}
+
+/// Appends to `events[*len..]` the weight row `tap·C_in + c` of every set channel bit `c` of
+/// every tap of the output pixel whose top-left tap is padded pixel `base`, in tap then
+/// channel order. Branch-light: four indices are written per step whether set or not
+/// (`events` has 4 slack entries), so the loop runs `⌈popcount/4⌉` times per word instead of
+/// mispredicting on every word's last bit.
+fn decode(
+    g: &ConvGeom,
+    masks: &[u64],
+    words: usize,
+    base: usize,
+    events: &mut [u32],
+    len: &mut usize,
+) {
+    let (k, ci, pw) = (g.k, g.c_in, g.w + 2 * g.pad);
+    for kh in 0..k {
+        for kw in 0..k {
+            let pix = base + kh * pw + kw;
+            let r0 = (kh * k + kw) * ci;
+            for (j, &wd) in masks[pix * words..(pix + 1) * words].iter().enumerate() {
+                let n = wd.count_ones() as usize;
+                let rb = (r0 + 64 * j) as u32;
+                let mut w = wd;
+                let mut i = 0;
+                while i < n {
+                    for e in &mut events[*len + i..*len + i + 4] {
+                        *e = rb + w.trailing_zeros();
+                        w &= w.wrapping_sub(1);
+                    }
+                    i += 4;
+                }
+                *len += n;
+            }
+        }
+    }
+}
+
+/// One output block for one tile of `np ≤ TILE` output pixels starting at `q0`: `V` vectors
+/// (`8·V ≥ nout` outputs starting at `o0`), block weights `wb` (`[tap][c][8·V]`), the tile's
+/// event list of pixel `p` is `events[ends[p]..ends[p + 1]]`, output image `yi`
+/// (`[C_out, OH·OW]`).
+#[allow(clippy::too_many_arguments)]
+fn block<const V: usize>(
+    plane: usize,
+    q0: usize,
+    ends: &[usize],
+    events: &[u32],
+    wb: &[f32],
+    o0: usize,
+    nout: usize,
+    scale: f32,
+    bias: Option<&[f32]>,
+    yi: &mut [f32],
+) {
+    let width = 8 * V;
+    let zero = [f32x8::ZERO; V];
+    let mut tile = [zero; TILE];
+    let mut start = ends[0];
+    for (slot, &end) in tile.iter_mut().zip(&ends[1..]) {
+        let mut acc = zero;
+        for &r in &events[start..end] {
+            let r = r as usize * width;
+            let row = &wb[r..r + width];
+            for (a, w) in acc.iter_mut().zip(row.chunks_exact(8)) {
+                *a += f32x8::new(w.try_into().unwrap());
+            }
+        }
+        *slot = acc;
+        start = end;
+    }
+    let np = ends.len() - 1;
+    let sv = f32x8::splat(scale);
+    // `v` indexes the inner dimension of `tile` (a column of the 8×8 transpose).
+    #[allow(clippy::needless_range_loop)]
+    for v in 0..V {
+        let t = f32x8::transpose(std::array::from_fn(|p| tile[p][v]));
+        for (l, row) in t.iter().enumerate().take(nout.saturating_sub(8 * v)) {
+            let o = o0 + 8 * v + l;
+            let b = bias.map_or(0.0, |b| b[o]);
+            let vals = row.mul_add(sv, f32x8::splat(b)).to_array();
+            let out = &mut yi[o * plane + q0..o * plane + q0 + np];
+            // A fixed-length copy for full tiles: a variable one is a `memcpy` call.
+            match <&mut [f32; TILE]>::try_from(&mut *out) {
+                Ok(full) => *full = vals,
+                Err(_) => out.copy_from_slice(&vals[..np]),
+            }
+        }
+    }
+}
+
+/// `y ← conv(x, W) + bias` for spike input `x`; `wp` is the weight packed for `g`, `y`
+/// is `[N, C_out, OH, OW]` (overwritten, never read). One task per image; each output is a
+/// sum in a fixed order (taps, then channels ascending), so results do not depend on the
+/// thread count.
+///
+/// # Panics
+/// If a length disagrees with `g`.
+pub fn forward(
+    g: &ConvGeom,
+    x: &SpikeBits,
+    wp: &PackedWeight,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    assert!(
+        x.n == g.n
+            && x.c == g.c_in
+            && x.plane == g.h * g.w
+            && wp.dims == (g.c_out, g.c_in, g.k)
+            && y.len() == g.n * g.out_img()
+            && bias.is_none_or(|b| b.len() == g.c_out),
+        "sparse conv forward: lengths do not match {g:?}"
+    );
+    if g.n == 0 {
+        return;
+    }
+    let (words, kr, s) = (g.c_in.div_ceil(64), g.col_rows(), x.scale);
+    let wp = wp.data();
+    let (plane, ow, st, pw) = (g.out_plane(), g.ow, g.stride, g.w + 2 * g.pad);
+    y.par_chunks_mut(g.out_img())
+        .enumerate()
+        .for_each(|(img, yi)| {
+            SCRATCH.with(|cell| {
+                let Scratch { masks, events } = &mut *cell.borrow_mut();
+                regroup(g, x, img, words, masks);
+                // Stale entries are fine: `decode` writes before `block` reads.
+                if events.len() < CHUNK * kr + 4 {
+                    events.resize(CHUNK * kr + 4, 0);
+                }
+                let mut ends = [0usize; CHUNK + 1];
+                for c0 in (0..plane).step_by(CHUNK) {
+                    let nc = CHUNK.min(plane - c0);
+                    let mut len = 0;
+                    for (p, end) in ends[1..].iter_mut().enumerate().take(nc) {
+                        let q = c0 + p;
+                        let base = (q / ow) * st * pw + (q % ow) * st;
+                        decode(g, masks, words, base, events, &mut len);
+                        *end = len;
+                    }
+                    let mut start = 0;
+                    for o0 in (0..g.c_out).step_by(BLOCK) {
+                        let nout = BLOCK.min(g.c_out - o0);
+                        let width = nout.div_ceil(8) * 8;
+                        let wb = &wp[start..start + kr * width];
+                        start += kr * width;
+                        let run = match width / 8 {
+                            1 => block::<1>,
+                            2 => block::<2>,
+                            3 => block::<3>,
+                            4 => block::<4>,
+                            5 => block::<5>,
+                            6 => block::<6>,
+                            7 => block::<7>,
+                            _ => block::<VECS>,
+                        };
+                        for p0 in (0..nc).step_by(TILE) {
+                            let np = TILE.min(nc - p0);
+                            let e = &ends[p0..=p0 + np];
+                            run(plane, c0 + p0, e, events, wb, o0, nout, s, bias, yi);
+                        }
+                    }
+                }
+            })
+        });
+}
