@@ -42,7 +42,9 @@ pub struct Conv2d {
     cache: Option<(Saved, ConvGeom)>,
     ws: ConvWorkspace,
     input_grad: bool,
-    last_density: Option<f64>,
+    /// Spike density of the last forward's input and the density up to which its shape takes
+    /// the event-driven path.
+    last_density: Option<(f64, f64)>,
 }
 
 /// What a training forward keeps for backward: the f32 input, or the spikes bit-packed.
@@ -93,7 +95,13 @@ impl Conv2d {
     /// The spike density (fraction of nonzero inputs) of the last forward, if its input was a
     /// spike tensor.
     pub fn last_input_density(&self) -> Option<f64> {
-        self.last_density
+        self.last_density.map(|(d, _)| d)
+    }
+
+    /// The input density up to which the last forward's shape uses the event-driven path
+    /// ([`sparse::fwd_max_density`]), if its input was a spike tensor.
+    pub fn last_switch_density(&self) -> Option<f64> {
+        self.last_density.map(|(_, max)| max)
     }
 
     /// The configuration (channels, kernel, stride, padding, bias flag).
@@ -212,7 +220,7 @@ impl Layer for Conv2d {
             Some(s) => {
                 let bits = SpikeBits::from_f32(input.data(), g.n, g.c_in, g.h * g.w, s);
                 spike_forward(&g, &bits, Some(input.data()), weight, bias, &mut y);
-                self.last_density = Some(bits.density());
+                self.last_density = Some((bits.density(), sparse::fwd_max_density(&g)));
                 Saved::Spikes(bits)
             }
             None => {
