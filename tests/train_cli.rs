@@ -4,6 +4,7 @@
 #[path = "data/support.rs"]
 mod support;
 
+use mpsnn::nn::LayerSpec;
 use mpsnn::train::Checkpoint;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -99,6 +100,19 @@ fn short_mnist_run_reaches_the_accuracy_floor_and_eval_agrees() {
     assert_eq!(record["epoch"], 1);
     assert_eq!(record["lif"].as_array().unwrap().len(), 2);
     assert!(out.join("summary.json").is_file() && out.join("best.ckpt").is_file());
+
+    // mnist-cnn trains with its default dropout before the classifier (training only: the
+    // export below must still agree with eval on every sample).
+    let spec = Checkpoint::load(&ckpt).unwrap().spec;
+    let dropout: Vec<f32> = spec
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            LayerSpec::Dropout(d) => Some(d.p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dropout, [0.25]);
 
     // Export for the micro runtime and run it: the f32 blob agrees with eval on every sample.
     for (flag, min_agreement) in [(None, 1.0), (Some("--int8"), 0.99)] {

@@ -30,6 +30,17 @@ use crate::nn::spec::{
 /// The built-in model names.
 pub const MODEL_NAMES: &[&str] = &["mnist-cnn", "vgg-small", "resnet19", "resnet34", "cnn7-dvs"];
 
+/// The dropout probability `mpsnn train` puts before the fully connected layers of built-in
+/// model `name` unless told otherwise: 0.25 for `mnist-cnn`, whose 3,136 spike features
+/// otherwise let it memorize MNIST (train 99.95 %, test plateau 99.1–99.2 %; the paper places
+/// dropout before each FC), 0 for the others (the authors' ResNet-19 has none).
+pub fn default_dropout(name: &str) -> f32 {
+    match name {
+        "mnist-cnn" => 0.25,
+        _ => 0.0,
+    }
+}
+
 /// What a built-in model is built for.
 #[derive(Clone, Debug)]
 pub struct ModelOptions {

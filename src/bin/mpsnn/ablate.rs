@@ -55,6 +55,10 @@ pub struct AblateArgs {
     /// Initial learning rate.
     #[arg(long, default_value_t = 0.02)]
     pub lr: f32,
+    /// Dropout before the fully connected layers of every run (0 keeps the grids comparable
+    /// with the results in docs/results, made without it).
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f32,
     /// Data folder (default: $MPSNN_DATA, else the cache folder).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -96,6 +100,8 @@ fn train_line(a: &AblateArgs, cell: &Cell, dir: &Path) -> Vec<String> {
         &a.batch_size.to_string(),
         "--lr",
         &a.lr.to_string(),
+        "--dropout",
+        &a.dropout.to_string(),
         "--seed",
         &cell.seed.to_string(),
     ]

@@ -265,9 +265,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.0)]
     pub tet_lambda: f32,
     /// Dropout probability before every fully connected layer of a built-in model (one mask per
-    /// sample shared by all timesteps; identity in eval and in exported blobs).
-    #[arg(long, default_value_t = 0.0)]
-    pub dropout: f32,
+    /// sample shared by all timesteps; identity in eval and in exported blobs). Default: 0.25
+    /// for mnist-cnn, 0 for the others.
+    #[arg(long)]
+    pub dropout: Option<f32>,
     /// Neuron options.
     #[command(flatten)]
     pub neuron: NeuronArgs,

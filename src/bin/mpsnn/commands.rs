@@ -120,7 +120,9 @@ pub fn train_on(
                 Encoding::Direct
             },
             lif: a.neuron.lif(),
-            dropout: a.dropout,
+            dropout: a
+                .dropout
+                .unwrap_or_else(|| models::default_dropout(&a.model)),
         };
         let spec = model_spec(&a.model, &opts)?;
         let config = TrainConfig {

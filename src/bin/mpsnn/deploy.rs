@@ -131,7 +131,7 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
         weight_decay: 5e-4,
         loss: crate::args::LossArg::MeanCe,
         tet_lambda: 0.0,
-        dropout: 0.0,
+        dropout: None,
         augment: crate::args::AugmentArg::Auto,
         neuron: NeuronArgs::defaults(),
         seed: 1234,
