@@ -2,8 +2,10 @@
 //!
 //! Sharing the mask across `T` (as SpikingJelly's multi-step dropout does) drops a neuron for
 //! the whole simulation instead of injecting per-step noise. The mask is a pure function of the
-//! model seed, the layer name and the global step ([`ForwardCtx::step`]), so runs are
-//! reproducible and resumable without storing generator state.
+//! model seed, the layer name, the global step ([`ForwardCtx::step`]) and the sample's position
+//! in the global batch ([`ForwardCtx::sample_offset`] + its index in this batch), so runs are
+//! reproducible and resumable without storing generator state, and a data-parallel rank draws
+//! exactly the masks a single process would give the same samples.
 
 use super::spec::DropoutSpec;
 use super::{ForwardCtx, Layer};
@@ -78,7 +80,12 @@ impl Layer for Dropout {
         }
         let step_len = input.len() / t;
         let keep = 1.0 / (1.0 - self.p);
+        let batch = input.shape()[0] / t;
+        let per_sample = step_len.checked_div(batch).unwrap_or(0);
         let mut rng = self.rng(ctx.step);
+        // One 32-bit word per element: sample `j` of the global batch starts at word
+        // `j · per_sample` of the step's stream.
+        rng.set_word_pos(u128::from(ctx.sample_offset) * per_sample as u128);
         let mask: Vec<f32> = (0..step_len)
             .map(|_| {
                 if rng.random::<f32>() < self.p {
@@ -185,5 +192,31 @@ mod tests {
             0
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_sample_gets_the_same_mask_however_the_global_batch_is_split() {
+        // T = 2, a global batch of 4 samples of 30 features, split 1 + 3 over two "ranks".
+        let (t, features) = (2, 30);
+        let ctx = ForwardCtx::train(t).with_step(5);
+        let whole = layer(0.5)
+            .forward(Tensor::full(&[t * 4, features], 1.0), &ctx)
+            .unwrap();
+        let head = layer(0.5)
+            .forward(Tensor::full(&[t, features], 1.0), &ctx)
+            .unwrap();
+        let tail = layer(0.5)
+            .forward(
+                Tensor::full(&[t * 3, features], 1.0),
+                &ctx.with_sample_offset(1),
+            )
+            .unwrap();
+        let sample = |y: &Tensor, j: usize| y.data()[j * features..][..features].to_vec();
+        assert_eq!(sample(&head, 0), sample(&whole, 0));
+        for j in 0..3 {
+            assert_eq!(sample(&tail, j), sample(&whole, j + 1), "sample {j}");
+        }
+        // The four samples do not all share one mask.
+        assert_ne!(sample(&whole, 0), sample(&whole, 1));
     }
 }

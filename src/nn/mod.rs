@@ -49,6 +49,10 @@ pub struct ForwardCtx {
     /// Global training step; stochastic layers (dropout) derive their randomness from it, so
     /// a run is reproducible and resumable without saving generator state.
     pub step: u64,
+    /// Position of this batch's first sample in the step's global batch (data-parallel: the
+    /// samples of lower ranks; 0 in one process), so a sample's dropout mask does not depend
+    /// on how the global batch is split over ranks.
+    pub sample_offset: u64,
 }
 
 impl ForwardCtx {
@@ -58,6 +62,7 @@ impl ForwardCtx {
             mode: Mode::Train,
             timesteps,
             step: 0,
+            sample_offset: 0,
         }
     }
 
@@ -67,12 +72,19 @@ impl ForwardCtx {
             mode: Mode::Eval,
             timesteps,
             step: 0,
+            sample_offset: 0,
         }
     }
 
     /// The same context at global training step `step`.
     pub fn with_step(mut self, step: u64) -> Self {
         self.step = step;
+        self
+    }
+
+    /// The same context for a batch that starts at sample `offset` of the global batch.
+    pub fn with_sample_offset(mut self, offset: u64) -> Self {
+        self.sample_offset = offset;
         self
     }
 

@@ -67,6 +67,15 @@ impl Collective for Timed {
     }
 }
 
+/// This rank's part of one step's global batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchShare {
+    /// Index of this rank's first sample in the global batch.
+    pub offset: u64,
+    /// `N·b_r/B`: the factor on this rank's mean-loss gradient.
+    pub loss_scale: f32,
+}
+
 /// The data-parallel side of a [`super::Trainer`] (its `data_parallel` field); see the module
 /// docs for the step.
 pub struct DataParallel {
@@ -158,12 +167,18 @@ impl DataParallel {
         self.untimed.barrier();
     }
 
-    /// The factor `N·b_r/B` for this rank's mean-loss gradient, given its `local` batch size
-    /// (one small allreduce for the global batch size `B`).
-    pub fn loss_scale(&mut self, local: usize) -> f32 {
-        let mut total = [local as f64];
-        self.group.allreduce_sum_f64(&mut total);
-        (self.group.size() as f64 * local as f64 / total[0].max(1.0)) as f32
+    /// Where this rank's `local` samples sit in the step's global batch of `B` samples, and the
+    /// factor `N·b_r/B` for its mean-loss gradient (one small allreduce of every rank's size).
+    pub fn batch_share(&mut self, local: usize) -> BatchShare {
+        let (rank, ranks) = (self.group.rank(), self.group.size());
+        let mut sizes = vec![0.0f64; ranks];
+        sizes[rank] = local as f64;
+        self.group.allreduce_sum_f64(&mut sizes);
+        let total: f64 = sizes.iter().sum();
+        BatchShare {
+            offset: sizes[..rank].iter().sum::<f64>() as u64,
+            loss_scale: (ranks as f64 * local as f64 / total.max(1.0)) as f32,
+        }
     }
 
     /// Calls `f` on every buffer that no hook keeps identical across ranks: all buffers except

@@ -136,7 +136,13 @@ impl Trainer {
         if let Some(r) = &mut self.recorder {
             r.before_forward(&mut self.net, batch);
         }
-        let ctx = ForwardCtx::train(t).with_step(self.optimizer.steps());
+        let share = self
+            .data_parallel
+            .as_mut()
+            .map(|dp| dp.batch_share(labels.len()));
+        let ctx = ForwardCtx::train(t)
+            .with_step(self.optimizer.steps())
+            .with_sample_offset(share.map_or(0, |s| s.offset));
         let logits = self.net.forward(input, &ctx)?;
         let out = self.config.loss.compute(&logits, labels, t)?;
         if !out.loss.is_finite() {
@@ -157,11 +163,8 @@ impl Trainer {
             .filter(|(p, y)| p == y)
             .count();
         let mut grad = out.grad;
-        if let Some(dp) = &mut self.data_parallel {
-            let scale = dp.loss_scale(labels.len());
-            if scale != 1.0 {
-                grad.data_mut().iter_mut().for_each(|g| *g *= scale);
-            }
+        if let Some(scale) = share.map(|s| s.loss_scale).filter(|&s| s != 1.0) {
+            grad.data_mut().iter_mut().for_each(|g| *g *= scale);
         }
         self.net.backward(grad)?;
         let mut stats = StepStats {
