@@ -4,7 +4,7 @@
 //! One step on rank `r` with `b_r` local samples out of a global batch of `B`:
 //! 1. forward on the local batch; synchronized BN layers and the LIF layers' MP-Init statistic
 //!    reduce across ranks inside the forward (hooks installed by [`DataParallel::attach`]);
-//! 2. the local mean loss's gradient is scaled by `N·b_r/B` ([`DataParallel::loss_scale`]; 1
+//! 2. the local mean loss's gradient is scaled by `N·b_r/B` ([`DataParallel::batch_share`]; 1
 //!    when local batches are equal), so each rank back-propagates its share of the global loss;
 //! 3. backward;
 //! 4. [`DataParallel::reduce_step`]: one allreduce of every trainable gradient, the buffers no
