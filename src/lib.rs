@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod analysis;
+pub mod buffer_pool;
 pub mod data;
 pub mod dist;
 pub mod error;

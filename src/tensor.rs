@@ -24,7 +24,7 @@ impl Tensor {
     pub fn zeros(shape: &[usize]) -> Self {
         Tensor {
             shape: shape.to_vec(),
-            data: vec![0.0; shape.iter().product()],
+            data: crate::buffer_pool::zeroed(shape.iter().product()),
             spike_scale: None,
         }
     }
@@ -33,7 +33,7 @@ impl Tensor {
     pub fn full(shape: &[usize], value: f32) -> Self {
         Tensor {
             shape: shape.to_vec(),
-            data: vec![value; shape.iter().product()],
+            data: crate::buffer_pool::filled(shape.iter().product(), value),
             spike_scale: None,
         }
     }
@@ -122,8 +122,8 @@ impl Tensor {
     }
 
     /// Consumes the tensor, returning its data.
-    pub fn into_vec(self) -> Vec<f32> {
-        self.data
+    pub fn into_vec(mut self) -> Vec<f32> {
+        std::mem::take(&mut self.data)
     }
 
     /// The same data with another shape of equal element count (keeps the spike hint).
@@ -179,6 +179,13 @@ impl Tensor {
             .zip(&other.data)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max))
+    }
+}
+
+/// Large buffers go back to [`crate::buffer_pool`] for the next activation of their size.
+impl Drop for Tensor {
+    fn drop(&mut self) {
+        crate::buffer_pool::give_back(std::mem::take(&mut self.data));
     }
 }
 

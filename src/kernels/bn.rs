@@ -181,11 +181,17 @@ pub fn normalize_inplace(x: &mut [f32], d: BnDims, mean: &[f32], scale: &[f32], 
         .with_min_len(MIN_TASK.div_ceil(d.hw))
         .for_each(|(plane, xp)| {
             let ch = plane % d.c;
-            let (m, a, b) = (mean[ch], scale[ch], shift[ch]);
-            for v in xp.iter_mut() {
-                *v = (*v - m).mul_add(a, b);
-            }
+            normalize_plane_inplace(xp, mean[ch], scale[ch], shift[ch]);
         });
+}
+
+/// One plane of [`normalize_inplace`]: `x ← (x − m)·a + b` with a fused multiply-add. The
+/// plane-wise LIF kernel calls it too, so a fused eval batch norm gives the same bits.
+#[inline]
+pub fn normalize_plane_inplace(x: &mut [f32], m: f32, a: f32, b: f32) {
+    for v in x.iter_mut() {
+        *v = (*v - m).mul_add(a, b);
+    }
 }
 
 /// `y = (x − m)·a + b` with vector lanes.

@@ -17,10 +17,12 @@
 //! [`SpikeStorage`]).
 
 mod fused;
+mod planes;
 mod reference;
 #[cfg(test)]
 mod tests;
 
+pub use planes::{forward_eval_planes, ChannelAffine, PlaneStages};
 pub use reference::{backward_reference, forward_reference, ReferenceForward};
 
 use crate::neuron::step::{reset, StepParams};

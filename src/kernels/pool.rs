@@ -133,7 +133,9 @@ pub fn max_forward(g: &PoolGeom, x: &[f32], y: &mut [f32], argmax: Option<&mut [
     }
 }
 
-fn max_plane(g: &PoolGeom, x: &[f32], y: &mut [f32], mut arg: Option<&mut [u32]>) {
+/// Max pooling of one plane (`g.planes` is ignored): `y` gets each window's maximum, `arg`,
+/// if given, the selected input index (the rule of [`max_forward`]).
+pub(crate) fn max_plane(g: &PoolGeom, x: &[f32], y: &mut [f32], mut arg: Option<&mut [u32]>) {
     if g.k == 2 && g.stride == 2 && g.pad == 0 {
         // The VGG/MNIST case: no bounds to clip, four loads per output.
         for oy in 0..g.oh {

@@ -194,6 +194,34 @@ impl BatchNorm2d {
     }
 }
 
+/// An eval batch norm's per-channel coefficients: `y = (x − mean)·scale + shift`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalAffine {
+    /// Running mean.
+    pub mean: Vec<f32>,
+    /// `γ/√(running var + ε)`.
+    pub scale: Vec<f32>,
+    /// `β`.
+    pub shift: Vec<f32>,
+}
+
+impl BatchNorm2d {
+    /// The coefficients its eval forward would apply to an input of shape `input`, for a
+    /// following kernel to apply instead (the same formula, so the same bits). Drops any
+    /// training cache, as an eval forward does.
+    pub fn eval_affine(&mut self, input: &[usize]) -> Result<EvalAffine> {
+        self.dims(input)?;
+        self.check_params()?;
+        self.cache = None;
+        self.use_running_stats();
+        Ok(EvalAffine {
+            mean: self.mean.clone(),
+            scale: self.scale.clone(),
+            shift: self.beta.value.data().to_vec(),
+        })
+    }
+}
+
 impl Layer for BatchNorm2d {
     fn name(&self) -> &str {
         &self.spec.name
@@ -242,7 +270,7 @@ impl Layer for BatchNorm2d {
         } else {
             self.use_running_stats();
         }
-        let mut y = vec![0.0; d.len()];
+        let mut y = crate::buffer_pool::zeroed(d.len());
         bn::normalize(
             input.data(),
             &mut y,
@@ -351,7 +379,7 @@ impl Layer for BatchNorm2d {
             return None;
         };
         let d = *d;
-        let mut y = vec![0.0; d.len()];
+        let mut y = crate::buffer_pool::zeroed(d.len());
         bn::normalize(
             x.data(),
             &mut y,

@@ -181,7 +181,7 @@ fn spike_forward(
     } else if let Some(x) = dense {
         conv::forward(g, x, weight, bias, y);
     } else {
-        let mut x = vec![0.0; bits.len()];
+        let mut x = crate::buffer_pool::zeroed(bits.len());
         bits.unpack(&mut x);
         conv::forward(g, &x, weight, bias, y);
     }
@@ -213,7 +213,7 @@ impl Layer for Conv2d {
     fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         let g = self.geom(input.shape())?;
         self.check_params()?;
-        let mut y = vec![0.0; g.n * g.out_img()];
+        let mut y = crate::buffer_pool::zeroed(g.n * g.out_img());
         let weight = self.weight.value.data();
         let bias = self.bias.as_ref().map(|b| b.value.data());
         let saved = match input.spike_scale().filter(|s| s.is_finite()) {
@@ -264,7 +264,7 @@ impl Layer for Conv2d {
                 }
             }
             Saved::Spikes(bits) => {
-                let mut buf = vec![0.0; bits.len()];
+                let mut buf = crate::buffer_pool::zeroed(bits.len());
                 bits.unpack(&mut buf);
                 if self.weight.trainable {
                     let dw = self.weight.grad.data_mut();
@@ -288,7 +288,7 @@ impl Layer for Conv2d {
         let mut dx = match (saved, x) {
             (_, Some(buf)) => buf,
             (Saved::Dense(input), None) => input.into_vec(),
-            (Saved::Spikes(_), None) => vec![0.0; g.n * g.in_img()],
+            (Saved::Spikes(_), None) => crate::buffer_pool::zeroed(g.n * g.in_img()),
         };
         conv::backward_input(&g, dy, self.weight.value.data(), &mut dx);
         Tensor::from_vec(&in_shape, dx)
@@ -316,7 +316,7 @@ impl Layer for Conv2d {
         let Some((Saved::Spikes(bits), g)) = &self.cache else {
             return None;
         };
-        let mut y = vec![0.0; g.n * g.out_img()];
+        let mut y = crate::buffer_pool::zeroed(g.n * g.out_img());
         let bias = self.bias.as_ref().map(|b| b.value.data());
         spike_forward(g, bits, None, self.weight.value.data(), bias, &mut y);
         Tensor::from_vec(&[g.n, g.c_out, g.oh, g.ow], y).ok()

@@ -11,11 +11,13 @@
 //! from `M − U[t−1] = λ·(I − U[t−1])`. Storing the spikes as well (1 bit or 1 byte each) is
 //! possible with [`Lif::set_spike_storage`] and measured no faster; see [`SpikeStorage`].
 
+use super::batchnorm::EvalAffine;
 use super::spec::LifSpec;
 use super::{Buffer, ForwardCtx, Layer, Param};
 use crate::dist::SharedCollective;
 use crate::error::{Error, Result};
-use crate::kernels::lif::{self as kernel, SpikeStorage, Tape};
+use crate::kernels::lif::{self as kernel, ChannelAffine, PlaneStages, SpikeStorage, Tape};
+use crate::kernels::pool::PoolGeom;
 use crate::neuron::mp_init;
 use crate::neuron::params::{k_from_theta, w_from_tau, Derived};
 use crate::neuron::recorder::{MembraneHistogram, RecorderConfig};
@@ -213,6 +215,90 @@ impl Lif {
         }
     }
 
+    fn set_stats(&mut self, sums: &kernel::ForwardSums, t: usize, n: usize) {
+        self.stats = LifStats {
+            firing_rate: sums.spikes as f64 / (t * n).max(1) as f64,
+            active_fraction: sums.active as f64 / n.max(1) as f64,
+            mean_u_active: mp_init::batch_mean(sums.sum_u_active, sums.active),
+            neurons: n,
+            timesteps: t,
+        };
+    }
+
+    /// True if an eval forward may be fused with its neighbours
+    /// ([`Lif::forward_eval_planes`]): not while the recorder needs the membrane.
+    pub fn can_fuse_eval(&self) -> bool {
+        self.recorder.is_none()
+    }
+
+    /// The eval forward fused with the layers around it, one `H×W` plane at a time
+    /// ([`kernel::forward_eval_planes`]): `input` `[N, C, H, W]` goes through `affine` (an
+    /// eval batch norm's coefficients) if given, is read once for every timestep if
+    /// `repeated` (N = B, direct encoding's repeat) or else holds all steps (N = T·B), and each
+    /// output plane is max-pooled by `pool` if given. Bit-identical to running the layers one
+    /// by one; sets [`Lif::stats`] as [`Layer::forward`] does. Fails on a shape that does not
+    /// fit, or while the recorder is on.
+    pub fn forward_eval_planes(
+        &mut self,
+        input: &Tensor,
+        ctx: &ForwardCtx,
+        affine: Option<&EvalAffine>,
+        repeated: bool,
+        pool: Option<PoolGeom>,
+    ) -> Result<Tensor> {
+        let t = ctx.timesteps;
+        let &[n, c, h, w] = input.shape() else {
+            return Err(Error::shape(&self.name, "[N, C, H, W]", input.shape()));
+        };
+        if t == 0 || (!repeated && !n.is_multiple_of(t)) || ctx.is_train() || !self.can_fuse_eval()
+        {
+            return Err(Error::State(format!(
+                "{}: a fused forward needs eval mode, no recorder and T dividing N",
+                self.name
+            )));
+        }
+        let batch = if repeated { n } else { n / t };
+        let stages = PlaneStages {
+            planes: batch * c,
+            channels: c,
+            height: h,
+            width: w,
+            repeated,
+            affine: affine.map(|a| ChannelAffine {
+                mean: &a.mean,
+                scale: &a.scale,
+                shift: &a.shift,
+            }),
+            pool,
+        };
+        if affine.is_some_and(|a| a.mean.len() != c)
+            || pool.is_some_and(|g| (g.planes, g.h, g.w) != (1, h, w))
+        {
+            return Err(Error::shape(
+                &self.name,
+                "planes matching the fused stages",
+                input.shape(),
+            ));
+        }
+        let derived = self.derived();
+        let params = StepParams::new(&derived, self.surrogate, self.spec.reset);
+        let u0 = mp_init::initial_potential(self.spec.mp_init, self.mu());
+        self.cache = None;
+        if self.tape.heap_bytes() > 0 {
+            self.tape = Tape::new(self.tape.storage());
+        }
+        let (oh, ow) = pool.map_or((h, w), |g| (g.oh, g.ow));
+        // Every element is written by the kernel.
+        let mut out = Tensor::from_vec(
+            &[t * batch, c, oh, ow],
+            crate::buffer_pool::overwritable(t * batch * c * oh * ow),
+        )?;
+        let sums =
+            kernel::forward_eval_planes(&params, u0, t, &stages, input.data(), out.data_mut());
+        self.set_stats(&sums, t, batch * c * h * w);
+        Ok(out.with_spike_scale(Some(params.out_scale)))
+    }
+
     /// Backward for a deferred forward ([`Layer::input_deferred`]): `input` must be that
     /// forward's input, bit for bit. [`Layer::restore_input`] followed by [`Layer::backward`].
     pub fn backward_with_input(&mut self, grad_output: Tensor, input: Tensor) -> Result<Tensor> {
@@ -262,14 +348,7 @@ impl Layer for Lif {
         if let Some(h) = &mut self.recorder {
             h.record(self.tape.membrane(), t, params.theta, &self.surrogate);
         }
-        let n = input.len() / t;
-        self.stats = LifStats {
-            firing_rate: sums.spikes as f64 / (t * n).max(1) as f64,
-            active_fraction: sums.active as f64 / n.max(1) as f64,
-            mean_u_active: mp_init::batch_mean(sums.sum_u_active, sums.active),
-            neurons: n,
-            timesteps: t,
-        };
+        self.set_stats(&sums, t, input.len() / t);
         if ctx.is_train() {
             if self.spec.mp_init {
                 let (mut sum_u, mut active) = (sums.sum_u_active, sums.active);

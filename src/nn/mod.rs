@@ -16,6 +16,7 @@ pub mod build;
 pub mod conv;
 pub mod dropout;
 pub mod flatten;
+mod fuse;
 pub mod lif;
 pub mod linear;
 pub mod network;

@@ -150,6 +150,12 @@ impl Network {
         self.root.set_recompute_level(level);
     }
 
+    /// Whether eval forwards fuse batch norm → repeat → LIF → max pool runs into one kernel
+    /// (default on; bit-identical either way, see [`Sequential::set_eval_fusion`]).
+    pub fn set_eval_fusion(&mut self, on: bool) {
+        self.root.set_eval_fusion(on);
+    }
+
     /// Drops cached forward state in every layer.
     pub fn clear_cache(&mut self) {
         self.root.clear_cache();

@@ -1,6 +1,7 @@
 //! [`Sequential`]: layers run one after another.
 
 use super::conv::Conv2d;
+use super::fuse;
 use super::lif::Lif;
 use super::{Buffer, ForwardCtx, Layer, Param};
 use crate::error::{Error, Result};
@@ -39,6 +40,7 @@ pub struct Sequential {
     name: String,
     layers: Vec<Box<dyn Layer>>,
     recompute: Recompute,
+    fuse_eval: bool,
 }
 
 impl Sequential {
@@ -48,6 +50,7 @@ impl Sequential {
             name: name.into(),
             layers,
             recompute: Recompute::Pointwise,
+            fuse_eval: true,
         }
     }
 
@@ -74,6 +77,29 @@ impl Sequential {
         for layer in &mut self.layers {
             if let Some(seq) = layer.as_any_mut().downcast_mut::<Sequential>() {
                 seq.set_recompute_level(on);
+            } else {
+                walk(layer.as_mut(), on);
+            }
+        }
+    }
+
+    /// Whether eval forwards run `[BatchNorm2d] [Repeat] Lif [MaxPool2d]` runs as one fused
+    /// kernel (the default; bit-identical, see [`super::lif::Lif::forward_eval_planes`]), here
+    /// and in every nested container. Off runs every layer on its own.
+    pub fn set_eval_fusion(&mut self, on: bool) {
+        self.fuse_eval = on;
+        fn walk(layer: &mut dyn Layer, on: bool) {
+            for child in layer.children_mut() {
+                if let Some(seq) = child.as_any_mut().downcast_mut::<Sequential>() {
+                    seq.set_eval_fusion(on);
+                } else {
+                    walk(child, on);
+                }
+            }
+        }
+        for layer in &mut self.layers {
+            if let Some(seq) = layer.as_any_mut().downcast_mut::<Sequential>() {
+                seq.set_eval_fusion(on);
             } else {
                 walk(layer.as_mut(), on);
             }
@@ -146,7 +172,15 @@ impl Layer for Sequential {
 
     fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         let mut x = input;
-        for i in 0..self.layers.len() {
+        let mut i = 0;
+        while i < self.layers.len() {
+            if !ctx.is_train() && self.fuse_eval {
+                if let Some(run) = fuse::find_run(&self.layers, i, x.shape()) {
+                    x = fuse::forward(&mut self.layers, run, x, ctx)?;
+                    i = run.end;
+                    continue;
+                }
+            }
             if ctx.is_train() {
                 let is_lif = self.layers[i].as_any().is::<Lif>();
                 let recomputable = i > 0
@@ -166,6 +200,7 @@ impl Layer for Sequential {
                 self.layers[i].set_input_recomputable(recomputable);
             }
             x = self.layers[i].forward(x, ctx)?;
+            i += 1;
         }
         Ok(x)
     }

@@ -108,19 +108,19 @@ impl Format for Bytes {
 
 /// The lane mask with lane `i` set iff bit `i` of `bits` is.
 #[inline(always)]
-fn mask_from_bits(bits: u8) -> f32x8 {
+pub(super) fn mask_from_bits(bits: u8) -> f32x8 {
     const LANE_BIT: u32x8 = u32x8::new([1, 2, 4, 8, 16, 32, 64, 128]);
     let hit = (u32x8::splat(bits as u32) & LANE_BIT).simd_ne(u32x8::splat(0));
     f32x8::from_bits(hit)
 }
 
 #[inline(always)]
-fn load(row: &[f32], j: usize) -> f32x8 {
+pub(super) fn load(row: &[f32], j: usize) -> f32x8 {
     f32x8::new(row[j..j + LANES].try_into().unwrap())
 }
 
 #[inline(always)]
-fn store(row: &mut [f32], j: usize, v: f32x8) {
+pub(super) fn store(row: &mut [f32], j: usize, v: f32x8) {
     row[j..j + LANES].copy_from_slice(&v.to_array());
 }
 

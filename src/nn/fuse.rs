@@ -1,0 +1,124 @@
+//! Eval-time fusion inside a [`super::Sequential`]: a run `[BatchNorm2d] [Repeat] Lif
+//! [MaxPool2d]` (at least two of them) runs as one plane-wise kernel
+//! ([`Lif::forward_eval_planes`]) instead of layer by layer, with the same bits.
+//!
+//! Why: in inference the stages between two convolutions are memory passes over the largest
+//! activations; `mnist-cnn`'s stem alone streams 25.7 MB through each of repeat, LIF and pool
+//! per batch of 64 (docs/perf.md). Training keeps the layers separate: each caches what its
+//! backward needs.
+
+use super::batchnorm::BatchNorm2d;
+use super::lif::Lif;
+use super::pool::MaxPool2d;
+use super::repeat::Repeat;
+use super::{ForwardCtx, Layer};
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// A fusable run of layers starting at some index of a container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Run {
+    batch_norm: Option<usize>,
+    repeat: Option<usize>,
+    lif: usize,
+    pool: Option<usize>,
+    /// One past the run's last layer.
+    pub end: usize,
+}
+
+fn is<T: 'static>(layers: &[Box<dyn Layer>], i: usize) -> bool {
+    layers.get(i).is_some_and(|l| l.as_any().is::<T>())
+}
+
+/// The run starting at layer `i` for an input of shape `input`, if there is one worth fusing.
+pub(super) fn find_run(layers: &[Box<dyn Layer>], i: usize, input: &[usize]) -> Option<Run> {
+    if input.len() != 4 {
+        return None;
+    }
+    let batch_norm = is::<BatchNorm2d>(layers, i).then_some(i);
+    let j = i + batch_norm.is_some() as usize;
+    let repeat = is::<Repeat>(layers, j).then_some(j);
+    let j = j + repeat.is_some() as usize;
+    let lif = j;
+    let fusable = layers
+        .get(lif)
+        .and_then(|l| l.as_any().downcast_ref::<Lif>())
+        .is_some_and(Lif::can_fuse_eval);
+    if !fusable {
+        return None;
+    }
+    let pool = is::<MaxPool2d>(layers, lif + 1).then_some(lif + 1);
+    let end = lif + 1 + pool.is_some() as usize;
+    (end - i >= 2).then_some(Run {
+        batch_norm,
+        repeat,
+        lif,
+        pool,
+        end,
+    })
+}
+
+fn downcast<T: 'static>(layer: &mut dyn Layer) -> &mut T {
+    layer
+        .as_any_mut()
+        .downcast_mut::<T>()
+        .expect("find_run checked the layer type")
+}
+
+/// Runs `run` in eval mode on `input` (the input of its first layer).
+pub(super) fn forward(
+    layers: &mut [Box<dyn Layer>],
+    run: Run,
+    input: Tensor,
+    ctx: &ForwardCtx,
+) -> Result<Tensor> {
+    let affine = match run.batch_norm {
+        Some(i) => Some(downcast::<BatchNorm2d>(layers[i].as_mut()).eval_affine(input.shape())?),
+        None => None,
+    };
+    if let Some(i) = run.repeat {
+        layers[i].clear_cache();
+    }
+    let pool = match run.pool {
+        Some(i) => {
+            layers[i].clear_cache();
+            Some(downcast::<MaxPool2d>(layers[i].as_mut()).plane_geometry(input.shape())?)
+        }
+        None => None,
+    };
+    let lif = downcast::<Lif>(layers[run.lif].as_mut());
+    lif.forward_eval_planes(&input, ctx, affine.as_ref(), run.repeat.is_some(), pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{build, ModelOptions};
+    use crate::nn::build::{build_sequential, init_rng};
+
+    /// The runs `mnist-cnn` fuses: stem BN → repeat → LIF → pool1, and BN → LIF → pool2.
+    #[test]
+    fn mnist_cnn_fuses_both_stages() {
+        let spec = build("mnist-cnn", &ModelOptions::new([1, 28, 28], 10)).unwrap();
+        let seq = build_sequential("m", &spec.layers, &mut init_rng(1), 1).unwrap();
+        let layers = seq.layers();
+        let names: Vec<&str> = layers.iter().map(|l| l.name()).collect();
+        let at = |name: &str| names.iter().position(|&n| n == name).unwrap();
+        let stem = find_run(layers, at("stem_bn"), &[4, 32, 28, 28]).unwrap();
+        assert_eq!(
+            stem,
+            Run {
+                batch_norm: Some(at("stem_bn")),
+                repeat: Some(at("repeat")),
+                lif: at("stem_lif"),
+                pool: Some(at("pool1")),
+                end: at("pool1") + 1,
+            }
+        );
+        let second = find_run(layers, at("conv2_bn"), &[16, 64, 14, 14]).unwrap();
+        assert_eq!((second.repeat, second.end), (None, at("pool2") + 1));
+        // Not at a conv, and not on a flat input.
+        assert_eq!(find_run(layers, at("conv2_conv"), &[16, 32, 14, 14]), None);
+        assert_eq!(find_run(layers, at("conv2_bn"), &[16, 64]), None);
+    }
+}
