@@ -1,23 +1,27 @@
-//! A small pool of large `f32` buffers that dropped [`crate::Tensor`]s give back and new
-//! activations take, so a training or inference loop stops handing its largest arrays back to
-//! the operating system and faulting fresh zeroed pages in every step.
+//! A small per-thread pool of large `f32` buffers: dropped [`crate::Tensor`]s give theirs back
+//! and kernels that overwrite their whole output take one ([`overwritable`]), so an inference
+//! loop stops handing its largest arrays to the operating system and faulting fresh zeroed
+//! pages back in every step.
 //!
 //! Why: glibc serves multi-megabyte allocations with `mmap` (or trims them off the heap top)
-//! under a threshold that adapts to the program's history. Depending on the order of sizes, a
-//! step's activations were unmapped and faulted back in every iteration: with the fused
-//! inference kernels, page faults and their lock contention took a quarter of a `mnist-cnn`
-//! inference step at 2 threads (docs/perf.md). Reusing the steady-state buffers removes that
-//! without depending on the allocator.
+//! under a threshold that adapts to the program's history. With the fused eval kernels
+//! ([`crate::kernels::lif::forward_eval_planes`]) their outputs were unmapped and faulted back
+//! in every step: page faults and their lock contention took a quarter of a `mnist-cnn`
+//! inference step at 2 threads, and fused inference ran slower than unfused (docs/perf.md).
 //!
-//! Bounded: each thread keeps at most [`MAX_POOLED_BYTES`], oldest dropped first, so a model's
-//! peak memory grows by at most that much. Only buffers of at least [`MIN_POOLED_LEN`] elements are pooled.
+//! The pool is active only inside an [`EvalScope`] (which [`crate::nn::Network::forward`] opens
+//! for eval passes): there layer outputs come from it ([`zeroed`], [`overwritable`]) and
+//! dropped tensors go back to it. Training is untouched: pooling every training activation was
+//! measured and rejected, since zero-filling a reused 25 MB buffer on one thread cost more than
+//! the page faults it saved (`mnist-cnn` training step −28 %). Each thread keeps at most
+//! [`MAX_POOLED_BYTES`], oldest dropped first; the buffers stay pooled between eval passes.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 /// Buffers shorter than this (1 MiB of `f32`) go straight back to the allocator.
 pub const MIN_POOLED_LEN: usize = 1 << 18;
 
-/// The most the pool keeps, in bytes.
+/// The most a thread's pool keeps, in bytes.
 pub const MAX_POOLED_BYTES: usize = 32 << 20;
 
 thread_local! {
@@ -25,41 +29,72 @@ thread_local! {
     /// (rayon workers only run kernels on borrowed slices), so no lock is needed, and tests
     /// on different threads do not see each other's buffers.
     static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    static ARMED: Cell<bool> = const { Cell::new(false) };
 }
 
 fn pooled_bytes(pool: &[Vec<f32>]) -> usize {
     pool.iter().map(|v| v.capacity() * 4).sum()
 }
 
-/// A vector of `len` zeros, reusing a pooled buffer whose capacity is within 25 % above `len`
-/// when there is one.
-pub fn zeroed(len: usize) -> Vec<f32> {
-    filled(len, 0.0)
+/// While alive, this thread's pool is active (see the module docs); scopes nest.
+#[must_use = "the pool is active only while the scope lives"]
+pub struct EvalScope {
+    was_active: bool,
 }
 
-/// A vector of `len` copies of `value`, reusing a pooled buffer when one fits.
-pub fn filled(len: usize, value: f32) -> Vec<f32> {
-    if let Some(mut v) = take(len) {
-        v.clear();
-        v.resize(len, value);
-        return v;
+impl EvalScope {
+    /// Activates this thread's pool until the scope is dropped.
+    pub fn new() -> Self {
+        EvalScope {
+            was_active: ARMED.try_with(|a| a.replace(true)).unwrap_or(false),
+        }
     }
-    vec![value; len]
+}
+
+impl Default for EvalScope {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for EvalScope {
+    fn drop(&mut self) {
+        let _ = ARMED.try_with(|a| a.set(self.was_active));
+    }
+}
+
+fn active() -> bool {
+    ARMED.try_with(Cell::get).unwrap_or(false)
+}
+
+/// A vector of `len` zeros: a pooled buffer (capacity within 25 % above `len`) zero-filled,
+/// inside an [`EvalScope`] when one fits; a fresh allocation otherwise.
+pub fn zeroed(len: usize) -> Vec<f32> {
+    match take(len) {
+        Some(mut v) => {
+            v.clear();
+            v.resize(len, 0.0);
+            v
+        }
+        None => vec![0.0; len],
+    }
 }
 
 /// A vector of `len` elements whose values are unspecified (a pooled buffer's old contents,
-/// or zeros): for outputs a kernel overwrites completely, saving the zero fill.
+/// or zeros), for an output the caller overwrites completely; pooled as [`zeroed`].
 pub fn overwritable(len: usize) -> Vec<f32> {
-    if let Some(mut v) = take(len) {
-        v.resize(len, 0.0);
-        v.truncate(len);
-        return v;
+    match take(len) {
+        Some(mut v) => {
+            v.resize(len, 0.0);
+            v.truncate(len);
+            v
+        }
+        None => vec![0.0; len],
     }
-    vec![0.0; len]
 }
 
 fn take(len: usize) -> Option<Vec<f32>> {
-    if len < MIN_POOLED_LEN {
+    if len < MIN_POOLED_LEN || !active() {
         return None;
     }
     POOL.try_with(|pool| {
@@ -73,11 +108,14 @@ fn take(len: usize) -> Option<Vec<f32>> {
     .flatten()
 }
 
-/// Gives `buffer` to the pool (if it is large enough), dropping the oldest pooled buffers to
-/// stay within [`MAX_POOLED_BYTES`].
+/// Gives `buffer` to this thread's pool inside an [`EvalScope`] if it is large enough,
+/// dropping the oldest pooled buffers to stay within [`MAX_POOLED_BYTES`]; otherwise frees it.
 pub fn give_back(buffer: Vec<f32>) {
     let bytes = buffer.capacity() * 4;
     if buffer.capacity() < MIN_POOLED_LEN || bytes > MAX_POOLED_BYTES {
+        return;
+    }
+    if !active() {
         return;
     }
     // During thread teardown the pool may be gone; the buffer is then simply freed.
@@ -106,35 +144,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn large_buffers_come_back_zeroed_small_ones_are_not_kept_and_the_pool_is_bounded() {
+    fn a_scoped_pool_reuses_large_buffers_within_its_bound() {
         clear();
-        let mut a = zeroed(MIN_POOLED_LEN + 10);
-        a.fill(7.0);
+        give_back(vec![1.0; MIN_POOLED_LEN]);
+        assert_eq!(held_bytes(), 0, "no scope, no pooling");
+        let scope = EvalScope::new();
+        let mut a = overwritable(MIN_POOLED_LEN + 10);
+        a[0] = 7.0;
         let ptr = a.as_ptr();
         give_back(a);
         assert_eq!(held_bytes(), (MIN_POOLED_LEN + 10) * 4);
-        let b = zeroed(MIN_POOLED_LEN);
-        assert_eq!(b.as_ptr(), ptr, "the pooled buffer is reused");
-        assert!(b.iter().all(|&v| v == 0.0));
+        let b = overwritable(MIN_POOLED_LEN);
+        assert_eq!((b.as_ptr(), b.len()), (ptr, MIN_POOLED_LEN), "reused");
         assert_eq!(held_bytes(), 0);
-        give_back(vec![1.0; 100]);
-        assert_eq!(held_bytes(), 0);
-        // A much smaller request does not take a big buffer.
         give_back(b);
-        let small = zeroed(MIN_POOLED_LEN / 2 + 1);
+        let z = zeroed(MIN_POOLED_LEN + 5);
+        assert_eq!(z.as_ptr(), ptr);
+        assert!(z.iter().all(|&v| v == 0.0) && z.len() == MIN_POOLED_LEN + 5);
+        give_back(vec![1.0; 100]);
+        assert_eq!(held_bytes(), 0, "small buffers are freed");
+        give_back(z);
+        // A much smaller request does not take a big buffer.
+        let small = overwritable(MIN_POOLED_LEN / 2 + 1);
         assert_ne!(small.as_ptr(), ptr);
         for _ in 0..(MAX_POOLED_BYTES / (MIN_POOLED_LEN * 4) + 3) {
             give_back(vec![0.0; MIN_POOLED_LEN]);
         }
         assert!(held_bytes() <= MAX_POOLED_BYTES);
-        assert_eq!(filled(MIN_POOLED_LEN, 2.5)[MIN_POOLED_LEN - 1], 2.5);
-        clear();
-        let mut c = overwritable(MIN_POOLED_LEN + 1);
-        c[0] = 3.0;
-        let ptr = c.as_ptr();
-        give_back(c);
-        let d = overwritable(MIN_POOLED_LEN);
-        assert_eq!((d.as_ptr(), d.len()), (ptr, MIN_POOLED_LEN));
+        {
+            let _inner = EvalScope::new();
+        }
+        assert!(active(), "an inner scope restores the outer state");
+        drop(scope);
+        assert!(!active());
+        let held = held_bytes();
+        let fresh = zeroed(MIN_POOLED_LEN);
+        assert_eq!(held_bytes(), held, "outside a scope the pool is not used");
+        give_back(fresh);
+        assert_eq!(held_bytes(), held);
         clear();
         assert_eq!(held_bytes(), 0);
     }

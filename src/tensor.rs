@@ -33,7 +33,7 @@ impl Tensor {
     pub fn full(shape: &[usize], value: f32) -> Self {
         Tensor {
             shape: shape.to_vec(),
-            data: crate::buffer_pool::filled(shape.iter().product(), value),
+            data: vec![value; shape.iter().product()],
             spike_scale: None,
         }
     }
@@ -182,7 +182,8 @@ impl Tensor {
     }
 }
 
-/// Large buffers go back to [`crate::buffer_pool`] for the next activation of their size.
+/// Inside an eval pass large buffers go back to [`crate::buffer_pool`] for the next output of
+/// their size.
 impl Drop for Tensor {
     fn drop(&mut self) {
         crate::buffer_pool::give_back(std::mem::take(&mut self.data));

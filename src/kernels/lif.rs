@@ -22,7 +22,7 @@ mod reference;
 #[cfg(test)]
 mod tests;
 
-pub use planes::{forward_eval_planes, ChannelAffine, PlaneStages};
+pub use planes::{forward_eval_planes, forward_eval_planes_in_place, ChannelAffine, PlaneStages};
 pub use reference::{backward_reference, forward_reference, ReferenceForward};
 
 use crate::neuron::step::{reset, StepParams};

@@ -87,7 +87,7 @@ pub(super) fn forward(
         None => None,
     };
     let lif = downcast::<Lif>(layers[run.lif].as_mut());
-    lif.forward_eval_planes(&input, ctx, affine.as_ref(), run.repeat.is_some(), pool)
+    lif.forward_eval_planes(input, ctx, affine.as_ref(), run.repeat.is_some(), pool)
 }
 
 #[cfg(test)]

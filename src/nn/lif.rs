@@ -240,7 +240,7 @@ impl Lif {
     /// fit, or while the recorder is on.
     pub fn forward_eval_planes(
         &mut self,
-        input: &Tensor,
+        input: Tensor,
         ctx: &ForwardCtx,
         affine: Option<&EvalAffine>,
         repeated: bool,
@@ -288,13 +288,21 @@ impl Lif {
             self.tape = Tape::new(self.tape.storage());
         }
         let (oh, ow) = pool.map_or((h, w), |g| (g.oh, g.ow));
-        // Every element is written by the kernel.
-        let mut out = Tensor::from_vec(
-            &[t * batch, c, oh, ow],
-            crate::buffer_pool::overwritable(t * batch * c * oh * ow),
-        )?;
-        let sums =
-            kernel::forward_eval_planes(&params, u0, t, &stages, input.data(), out.data_mut());
+        let out_shape = [t * batch, c, oh, ow];
+        let (out, sums) = if !repeated && pool.is_none() {
+            let mut io = input;
+            let sums = kernel::forward_eval_planes_in_place(&params, u0, t, &stages, io.data_mut());
+            (io.reshape(&out_shape)?, sums)
+        } else {
+            // Every element is written by the kernel.
+            let mut out = Tensor::from_vec(
+                &out_shape,
+                crate::buffer_pool::overwritable(out_shape.iter().product()),
+            )?;
+            let sums =
+                kernel::forward_eval_planes(&params, u0, t, &stages, input.data(), out.data_mut());
+            (out, sums)
+        };
         self.set_stats(&sums, t, batch * c * h * w);
         Ok(out.with_spike_scale(Some(params.out_scale)))
     }

@@ -92,7 +92,11 @@ impl Network {
 
     /// Runs the model. Input: `[B, C, H, W]` for direct encoding, `[T·B, C, H, W]` (time-major)
     /// for frames. Output: logits `[T·B, classes]`, time-major.
+    ///
+    /// Eval passes take their large activations from, and return them to, this thread's
+    /// [`crate::buffer_pool`] (at most 32 MiB kept between passes).
     pub fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        let _pool = (!ctx.is_train()).then(crate::buffer_pool::EvalScope::new);
         let s = input.shape();
         if s.len() != 4 || s[1..] != self.spec.input[..] {
             return Err(Error::shape(

@@ -111,6 +111,38 @@ pub fn forward_eval_planes(
     out: &mut [f32],
 ) -> ForwardSums {
     stages.check(timesteps, input.len(), out.len());
+    run(p, u0, timesteps, stages, Some(input), out)
+}
+
+/// [`forward_eval_planes`] in place, for stages that keep the shape (no repeat, no pooling):
+/// `io` holds the input `[T·B, C, H, W]` on entry and the output on return, so no output
+/// buffer is allocated.
+///
+/// # Panics
+/// If the stages repeat or pool, or a length disagrees with `stages` and `timesteps`.
+pub fn forward_eval_planes_in_place(
+    p: &StepParams,
+    u0: f32,
+    timesteps: usize,
+    stages: &PlaneStages,
+    io: &mut [f32],
+) -> ForwardSums {
+    assert!(
+        !stages.repeated && stages.pool.is_none(),
+        "lif planes: in place needs the same input and output shape"
+    );
+    stages.check(timesteps, io.len(), io.len());
+    run(p, u0, timesteps, stages, None, io)
+}
+
+fn run(
+    p: &StepParams,
+    u0: f32,
+    timesteps: usize,
+    stages: &PlaneStages,
+    input: Option<&[f32]>,
+    out: &mut [f32],
+) -> ForwardSums {
     let (hw, ohw) = (stages.plane_len(), stages.out_plane_len());
     if stages.planes == 0 || hw == 0 {
         return ForwardSums::default();
@@ -180,7 +212,7 @@ fn run_plane(
     u0: f32,
     stages: &PlaneStages,
     plane: usize,
-    input: &[f32],
+    input: Option<&[f32]>,
     rows: &mut [&mut [f32]],
     local: usize,
     s: &mut Scratch,
@@ -196,6 +228,16 @@ fn run_plane(
         } else {
             t * stages.planes + plane
         };
+        let Some(input) = input else {
+            // In place: the row holds this step's input plane.
+            let io = &mut out_row[local..local + hw];
+            if let Some(a) = stages.affine {
+                let c = plane % stages.channels;
+                bn::normalize_plane_inplace(io, a.mean[c], a.scale[c], a.shift[c]);
+            }
+            spikes += lif_step_plane(p, None, &mut s.u, io, &mut s.fired);
+            continue;
+        };
         let src = &input[step_plane * hw..][..hw];
         let x: &[f32] = match stages.affine {
             Some(a) if !stages.repeated || t == 0 => {
@@ -209,7 +251,7 @@ fn run_plane(
         };
         let dst = &mut out_row[local..local + ohw];
         let o: &mut [f32] = if stages.pool.is_some() { &mut s.o } else { dst };
-        spikes += lif_step_plane(p, x, &mut s.u, o, &mut s.fired);
+        spikes += lif_step_plane(p, Some(x), &mut s.u, o, &mut s.fired);
         if let Some(g) = &stages.pool {
             max_pool_spikes(g, &s.o, &mut out_row[local..local + ohw]);
         }
@@ -235,29 +277,32 @@ fn run_plane(
     }
 }
 
-/// One timestep over a plane: `o ← step(u, x).o`, `u ← U`, spiking lanes OR-ed into `fired`.
-/// Returns the number of spikes.
+/// One timestep over a plane: `o ← step(u, x).o` (`x` = `o` itself if `None`: in place),
+/// `u ← U`, spiking lanes OR-ed into `fired`. Returns the number of spikes.
 #[inline(always)]
 fn lif_step_plane(
     p: &StepParams,
-    x: &[f32],
+    x: Option<&[f32]>,
     u: &mut [f32],
     o: &mut [f32],
     fired: &mut [u8],
 ) -> u64 {
-    let groups = x.len() / LANES;
+    let len = o.len();
+    let groups = len / LANES;
     let mut spikes = 0u64;
     for (v, any) in fired[..groups].iter_mut().enumerate() {
         let j = v * LANES;
-        let out = step::<f32x8>(p, load(u, j), load(x, j));
+        let xv = load(x.unwrap_or(o), j);
+        let out = step::<f32x8>(p, load(u, j), xv);
         store(o, j, out.o);
         store(u, j, out.u);
         let bits = out.s.to_bitmask() as u8;
         *any |= bits;
         spikes += bits.count_ones() as u64;
     }
-    for j in groups * LANES..x.len() {
-        let out = step::<f32>(p, u[j], x[j]);
+    for j in groups * LANES..len {
+        let xj = x.map_or(o[j], |x| x[j]);
+        let out = step::<f32>(p, u[j], xj);
         o[j] = out.o;
         u[j] = out.u;
         fired[j / LANES] |= (out.s as u8) << (j % LANES);
@@ -417,6 +462,12 @@ mod tests {
                             (sums.spikes, sums.active),
                             (want_sums.spikes, want_sums.active)
                         );
+                        if !repeated && pool.is_none() {
+                            let mut io = input.clone();
+                            let s2 = forward_eval_planes_in_place(&p, 0.2, t, &st, &mut io);
+                            assert_eq!(bits(&io), bits(&want), "in place");
+                            assert_eq!(s2, sums);
+                        }
                         assert!(
                             (sums.sum_u_active - want_sums.sum_u_active).abs()
                                 <= 1e-4 * (1.0 + want_sums.sum_u_active.abs())
