@@ -185,13 +185,32 @@ pub fn normalize_inplace(x: &mut [f32], d: BnDims, mean: &[f32], scale: &[f32], 
         });
 }
 
-/// One plane of [`normalize_inplace`]: `x ← (x − m)·a + b` with a fused multiply-add. The
-/// plane-wise LIF kernel calls it too, so a fused eval batch norm gives the same bits.
+/// One plane of [`normalize_inplace`]: `x ← (x − m)·a + b` with a multiply-add, 8 lanes at a
+/// time from the plane's start ([`affine8`]) and a scalar tail ([`affine1`]). The plane-wise
+/// LIF kernel applies the same two functions at the same positions, so a fused eval batch
+/// norm gives the same bits on any target (with or without hardware FMA).
 #[inline]
 pub fn normalize_plane_inplace(x: &mut [f32], m: f32, a: f32, b: f32) {
-    for v in x.iter_mut() {
-        *v = (*v - m).mul_add(a, b);
+    let mut groups = x.chunks_exact_mut(LANES);
+    for g in &mut groups {
+        let v = affine8(f32x8::new((&*g).try_into().unwrap()), m, a, b);
+        g.copy_from_slice(&v.to_array());
     }
+    for v in groups.into_remainder() {
+        *v = affine1(*v, m, a, b);
+    }
+}
+
+/// `(x − m)·a + b` on 8 lanes.
+#[inline(always)]
+pub fn affine8(x: f32x8, m: f32, a: f32, b: f32) -> f32x8 {
+    (x - f32x8::splat(m)).mul_add(f32x8::splat(a), f32x8::splat(b))
+}
+
+/// `(x − m)·a + b` on one value.
+#[inline(always)]
+pub fn affine1(x: f32, m: f32, a: f32, b: f32) -> f32 {
+    (x - m).mul_add(a, b)
 }
 
 /// `y = (x − m)·a + b` with vector lanes.

@@ -213,7 +213,7 @@ impl Layer for Conv2d {
     fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         let g = self.geom(input.shape())?;
         self.check_params()?;
-        let mut y = crate::buffer_pool::zeroed(g.n * g.out_img());
+        let mut y = crate::buffer_pool::overwritable(g.n * g.out_img());
         let weight = self.weight.value.data();
         let bias = self.bias.as_ref().map(|b| b.value.data());
         let saved = match input.spike_scale().filter(|s| s.is_finite()) {
@@ -316,7 +316,7 @@ impl Layer for Conv2d {
         let Some((Saved::Spikes(bits), g)) = &self.cache else {
             return None;
         };
-        let mut y = crate::buffer_pool::zeroed(g.n * g.out_img());
+        let mut y = crate::buffer_pool::overwritable(g.n * g.out_img());
         let bias = self.bias.as_ref().map(|b| b.value.data());
         spike_forward(g, bits, None, self.weight.value.data(), bias, &mut y);
         Tensor::from_vec(&[g.n, g.c_out, g.oh, g.ow], y).ok()

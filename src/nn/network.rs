@@ -94,9 +94,14 @@ impl Network {
     /// for frames. Output: logits `[T·B, classes]`, time-major.
     ///
     /// Eval passes take their large activations from, and return them to, this thread's
-    /// [`crate::buffer_pool`] (at most 32 MiB kept between passes).
+    /// [`crate::buffer_pool`] (kept between eval passes); a training pass empties it first.
     pub fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
-        let _pool = (!ctx.is_train()).then(crate::buffer_pool::EvalScope::new);
+        let _pool = if ctx.is_train() {
+            crate::buffer_pool::clear();
+            None
+        } else {
+            Some(crate::buffer_pool::EvalScope::new())
+        };
         let s = input.shape();
         if s.len() != 4 || s[1..] != self.spec.input[..] {
             return Err(Error::shape(
