@@ -1,8 +1,13 @@
 //! Element-wise vector operations (`wide` lanes with scalar tails).
 
+use rayon::prelude::*;
 use wide::f32x8;
 
 const LANES: usize = 8;
+
+/// Elements per task of the `par_` operations: fixed, so results never depend on the thread
+/// count, and large enough (256 KB) that task overhead is negligible.
+const PAR_CHUNK: usize = 64 * 1024;
 
 /// `dst[i] += src[i]`.
 ///
@@ -98,6 +103,69 @@ pub fn affine_inplace(x: &mut [f32], a: f32, b: f32) {
     }
 }
 
+/// [`add_assign`] over rayon tasks: the same per-element operation, so the same bits. For the
+/// multi-megabyte activations of residual adds and gradient sums, which a single thread would
+/// stream alone while the other cores idle.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn par_add_assign(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len(), "par_add_assign: length mismatch");
+    dst.par_chunks_mut(PAR_CHUNK)
+        .zip(src.par_chunks(PAR_CHUNK))
+        .for_each(|(d, s)| add_assign(d, s));
+}
+
+/// `dst ← src` over rayon tasks.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn par_copy(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len(), "par_copy: length mismatch");
+    dst.par_chunks_mut(PAR_CHUNK)
+        .zip(src.par_chunks(PAR_CHUNK))
+        .for_each(|(d, s)| d.copy_from_slice(s));
+}
+
+/// `dst` = `src` repeated `dst.len() / src.len()` times, over rayon tasks.
+///
+/// # Panics
+/// If `src` is empty or its length does not divide `dst.len()`.
+pub fn par_tile(dst: &mut [f32], src: &[f32]) {
+    assert!(
+        !src.is_empty() && dst.len().is_multiple_of(src.len()),
+        "par_tile: {} is not a multiple of {}",
+        dst.len(),
+        src.len()
+    );
+    for tile in dst.chunks_exact_mut(src.len()) {
+        par_copy(tile, src);
+    }
+}
+
+/// `dst[i] = Σ_k src[k·n + i]` with `n = dst.len()`, added in `k` order (the same bits as
+/// copying tile 0 and [`add_assign`]-ing the others), over rayon tasks.
+///
+/// # Panics
+/// If `dst` is empty or its length does not divide `src.len()`.
+pub fn par_sum_tiles(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    assert!(
+        n > 0 && src.len().is_multiple_of(n) && src.len() >= n,
+        "par_sum_tiles: {} is not a multiple of {n}",
+        src.len()
+    );
+    dst.par_chunks_mut(PAR_CHUNK)
+        .enumerate()
+        .for_each(|(c, d)| {
+            let lo = c * PAR_CHUNK;
+            d.copy_from_slice(&src[lo..lo + d.len()]);
+            for tile in src.chunks_exact(n).skip(1) {
+                add_assign(d, &tile[lo..lo + d.len()]);
+            }
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +181,37 @@ mod tests {
             for i in 0..n {
                 assert_eq!(c[i], (a[i] + b[i]) * -2.0);
             }
+        }
+    }
+
+    #[test]
+    fn parallel_operations_match_the_serial_ones_bit_for_bit() {
+        // Lengths around the task size, so tasks and tails both occur.
+        for n in [1, 9, PAR_CHUNK - 3, PAR_CHUNK + 5, 3 * PAR_CHUNK + 7] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos() * 1e-3).collect();
+            let mut serial = a.clone();
+            add_assign(&mut serial, &b);
+            let mut par = a.clone();
+            par_add_assign(&mut par, &b);
+            assert_eq!(par, serial);
+            let mut copy = vec![0.0; n];
+            par_copy(&mut copy, &a);
+            assert_eq!(copy, a);
+
+            let t = 3;
+            let mut tiled = vec![f32::NAN; t * n];
+            par_tile(&mut tiled, &a);
+            assert!(tiled.chunks(n).all(|c| c == a));
+            let mut stacked = a.clone();
+            stacked.extend_from_slice(&b);
+            stacked.extend_from_slice(&a);
+            let mut want = a.clone();
+            add_assign(&mut want, &b);
+            add_assign(&mut want, &a);
+            let mut got = vec![f32::NAN; n];
+            par_sum_tiles(&mut got, &stacked);
+            assert_eq!(got, want);
         }
     }
 

@@ -2,6 +2,7 @@
 
 use super::{ForwardCtx, Layer};
 use crate::error::{Error, Result};
+use crate::kernels::elementwise;
 use crate::tensor::Tensor;
 
 /// Tiles its input `T` times along the batch axis; backward sums the `T` gradient slices.
@@ -51,10 +52,8 @@ impl Layer for Repeat {
         let step = input.len();
         let mut shape = input.shape().to_vec();
         shape[0] *= t;
-        let mut data = Vec::with_capacity(step * t);
-        for _ in 0..t {
-            data.extend_from_slice(input.data());
-        }
+        let mut data = crate::buffer_pool::overwritable(step * t);
+        elementwise::par_tile(&mut data, input.data());
         self.cached = ctx.is_train().then_some((t, step));
         let scale = input.spike_scale();
         Ok(Tensor::from_vec(&shape, data)?.with_spike_scale(scale))
@@ -73,11 +72,8 @@ impl Layer for Repeat {
         }
         let mut shape = grad_output.shape().to_vec();
         shape[0] /= t;
-        let g = grad_output.data();
-        let mut sum = g[..step].to_vec();
-        for k in 1..t {
-            crate::kernels::elementwise::add_assign(&mut sum, &g[k * step..(k + 1) * step]);
-        }
+        let mut sum = crate::buffer_pool::overwritable(step);
+        elementwise::par_sum_tiles(&mut sum, grad_output.data());
         Tensor::from_vec(&shape, sum)
     }
 
