@@ -28,6 +28,7 @@
 
 use super::ConvGeom;
 use rayon::prelude::*;
+use wide::f32x16;
 
 /// The forward pass never takes the event-driven path above this input density (fraction of
 /// nonzero elements); see [`fwd_max_density`] for the per-shape switch point.
@@ -86,10 +87,7 @@ impl SpikeBits {
             .map(|(out, xp)| {
                 let mut ones = 0u64;
                 for (w, chunk) in out.iter_mut().zip(xp.chunks(64)) {
-                    let mut v = 0u64;
-                    for (i, &e) in chunk.iter().enumerate() {
-                        v |= ((e != 0.0) as u64) << i;
-                    }
+                    let v = nonzero_mask(chunk);
                     ones += v.count_ones() as u64;
                     *w = v;
                 }
@@ -339,6 +337,24 @@ pub fn backward_weight(g: &ConvGeom, x: &SpikeBits, dy: &[f32], dw: &mut [f32]) 
 #[path = "sparse_fwd.rs"]
 mod fwd;
 pub use fwd::{forward, PackedWeight};
+
+/// Bit `i` set iff `chunk[i] != 0.0` (`chunk.len() ≤ 64`); 16 lanes per compare for full
+/// chunks.
+#[inline]
+fn nonzero_mask(chunk: &[f32]) -> u64 {
+    if let Ok(full) = <&[f32; 64]>::try_from(chunk) {
+        let mut v = 0u64;
+        for (q, lanes) in full.chunks_exact(16).enumerate() {
+            let x = f32x16::new(lanes.try_into().unwrap());
+            v |= (x.simd_ne(f32x16::ZERO).to_bitmask() as u64) << (16 * q);
+        }
+        return v;
+    }
+    chunk
+        .iter()
+        .enumerate()
+        .fold(0u64, |v, (i, &e)| v | ((e != 0.0) as u64) << i)
+}
 
 #[cfg(test)]
 #[path = "sparse_tests.rs"]

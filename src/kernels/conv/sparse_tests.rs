@@ -207,3 +207,26 @@ fn packed_weight_rows_are_cache_line_aligned() {
         assert_eq!(wp.data().len(), 27 * (64 + 8));
     }
 }
+
+/// The 16-lane compare and the scalar tail agree with `e != 0.0` on full words, partial words,
+/// and the values a spike tensor can hold (±0, the scale), plus stray non-zeros.
+#[test]
+fn packing_sets_exactly_the_non_zero_bits() {
+    let mut seed = 9;
+    for len in [1, 63, 64, 65, 200] {
+        let x: Vec<f32> = (0..len)
+            .map(|i| match lcg(&mut seed) {
+                r if r < 0.6 => 0.0,
+                r if r < 0.7 => -0.0,
+                r if r < 0.95 => 0.75,
+                _ => i as f32 - 50.0,
+            })
+            .collect();
+        let bits = SpikeBits::from_f32(&x, 1, 1, len, 0.75);
+        let words = bits.plane_bits(0, 0);
+        for (i, &e) in x.iter().enumerate() {
+            assert_eq!((words[i / 64] >> (i % 64)) & 1 == 1, e != 0.0, "len {len}, i {i}");
+        }
+        assert_eq!(bits.density(), x.iter().filter(|&&e| e != 0.0).count() as f64 / len as f64);
+    }
+}
