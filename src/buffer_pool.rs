@@ -80,7 +80,7 @@ pub fn zeroed(len: usize) -> Vec<f32> {
             v.resize(len, 0.0);
             v
         }
-        None => vec![0.0; len],
+        None => crate::kernels::elementwise::par_zeroed(len),
     }
 }
 
@@ -93,7 +93,7 @@ pub fn overwritable(len: usize) -> Vec<f32> {
             v.truncate(len);
             v
         }
-        None => vec![0.0; len],
+        None => crate::kernels::elementwise::par_zeroed(len),
     }
 }
 

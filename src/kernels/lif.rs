@@ -90,7 +90,12 @@ impl Tape {
     pub fn prepare(&mut self, timesteps: usize, neurons: usize) {
         self.timesteps = timesteps;
         self.neurons = neurons;
-        self.membrane.resize(timesteps * neurons, 0.0);
+        let len = timesteps * neurons;
+        if self.membrane.len() < len && self.membrane.capacity() < len {
+            // A fresh tape (deferred layers rebuild theirs every step): zero it on all threads.
+            self.membrane = super::elementwise::par_zeroed(len);
+        }
+        self.membrane.resize(len, 0.0);
         self.spikes
             .resize(timesteps * self.storage.row_bytes(neurons), 0);
     }

@@ -140,12 +140,11 @@ impl Layer for Residual {
     }
 
     crate::impl_as_any!();
-}/// A copy of `t` made by all threads: the block's input and output gradient are the largest
+}
+/// A copy of `t` made by all threads: the block's input and output gradient are the largest
 /// tensors of a ResNet step (134 MB at B = 64, T = 4), which `Clone` copies on one thread.
 fn parallel_clone(t: &Tensor) -> Result<Tensor> {
     let mut data = crate::buffer_pool::overwritable(t.len());
     elementwise::par_copy(&mut data, t.data());
     Ok(Tensor::from_vec(t.shape(), data)?.with_spike_scale(t.spike_scale()))
 }
-
-

@@ -225,8 +225,15 @@ fn packing_sets_exactly_the_non_zero_bits() {
         let bits = SpikeBits::from_f32(&x, 1, 1, len, 0.75);
         let words = bits.plane_bits(0, 0);
         for (i, &e) in x.iter().enumerate() {
-            assert_eq!((words[i / 64] >> (i % 64)) & 1 == 1, e != 0.0, "len {len}, i {i}");
+            assert_eq!(
+                (words[i / 64] >> (i % 64)) & 1 == 1,
+                e != 0.0,
+                "len {len}, i {i}"
+            );
         }
-        assert_eq!(bits.density(), x.iter().filter(|&&e| e != 0.0).count() as f64 / len as f64);
+        assert_eq!(
+            bits.density(),
+            x.iter().filter(|&&e| e != 0.0).count() as f64 / len as f64
+        );
     }
 }
