@@ -1,7 +1,7 @@
 //! Fused LIF kernels at ResNet-19 layer sizes (T = 4, B = 64; METHOD.md §6.1): training forward,
 //! backward, forward+backward, eval forward, the three spike storages, a STREAM-like triad
-//! over the same bytes as a same-run bandwidth reference, and an L2-resident size that shows
-//! the compute rate.
+//! over the same bytes as a same-run bandwidth reference, an L2-resident size that shows
+//! the compute rate, and the fused eval kernel against the layer-by-layer chain it replaces.
 //!
 //! Throughput is reported in neuron-steps (T·N) and in counted bytes (each f32 read or written
 //! once, no write-allocate traffic, like STREAM): training forward 12 B per neuron-step
@@ -174,5 +174,63 @@ fn l2_resident(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lif, spike_storage, l2_resident);
+/// Eval of `mnist-cnn`'s stem (B = 64, 32 × 28 × 28, T = 4): batch norm → repeat → LIF →
+/// 2×2 max pool layer by layer (the kernels the layers call, in their order) against the
+/// plane-wise fused kernel (`Network`'s default in eval).
+fn eval_planes(c: &mut Criterion) {
+    use mpsnn::kernels::bn::{normalize_inplace, BnDims};
+    use mpsnn::kernels::lif::{forward_eval_planes, ChannelAffine, PlaneStages};
+    use mpsnn::kernels::pool::{max_forward, PoolGeom};
+    let (ch, h, w) = (32, 28, 28);
+    let input = data(B * ch * h * w, -1.0, 2.5, 11);
+    let mean = data(ch, -0.2, 0.2, 12);
+    let scale = data(ch, 0.5, 1.5, 13);
+    let shift = data(ch, 0.0, 0.5, 14);
+    let p = params();
+    let mut g = c.benchmark_group("eval_planes");
+    g.throughput(Throughput::Elements((T * B * ch * h * w) as u64));
+    g.bench_function("stem_layer_by_layer", |bch| {
+        let pool = PoolGeom::new(T * B * ch, h, w, 2, 2, 0).unwrap();
+        bch.iter_batched(
+            || input.clone(),
+            |mut x| {
+                let d = BnDims {
+                    n: B,
+                    c: ch,
+                    hw: h * w,
+                };
+                normalize_inplace(&mut x, d, &mean, &scale, &shift);
+                let mut rep = x.repeat(T);
+                forward_eval(&p, 0.0, T, &mut rep);
+                let mut y = vec![0.0; pool.planes * pool.out_plane()];
+                max_forward(&pool, &rep, &mut y, None);
+                y
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("stem_fused", |bch| {
+        let stages = PlaneStages {
+            planes: B * ch,
+            channels: ch,
+            height: h,
+            width: w,
+            repeated: true,
+            affine: Some(ChannelAffine {
+                mean: &mean,
+                scale: &scale,
+                shift: &shift,
+            }),
+            pool: PoolGeom::new(1, h, w, 2, 2, 0),
+        };
+        bch.iter(|| {
+            let mut y = vec![0.0; stages.output_len(T)];
+            forward_eval_planes(&p, 0.0, T, &stages, &input, &mut y);
+            y
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, lif, spike_storage, l2_resident, eval_planes);
 criterion_main!(benches);
