@@ -64,45 +64,32 @@ impl Sequential {
 
     /// Sets the recomputation level here and in every nested container.
     pub fn set_recompute_level(&mut self, on: Recompute) {
-        self.recompute = on;
-        fn walk(layer: &mut dyn Layer, on: Recompute) {
-            for child in layer.children_mut() {
-                if let Some(seq) = child.as_any_mut().downcast_mut::<Sequential>() {
-                    seq.set_recompute_level(on);
-                } else {
-                    walk(child, on);
-                }
-            }
-        }
-        for layer in &mut self.layers {
-            if let Some(seq) = layer.as_any_mut().downcast_mut::<Sequential>() {
-                seq.set_recompute_level(on);
-            } else {
-                walk(layer.as_mut(), on);
-            }
-        }
+        self.for_each_container(&mut |seq| seq.recompute = on);
     }
 
     /// Whether eval forwards run `[BatchNorm2d] [Repeat] Lif [MaxPool2d]` runs as one fused
     /// kernel (the default; bit-identical, see [`super::lif::Lif::forward_eval_planes`]), here
     /// and in every nested container. Off runs every layer on its own.
     pub fn set_eval_fusion(&mut self, on: bool) {
-        self.fuse_eval = on;
-        fn walk(layer: &mut dyn Layer, on: bool) {
-            for child in layer.children_mut() {
-                if let Some(seq) = child.as_any_mut().downcast_mut::<Sequential>() {
-                    seq.set_eval_fusion(on);
-                } else {
-                    walk(child, on);
+        self.for_each_container(&mut |seq| seq.fuse_eval = on);
+    }
+
+    /// Calls `f` on this container and on every `Sequential` nested in it at any depth
+    /// (inside residual blocks too).
+    fn for_each_container(&mut self, f: &mut dyn FnMut(&mut Sequential)) {
+        f(self);
+        fn walk(layer: &mut dyn Layer, f: &mut dyn FnMut(&mut Sequential)) {
+            match layer.as_any_mut().downcast_mut::<Sequential>() {
+                Some(seq) => seq.for_each_container(f),
+                None => {
+                    for child in layer.children_mut() {
+                        walk(child, f);
+                    }
                 }
             }
         }
         for layer in &mut self.layers {
-            if let Some(seq) = layer.as_any_mut().downcast_mut::<Sequential>() {
-                seq.set_eval_fusion(on);
-            } else {
-                walk(layer.as_mut(), on);
-            }
+            walk(layer.as_mut(), f);
         }
     }
 
