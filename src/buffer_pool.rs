@@ -1,83 +1,117 @@
 //! A small per-thread pool of large `f32` buffers: dropped [`crate::Tensor`]s give theirs back
-//! and kernels that overwrite their whole output take one ([`overwritable`]), so an inference
-//! loop stops handing its largest arrays to the operating system and faulting fresh zeroed
-//! pages back in every step.
+//! and kernels take them again ([`zeroed`], [`overwritable`]), so a training or inference loop
+//! stops handing its largest arrays to the operating system and faulting fresh zeroed pages
+//! back in every step.
 //!
 //! Why: glibc serves multi-megabyte allocations with `mmap` (or trims them off the heap top)
 //! under a threshold that adapts to the program's history. With the fused eval kernels
 //! ([`crate::kernels::lif::forward_eval_planes`]) their outputs were unmapped and faulted back
 //! in every step: page faults and their lock contention took a quarter of a `mnist-cnn`
-//! inference step at 2 threads, and fused inference ran slower than unfused (docs/perf.md).
+//! inference step at 2 threads, and fused inference ran slower than unfused. The fused
+//! training kernels ([`crate::kernels::lif::forward_train_planes`]) did the same to training:
+//! `mnist-cnn` training 18 % slower than unfused until its buffers were pooled (docs/perf.md).
 //!
-//! The pool is active only inside an [`EvalScope`] (which [`crate::nn::Network::forward`] opens
-//! for eval passes): there layer outputs come from it ([`zeroed`], [`overwritable`]) and
-//! dropped tensors go back to it. Training is untouched: pooling every training activation was
-//! measured and rejected, since zero-filling a reused 25 MB buffer on one thread cost more than
-//! the page faults it saved (`mnist-cnn` training step −28 %). Each thread keeps at most
-//! [`MAX_POOLED_BYTES`], oldest dropped first; the buffers stay pooled between eval passes,
-//! and a training forward empties the pool ([`crate::nn::Network::forward`]), so training
-//! memory is unaffected by earlier evaluations.
+//! The pool is active only inside a [`PoolScope`], which [`crate::nn::Network::forward`] and
+//! [`crate::nn::Network::backward`] open: there layer outputs come from it and dropped tensors
+//! go back to it, within the scope's limits. An eval scope keeps up to [`MAX_POOLED_BYTES`] per
+//! thread. A training scope keeps only buffers up to [`TRAIN_MAX_BUFFER_BYTES`], at most
+//! [`TRAIN_MAX_POOLED_BYTES`] in all, so a training step's peak memory grows by little (the
+//! ResNet-19 activations, 134 MB each, are never pooled) and buffers left by evaluations are
+//! released when training resumes. Reused buffers that must be zero are filled on all threads:
+//! a serial fill of a reused 25 MB buffer once cost more than the page faults it saved.
 
 use std::cell::{Cell, RefCell};
 
 /// Buffers shorter than this (1 MiB of `f32`) go straight back to the allocator.
 pub const MIN_POOLED_LEN: usize = 1 << 18;
 
-/// The most a thread's pool keeps, in bytes. ResNet-19 inference at B = 64, T = 4 (largest
-/// activation 134 MB): 256 MiB made it 8 % faster for 225 MB more peak RSS (510 → 735 MB);
-/// 512 MiB gained nothing more for another 255 MB.
+/// The most a thread's pool keeps inside an eval scope, in bytes. ResNet-19 inference at
+/// B = 64, T = 4 (largest activation 134 MB): 256 MiB made it 8 % faster for 225 MB more peak
+/// RSS (510 → 735 MB); 512 MiB gained nothing more for another 255 MB.
 pub const MAX_POOLED_BYTES: usize = 256 << 20;
+
+/// The largest buffer a training scope pools, in bytes.
+pub const TRAIN_MAX_BUFFER_BYTES: usize = 32 << 20;
+
+/// The most a thread's pool keeps inside a training scope, in bytes.
+pub const TRAIN_MAX_POOLED_BYTES: usize = 64 << 20;
+
+/// What a scope lets the pool keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Limits {
+    /// Largest pooled buffer, bytes.
+    buffer: usize,
+    /// Most pooled in all, bytes.
+    total: usize,
+}
+
+const EVAL: Limits = Limits {
+    buffer: MAX_POOLED_BYTES,
+    total: MAX_POOLED_BYTES,
+};
+
+const TRAIN: Limits = Limits {
+    buffer: TRAIN_MAX_BUFFER_BYTES,
+    total: TRAIN_MAX_POOLED_BYTES,
+};
 
 thread_local! {
     /// Per thread: layers allocate and drop activations on the thread that runs the model
     /// (rayon workers only run kernels on borrowed slices), so no lock is needed, and tests
     /// on different threads do not see each other's buffers.
     static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
-    static ARMED: Cell<bool> = const { Cell::new(false) };
+    static ARMED: Cell<Option<Limits>> = const { Cell::new(None) };
 }
 
 fn pooled_bytes(pool: &[Vec<f32>]) -> usize {
     pool.iter().map(|v| v.capacity() * 4).sum()
 }
 
-/// While alive, this thread's pool is active (see the module docs); scopes nest.
+/// While alive, this thread's pool is active with the scope's limits (see the module docs);
+/// scopes nest, the innermost one's limits apply.
 #[must_use = "the pool is active only while the scope lives"]
-pub struct EvalScope {
-    was_active: bool,
+pub struct PoolScope {
+    previous: Option<Limits>,
 }
 
-impl EvalScope {
-    /// Activates this thread's pool until the scope is dropped.
-    pub fn new() -> Self {
-        EvalScope {
-            was_active: ARMED.try_with(|a| a.replace(true)).unwrap_or(false),
+impl PoolScope {
+    /// An eval scope: buffers up to [`MAX_POOLED_BYTES`] in all.
+    pub fn eval() -> Self {
+        Self::enter(EVAL)
+    }
+
+    /// A training scope: buffers up to [`TRAIN_MAX_BUFFER_BYTES`] each and
+    /// [`TRAIN_MAX_POOLED_BYTES`] in all; what the pool holds beyond that is freed now.
+    pub fn training() -> Self {
+        trim(TRAIN);
+        Self::enter(TRAIN)
+    }
+
+    fn enter(limits: Limits) -> Self {
+        PoolScope {
+            previous: ARMED.try_with(|a| a.replace(Some(limits))).unwrap_or(None),
         }
     }
 }
 
-impl Default for EvalScope {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for EvalScope {
+impl Drop for PoolScope {
     fn drop(&mut self) {
-        let _ = ARMED.try_with(|a| a.set(self.was_active));
+        let _ = ARMED.try_with(|a| a.set(self.previous));
     }
 }
 
-fn active() -> bool {
-    ARMED.try_with(Cell::get).unwrap_or(false)
+fn limits() -> Option<Limits> {
+    ARMED.try_with(Cell::get).unwrap_or(None)
 }
 
-/// A vector of `len` zeros: a pooled buffer (capacity within 25 % above `len`) zero-filled,
-/// inside an [`EvalScope`] when one fits; a fresh allocation otherwise.
+/// A vector of `len` zeros: a pooled buffer (capacity within 25 % above `len`) zero-filled on
+/// all threads, inside a [`PoolScope`] when one fits; a fresh allocation otherwise.
 pub fn zeroed(len: usize) -> Vec<f32> {
     match take(len) {
         Some(mut v) => {
-            v.clear();
             v.resize(len, 0.0);
+            v.truncate(len);
+            crate::kernels::elementwise::par_fill_zero(&mut v);
             v
         }
         None => crate::kernels::elementwise::par_zeroed(len),
@@ -98,7 +132,7 @@ pub fn overwritable(len: usize) -> Vec<f32> {
 }
 
 fn take(len: usize) -> Option<Vec<f32>> {
-    if len < MIN_POOLED_LEN || !active() {
+    if len < MIN_POOLED_LEN || limits().is_none() {
         return None;
     }
     POOL.try_with(|pool| {
@@ -112,23 +146,35 @@ fn take(len: usize) -> Option<Vec<f32>> {
     .flatten()
 }
 
-/// Gives `buffer` to this thread's pool inside an [`EvalScope`] if it is large enough,
-/// dropping the oldest pooled buffers to stay within [`MAX_POOLED_BYTES`]; otherwise frees it.
+/// Gives `buffer` to this thread's pool inside a [`PoolScope`] if it is large enough and
+/// within the scope's limits, dropping the oldest pooled buffers to stay within them;
+/// otherwise frees it.
 pub fn give_back(buffer: Vec<f32>) {
     let bytes = buffer.capacity() * 4;
-    if buffer.capacity() < MIN_POOLED_LEN || bytes > MAX_POOLED_BYTES {
+    let Some(limits) = limits() else {
         return;
-    }
-    if !active() {
+    };
+    if buffer.capacity() < MIN_POOLED_LEN || bytes > limits.buffer || bytes > limits.total {
         return;
     }
     // During thread teardown the pool may be gone; the buffer is then simply freed.
     let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
-        while !pool.is_empty() && pooled_bytes(&pool) + bytes > MAX_POOLED_BYTES {
+        while !pool.is_empty() && pooled_bytes(&pool) + bytes > limits.total {
             pool.remove(0);
         }
         pool.push(buffer);
+    });
+}
+
+/// Frees pooled buffers beyond `limits`: every one too large, then the oldest.
+fn trim(limits: Limits) {
+    let _ = POOL.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        pool.retain(|v| v.capacity() * 4 <= limits.buffer);
+        while pooled_bytes(&pool) > limits.total {
+            pool.remove(0);
+        }
     });
 }
 
@@ -152,7 +198,7 @@ mod tests {
         clear();
         give_back(vec![1.0; MIN_POOLED_LEN]);
         assert_eq!(held_bytes(), 0, "no scope, no pooling");
-        let scope = EvalScope::new();
+        let scope = PoolScope::eval();
         let mut a = overwritable(MIN_POOLED_LEN + 10);
         a[0] = 7.0;
         let ptr = a.as_ptr();
@@ -176,11 +222,15 @@ mod tests {
         }
         assert!(held_bytes() <= MAX_POOLED_BYTES);
         {
-            let _inner = EvalScope::new();
+            let _inner = PoolScope::eval();
         }
-        assert!(active(), "an inner scope restores the outer state");
+        assert_eq!(
+            limits(),
+            Some(EVAL),
+            "an inner scope restores the outer state"
+        );
         drop(scope);
-        assert!(!active());
+        assert_eq!(limits(), None);
         let held = held_bytes();
         let fresh = zeroed(MIN_POOLED_LEN);
         assert_eq!(held_bytes(), held, "outside a scope the pool is not used");
@@ -188,5 +238,44 @@ mod tests {
         assert_eq!(held_bytes(), held);
         clear();
         assert_eq!(held_bytes(), 0);
+    }
+
+    #[test]
+    fn a_training_scope_pools_only_small_buffers_and_trims_what_eval_left() {
+        clear();
+        let big = TRAIN_MAX_BUFFER_BYTES / 4 + MIN_POOLED_LEN;
+        {
+            let _eval = PoolScope::eval();
+            give_back(vec![0.0; big]);
+            give_back(vec![0.0; MIN_POOLED_LEN]);
+        }
+        assert_eq!(held_bytes(), (big + MIN_POOLED_LEN) * 4);
+        let train = PoolScope::training();
+        assert_eq!(
+            held_bytes(),
+            MIN_POOLED_LEN * 4,
+            "the large eval buffer is freed"
+        );
+        give_back(vec![0.0; big]);
+        assert_eq!(
+            held_bytes(),
+            MIN_POOLED_LEN * 4,
+            "too large to pool in training"
+        );
+        let mut reused = vec![3.0; MIN_POOLED_LEN];
+        let ptr = reused.as_ptr();
+        give_back(std::mem::take(&mut reused));
+        let z = zeroed(MIN_POOLED_LEN);
+        assert!(z.as_ptr() == ptr || held_bytes() == MIN_POOLED_LEN * 4);
+        assert!(
+            z.iter().all(|&v| v == 0.0),
+            "a reused buffer comes back zeroed"
+        );
+        for _ in 0..(TRAIN_MAX_POOLED_BYTES / (MIN_POOLED_LEN * 4) + 3) {
+            give_back(vec![0.0; MIN_POOLED_LEN]);
+        }
+        assert!(held_bytes() <= TRAIN_MAX_POOLED_BYTES);
+        drop(train);
+        clear();
     }
 }

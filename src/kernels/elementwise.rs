@@ -130,6 +130,15 @@ pub fn par_zeroed(len: usize) -> Vec<f32> {
     v
 }
 
+/// `dst ← 0` over rayon tasks (serially below one task's length).
+pub fn par_fill_zero(dst: &mut [f32]) {
+    if dst.len() < PAR_CHUNK {
+        dst.fill(0.0);
+        return;
+    }
+    dst.par_chunks_mut(PAR_CHUNK).for_each(|c| c.fill(0.0));
+}
+
 /// [`add_assign`] over rayon tasks: the same per-element operation, so the same bits. For the
 /// multi-megabyte activations of residual adds and gradient sums, which a single thread would
 /// stream alone while the other cores idle.

@@ -1,11 +1,12 @@
-//! Eval-time fusion inside a [`super::Sequential`]: a run `[BatchNorm2d] [Repeat] Lif
+//! Fusion inside a [`super::Sequential`]: in eval, a run `[BatchNorm2d] [Repeat] Lif
 //! [MaxPool2d]` (at least two of them) runs as one plane-wise kernel
-//! ([`Lif::forward_eval_planes`]) instead of layer by layer, with the same bits.
+//! ([`Lif::forward_eval_planes`]); in training, a run `[Repeat] Lif [MaxPool2d]` runs as one
+//! forward and one backward kernel ([`Lif::forward_train_planes`]; the batch norm stays a layer,
+//! it needs batch statistics first). Either way with the same bits as layer by layer.
 //!
-//! Why: in inference the stages between two convolutions are memory passes over the largest
-//! activations; `mnist-cnn`'s stem alone streams 25.7 MB through each of repeat, LIF and pool
-//! per batch of 64 (docs/perf.md). Training keeps the layers separate: each caches what its
-//! backward needs.
+//! Why: the stages between two convolutions are memory passes over the largest activations;
+//! `mnist-cnn`'s stem alone streams 25.7 MB through each of repeat, LIF and pool per batch of
+//! 64, and training adds the backward passes (docs/perf.md).
 
 use super::batchnorm::BatchNorm2d;
 use super::lif::Lif;
@@ -13,6 +14,7 @@ use super::pool::MaxPool2d;
 use super::repeat::Repeat;
 use super::{ForwardCtx, Layer};
 use crate::error::Result;
+use crate::kernels::pool::PoolGeom;
 use crate::tensor::Tensor;
 
 /// A fusable run of layers starting at some index of a container.
@@ -30,12 +32,35 @@ fn is<T: 'static>(layers: &[Box<dyn Layer>], i: usize) -> bool {
     layers.get(i).is_some_and(|l| l.as_any().is::<T>())
 }
 
-/// The run starting at layer `i` for an input of shape `input`, if there is one worth fusing.
+impl Run {
+    /// The run's first layer.
+    pub fn start(&self) -> usize {
+        self.batch_norm.or(self.repeat).unwrap_or(self.lif)
+    }
+}
+
+/// The eval run starting at layer `i` for an input of shape `input`, if there is one worth
+/// fusing.
 pub(super) fn find_run(layers: &[Box<dyn Layer>], i: usize, input: &[usize]) -> Option<Run> {
+    find(layers, i, input, true, Lif::can_fuse_eval)
+}
+
+/// The training run (no batch norm) starting at layer `i`, if there is one worth fusing.
+pub(super) fn find_train_run(layers: &[Box<dyn Layer>], i: usize, input: &[usize]) -> Option<Run> {
+    find(layers, i, input, false, Lif::can_fuse_train)
+}
+
+fn find(
+    layers: &[Box<dyn Layer>],
+    i: usize,
+    input: &[usize],
+    with_batch_norm: bool,
+    can_fuse: fn(&Lif) -> bool,
+) -> Option<Run> {
     if input.len() != 4 {
         return None;
     }
-    let batch_norm = is::<BatchNorm2d>(layers, i).then_some(i);
+    let batch_norm = (with_batch_norm && is::<BatchNorm2d>(layers, i)).then_some(i);
     let j = i + batch_norm.is_some() as usize;
     let repeat = is::<Repeat>(layers, j).then_some(j);
     let j = j + repeat.is_some() as usize;
@@ -43,7 +68,7 @@ pub(super) fn find_run(layers: &[Box<dyn Layer>], i: usize, input: &[usize]) -> 
     let fusable = layers
         .get(lif)
         .and_then(|l| l.as_any().downcast_ref::<Lif>())
-        .is_some_and(Lif::can_fuse_eval);
+        .is_some_and(can_fuse);
     if !fusable {
         return None;
     }
@@ -65,6 +90,45 @@ fn downcast<T: 'static>(layer: &mut dyn Layer) -> &mut T {
         .expect("find_run checked the layer type")
 }
 
+/// Clears the caches of `run`'s repeat and pool (the fused kernel replaces them) and returns
+/// the pool's plane geometry for `input` (the LIF's input shape).
+fn prepare(layers: &mut [Box<dyn Layer>], run: Run, input: &[usize]) -> Result<Option<PoolGeom>> {
+    if let Some(i) = run.repeat {
+        layers[i].clear_cache();
+    }
+    match run.pool {
+        Some(i) => {
+            layers[i].clear_cache();
+            Ok(Some(
+                downcast::<MaxPool2d>(layers[i].as_mut()).plane_geometry(input)?,
+            ))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Runs training run `run` (from [`find_train_run`]) on `input`; [`backward_train`] must
+/// follow.
+pub(super) fn forward_train(
+    layers: &mut [Box<dyn Layer>],
+    run: Run,
+    input: Tensor,
+    ctx: &ForwardCtx,
+) -> Result<Tensor> {
+    let pool = prepare(layers, run, input.shape())?;
+    let lif = downcast::<Lif>(layers[run.lif].as_mut());
+    lif.forward_train_planes(input, ctx, run.repeat.is_some(), pool)
+}
+
+/// Backward of the last [`forward_train`] of `run`: `grad` is `∂L/∂(run output)`.
+pub(super) fn backward_train(
+    layers: &mut [Box<dyn Layer>],
+    run: Run,
+    grad: Tensor,
+) -> Result<Tensor> {
+    downcast::<Lif>(layers[run.lif].as_mut()).backward_train_planes(grad)
+}
+
 /// Runs `run` in eval mode on `input` (the input of its first layer).
 pub(super) fn forward(
     layers: &mut [Box<dyn Layer>],
@@ -76,16 +140,7 @@ pub(super) fn forward(
         Some(i) => Some(downcast::<BatchNorm2d>(layers[i].as_mut()).eval_affine(input.shape())?),
         None => None,
     };
-    if let Some(i) = run.repeat {
-        layers[i].clear_cache();
-    }
-    let pool = match run.pool {
-        Some(i) => {
-            layers[i].clear_cache();
-            Some(downcast::<MaxPool2d>(layers[i].as_mut()).plane_geometry(input.shape())?)
-        }
-        None => None,
-    };
+    let pool = prepare(layers, run, input.shape())?;
     let lif = downcast::<Lif>(layers[run.lif].as_mut());
     lif.forward_eval_planes(input, ctx, affine.as_ref(), run.repeat.is_some(), pool)
 }
@@ -117,6 +172,18 @@ mod tests {
         );
         let second = find_run(layers, at("conv2_bn"), &[16, 64, 14, 14]).unwrap();
         assert_eq!((second.repeat, second.end), (None, at("pool2") + 1));
+        // Training leaves the batch norm out.
+        let train = find_train_run(layers, at("repeat"), &[4, 32, 28, 28]).unwrap();
+        assert_eq!((train.start(), train.end), (at("repeat"), at("pool1") + 1));
+        assert_eq!(
+            find_train_run(layers, at("stem_bn"), &[4, 32, 28, 28]),
+            None
+        );
+        let second = find_train_run(layers, at("conv2_lif"), &[16, 64, 14, 14]).unwrap();
+        assert_eq!(
+            (second.start(), second.end),
+            (at("conv2_lif"), at("pool2") + 1)
+        );
         // Not at a conv, and not on a flat input.
         assert_eq!(find_run(layers, at("conv2_conv"), &[16, 32, 14, 14]), None);
         assert_eq!(find_run(layers, at("conv2_bn"), &[16, 64]), None);

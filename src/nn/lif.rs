@@ -53,6 +53,17 @@ struct Cached {
     deferred: bool,
     /// The tape was written by [`Layer::restore_input`]: backward frees it.
     restored: bool,
+    /// A fused forward ([`Lif::forward_train_planes`]) wrote no tape; this is what its backward
+    /// rebuilds from.
+    fused: Option<FusedInput>,
+}
+
+/// The input of a fused training forward and the stages around the LIF.
+#[derive(Clone, Debug)]
+struct FusedInput {
+    input: Tensor,
+    repeated: bool,
+    pool: Option<PoolGeom>,
 }
 
 /// A multi-step LIF layer; see the module docs.
@@ -208,7 +219,7 @@ impl Lif {
     /// The tape of a forward that wrote one (not deferred).
     fn cached_tape(&self) -> Result<&Cached> {
         match self.cached()? {
-            c if c.deferred => Err(Error::NoForwardCache {
+            c if c.deferred || c.fused.is_some() => Err(Error::NoForwardCache {
                 layer: self.name.clone(),
             }),
             c => Ok(c),
@@ -246,16 +257,156 @@ impl Lif {
         repeated: bool,
         pool: Option<PoolGeom>,
     ) -> Result<Tensor> {
-        let t = ctx.timesteps;
-        let &[n, c, h, w] = input.shape() else {
-            return Err(Error::shape(&self.name, "[N, C, H, W]", input.shape()));
-        };
-        if t == 0 || (!repeated && !n.is_multiple_of(t)) || ctx.is_train() || !self.can_fuse_eval()
-        {
+        if ctx.is_train() || !self.can_fuse_eval() {
             return Err(Error::State(format!(
-                "{}: a fused forward needs eval mode, no recorder and T dividing N",
+                "{}: a fused eval forward needs eval mode and no recorder",
                 self.name
             )));
+        }
+        let t = ctx.timesteps;
+        let (stages, batch) = self.plane_stages(input.shape(), t, affine, repeated, pool)?;
+        let (params, u0) = self.step_params();
+        self.drop_forward_state();
+        let out_shape = stages_output_shape(&stages, t, batch);
+        let (out, sums) = if !repeated && pool.is_none() {
+            let mut io = input;
+            let sums = kernel::forward_eval_planes_in_place(&params, u0, t, &stages, io.data_mut());
+            (io.reshape(&out_shape)?, sums)
+        } else {
+            let mut out = overwritable_tensor(&out_shape)?;
+            let sums =
+                kernel::forward_eval_planes(&params, u0, t, &stages, input.data(), out.data_mut());
+            (out, sums)
+        };
+        let (c, h, w) = (stages.channels, stages.height, stages.width);
+        self.set_stats(&sums, t, batch * c * h * w);
+        Ok(out.with_spike_scale(Some(params.out_scale)))
+    }
+
+    /// True if the last training forward ran fused ([`Lif::forward_train_planes`]) and its
+    /// backward has not run yet.
+    pub fn has_fused_cache(&self) -> bool {
+        self.cache.as_ref().is_some_and(|c| c.fused.is_some())
+    }
+
+    /// True if a training forward may be fused with its neighbours
+    /// ([`Lif::forward_train_planes`]): not while the recorder needs the membrane.
+    pub fn can_fuse_train(&self) -> bool {
+        self.recorder.is_none()
+    }
+
+    /// The training forward fused with a repeat before it (`repeated`: `input` is one step
+    /// `[B, C, H, W]` that every step reads) and a max pool after it (`pool`), run plane-wise
+    /// ([`kernel::forward_train_planes`]). Keeps only `input` (not a membrane tape, not the
+    /// pool's argmax); [`Lif::backward_train_planes`] rebuilds the rest. Output, statistics,
+    /// MP-Init update and, after the backward, every gradient are bit-identical to running
+    /// the layers one by one. Fails in eval mode, while the recorder is on, or on a shape that
+    /// does not fit.
+    pub fn forward_train_planes(
+        &mut self,
+        input: Tensor,
+        ctx: &ForwardCtx,
+        repeated: bool,
+        pool: Option<PoolGeom>,
+    ) -> Result<Tensor> {
+        if !ctx.is_train() || !self.can_fuse_train() {
+            return Err(Error::State(format!(
+                "{}: forward_train_planes needs training mode and no recorder",
+                self.name
+            )));
+        }
+        let t = ctx.timesteps;
+        let (stages, batch) = self.plane_stages(input.shape(), t, None, repeated, pool)?;
+        let (params, u0) = self.step_params();
+        self.drop_forward_state();
+        let out_shape = stages_output_shape(&stages, t, batch);
+        let mut out = overwritable_tensor(&out_shape)?;
+        let sums =
+            kernel::forward_train_planes(&params, u0, t, &stages, input.data(), out.data_mut());
+        let (c, h, w) = (stages.channels, stages.height, stages.width);
+        self.set_stats(&sums, t, batch * c * h * w);
+        self.update_mu(&sums);
+        self.cache = Some(Cached {
+            shape: vec![t * batch, c, h, w],
+            timesteps: t,
+            params,
+            derived: self.derived(),
+            u0,
+            deferred: false,
+            restored: false,
+            fused: Some(FusedInput {
+                input,
+                repeated,
+                pool,
+            }),
+        });
+        Ok(out.with_spike_scale(Some(params.out_scale)))
+    }
+
+    /// Backward of [`Lif::forward_train_planes`]: `grad_output` is `∂L/∂output` (pooled
+    /// shape); returns `∂L/∂input` (summed over the steps if the input was repeated) and adds
+    /// the θ and τ gradients. Frees the kept input.
+    pub fn backward_train_planes(&mut self, grad_output: Tensor) -> Result<Tensor> {
+        let c = self.cached()?;
+        let Some(f) = &c.fused else {
+            return Err(Error::State(format!(
+                "{}: the last forward was not fused",
+                self.name
+            )));
+        };
+        let t = c.timesteps;
+        let (stages, batch) = self.plane_stages(f.input.shape(), t, None, f.repeated, f.pool)?;
+        let want = stages_output_shape(&stages, t, batch);
+        if grad_output.shape() != want {
+            return Err(Error::shape(
+                &self.name,
+                format!("gradient of shape {want:?}"),
+                grad_output.shape(),
+            ));
+        }
+        let mut dx = crate::buffer_pool::overwritable(f.input.len());
+        let sums = kernel::backward_train_planes(
+            &c.params,
+            c.u0,
+            t,
+            &stages,
+            f.input.data(),
+            grad_output.data(),
+            &mut dx,
+        );
+        let (shape, derived) = (f.input.shape().to_vec(), c.derived);
+        self.cache = None;
+        self.add_param_grads(&sums, &derived);
+        Tensor::from_vec(&shape, dx)
+    }
+
+    /// The kernel's view of an `[N, C, H, W]` input and the fused stages, and the batch B.
+    fn plane_stages<'a>(
+        &self,
+        shape: &[usize],
+        t: usize,
+        affine: Option<&'a EvalAffine>,
+        repeated: bool,
+        pool: Option<PoolGeom>,
+    ) -> Result<(PlaneStages<'a>, usize)> {
+        let &[n, c, h, w] = shape else {
+            return Err(Error::shape(&self.name, "[N, C, H, W]", shape));
+        };
+        if t == 0 || (!repeated && !n.is_multiple_of(t)) {
+            return Err(Error::shape(
+                &self.name,
+                format!("[N, C, H, W] with T = {t} dividing N"),
+                shape,
+            ));
+        }
+        if affine.is_some_and(|a| a.mean.len() != c)
+            || pool.is_some_and(|g| (g.planes, g.h, g.w) != (1, h, w))
+        {
+            return Err(Error::shape(
+                &self.name,
+                "planes matching the fused stages",
+                shape,
+            ));
         }
         let batch = if repeated { n } else { n / t };
         let stages = PlaneStages {
@@ -271,40 +422,48 @@ impl Lif {
             }),
             pool,
         };
-        if affine.is_some_and(|a| a.mean.len() != c)
-            || pool.is_some_and(|g| (g.planes, g.h, g.w) != (1, h, w))
-        {
-            return Err(Error::shape(
-                &self.name,
-                "planes matching the fused stages",
-                input.shape(),
-            ));
-        }
-        let derived = self.derived();
-        let params = StepParams::new(&derived, self.surrogate, self.spec.reset);
-        let u0 = mp_init::initial_potential(self.spec.mp_init, self.mu());
+        Ok((stages, batch))
+    }
+
+    /// Forgets the last training forward and frees its tape (a fused forward writes none).
+    fn drop_forward_state(&mut self) {
         self.cache = None;
         if self.tape.heap_bytes() > 0 {
             self.tape = Tape::new(self.tape.storage());
         }
-        let (oh, ow) = pool.map_or((h, w), |g| (g.oh, g.ow));
-        let out_shape = [t * batch, c, oh, ow];
-        let (out, sums) = if !repeated && pool.is_none() {
-            let mut io = input;
-            let sums = kernel::forward_eval_planes_in_place(&params, u0, t, &stages, io.data_mut());
-            (io.reshape(&out_shape)?, sums)
-        } else {
-            // Every element is written by the kernel.
-            let mut out = Tensor::from_vec(
-                &out_shape,
-                crate::buffer_pool::overwritable(out_shape.iter().product()),
-            )?;
-            let sums =
-                kernel::forward_eval_planes(&params, u0, t, &stages, input.data(), out.data_mut());
-            (out, sums)
-        };
-        self.set_stats(&sums, t, batch * c * h * w);
-        Ok(out.with_spike_scale(Some(params.out_scale)))
+    }
+
+    /// The step parameters and `U[0]` for the current θ, τ and μ.
+    fn step_params(&self) -> (StepParams, f32) {
+        let params = StepParams::new(&self.derived(), self.surrogate, self.spec.reset);
+        (
+            params,
+            mp_init::initial_potential(self.spec.mp_init, self.mu()),
+        )
+    }
+
+    /// The MP-Init update of μ from a training forward's sums (pooled over ranks if synced).
+    fn update_mu(&mut self, sums: &kernel::ForwardSums) {
+        if !self.spec.mp_init {
+            return;
+        }
+        let (mut sum_u, mut active) = (sums.sum_u_active, sums.active);
+        if let Some(group) = &self.sync {
+            let mut pooled = [sum_u, active as f64];
+            group.allreduce_sum_f64(&mut pooled);
+            (sum_u, active) = (pooled[0], pooled[1] as u64);
+        }
+        self.mu.value.data_mut()[0] = mp_init::update(self.mu(), sum_u, active);
+    }
+
+    /// Adds `∂L/∂k` and `∂L/∂w` from a backward's sums to the trainable parameters.
+    fn add_param_grads(&mut self, sums: &kernel::BackwardSums, d: &Derived) {
+        if self.k.trainable {
+            self.k.grad.data_mut()[0] += (sums.g_theta * d.dtheta_dk) as f32;
+        }
+        if self.w.trainable {
+            self.w.grad.data_mut()[0] += (sums.g_decay * d.one_minus_lambda_f64) as f32;
+        }
     }
 
     /// Backward for a deferred forward ([`Layer::input_deferred`]): `input` must be that
@@ -358,16 +517,7 @@ impl Layer for Lif {
         }
         self.set_stats(&sums, t, input.len() / t);
         if ctx.is_train() {
-            if self.spec.mp_init {
-                let (mut sum_u, mut active) = (sums.sum_u_active, sums.active);
-                if let Some(group) = &self.sync {
-                    let mut pooled = [sum_u, active as f64];
-                    group.allreduce_sum_f64(&mut pooled);
-                    (sum_u, active) = (pooled[0], pooled[1] as u64);
-                }
-                let mu = mp_init::update(self.mu(), sum_u, active);
-                self.mu.value.data_mut()[0] = mu;
-            }
+            self.update_mu(&sums);
             self.cache = Some(Cached {
                 shape,
                 timesteps: t,
@@ -376,6 +526,7 @@ impl Layer for Lif {
                 u0,
                 deferred,
                 restored: false,
+                fused: None,
             });
         }
         Ok(input.with_spike_scale(Some(params.out_scale)))
@@ -391,17 +542,8 @@ impl Layer for Lif {
             ));
         }
         let sums = kernel::backward(&c.params, c.u0, &self.tape, grad_output.data_mut(), None);
-        let restored = c.restored;
-        let (g_k, g_w) = (
-            sums.g_theta * c.derived.dtheta_dk,
-            sums.g_decay * c.derived.one_minus_lambda_f64,
-        );
-        if self.k.trainable {
-            self.k.grad.data_mut()[0] += g_k as f32;
-        }
-        if self.w.trainable {
-            self.w.grad.data_mut()[0] += g_w as f32;
-        }
+        let (restored, derived) = (c.restored, c.derived);
+        self.add_param_grads(&sums, &derived);
         if restored {
             // A deferred forward keeps no tape between steps either.
             self.tape = Tape::new(self.tape.storage());
@@ -461,4 +603,20 @@ impl Layer for Lif {
     }
 
     crate::impl_as_any!();
+}
+
+/// `[T·B, C, OH, OW]`: the output of the fused stages.
+fn stages_output_shape(stages: &PlaneStages, t: usize, batch: usize) -> [usize; 4] {
+    let (oh, ow) = stages
+        .pool
+        .map_or((stages.height, stages.width), |g| (g.oh, g.ow));
+    [t * batch, stages.channels, oh, ow]
+}
+
+/// An output tensor whose every element the kernel writes (its initial values are unspecified).
+fn overwritable_tensor(shape: &[usize; 4]) -> Result<Tensor> {
+    Tensor::from_vec(
+        shape,
+        crate::buffer_pool::overwritable(shape.iter().product()),
+    )
 }

@@ -93,14 +93,13 @@ impl Network {
     /// Runs the model. Input: `[B, C, H, W]` for direct encoding, `[T·B, C, H, W]` (time-major)
     /// for frames. Output: logits `[T·B, classes]`, time-major.
     ///
-    /// Eval passes take their large activations from, and return them to, this thread's
-    /// [`crate::buffer_pool`] (kept between eval passes); a training pass empties it first.
+    /// Large activations come from, and return to, this thread's [`crate::buffer_pool`] (kept
+    /// between passes; a training pass first frees what its tighter limits do not allow).
     pub fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         let _pool = if ctx.is_train() {
-            crate::buffer_pool::clear();
-            None
+            crate::buffer_pool::PoolScope::training()
         } else {
-            Some(crate::buffer_pool::EvalScope::new())
+            crate::buffer_pool::PoolScope::eval()
         };
         let s = input.shape();
         if s.len() != 4 || s[1..] != self.spec.input[..] {
@@ -125,6 +124,7 @@ impl Network {
 
     /// Back-propagates `∂L/∂logits` (`[T·B, classes]`), accumulating parameter gradients.
     pub fn backward(&mut self, grad_logits: Tensor) -> Result<()> {
+        let _pool = crate::buffer_pool::PoolScope::training();
         self.root.backward(grad_logits).map(|_| ())
     }
 
@@ -163,6 +163,12 @@ impl Network {
     /// (default on; bit-identical either way, see [`Sequential::set_eval_fusion`]).
     pub fn set_eval_fusion(&mut self, on: bool) {
         self.root.set_eval_fusion(on);
+    }
+
+    /// Whether training fuses repeat → LIF → max pool runs into one forward and one backward
+    /// kernel (default on; bit-identical either way, see [`Sequential::set_train_fusion`]).
+    pub fn set_train_fusion(&mut self, on: bool) {
+        self.root.set_train_fusion(on);
     }
 
     /// Drops cached forward state in every layer.

@@ -133,7 +133,7 @@ impl Layer for MaxPool2d {
             self.cache = Some((in_shape, g));
             return Err(e);
         }
-        let mut dx = crate::kernels::elementwise::par_zeroed(g.planes * g.in_plane());
+        let mut dx = crate::buffer_pool::zeroed(g.planes * g.in_plane());
         pool::max_backward(&g, grad_output.data(), &self.argmax, &mut dx);
         Tensor::from_vec(&in_shape, dx)
     }
@@ -211,7 +211,7 @@ impl Layer for AvgPool2d {
             self.cache = Some((in_shape, g));
             return Err(e);
         }
-        let mut dx = crate::kernels::elementwise::par_zeroed(g.planes * g.in_plane());
+        let mut dx = crate::buffer_pool::zeroed(g.planes * g.in_plane());
         pool::avg_backward(&g, grad_output.data(), &mut dx);
         Tensor::from_vec(&in_shape, dx)
     }
@@ -280,7 +280,7 @@ impl Layer for GlobalAvgPool2d {
             self.cache = Some(in_shape);
             return Err(e);
         }
-        let mut dx = crate::kernels::elementwise::par_zeroed(in_shape.iter().product());
+        let mut dx = crate::buffer_pool::zeroed(in_shape.iter().product());
         pool::global_avg_backward(grad_output.data(), in_shape[2] * in_shape[3], &mut dx);
         Tensor::from_vec(&in_shape, dx)
     }

@@ -41,6 +41,9 @@ pub struct Sequential {
     layers: Vec<Box<dyn Layer>>,
     recompute: Recompute,
     fuse_eval: bool,
+    fuse_train: bool,
+    /// The runs the last training forward fused: backward runs each as one unit.
+    fused_runs: Vec<fuse::Run>,
 }
 
 impl Sequential {
@@ -51,6 +54,8 @@ impl Sequential {
             layers,
             recompute: Recompute::Pointwise,
             fuse_eval: true,
+            fuse_train: true,
+            fused_runs: Vec::new(),
         }
     }
 
@@ -72,6 +77,14 @@ impl Sequential {
     /// and in every nested container. Off runs every layer on its own.
     pub fn set_eval_fusion(&mut self, on: bool) {
         self.for_each_container(&mut |seq| seq.fuse_eval = on);
+    }
+
+    /// Whether training forwards run `[Repeat] Lif [MaxPool2d]` runs as one fused kernel and
+    /// their backward as another (the default; bit-identical, see
+    /// [`super::lif::Lif::forward_train_planes`]), here and in every nested container. Off runs
+    /// every layer on its own. Takes effect at the next forward.
+    pub fn set_train_fusion(&mut self, on: bool) {
+        self.for_each_container(&mut |seq| seq.fuse_train = on);
     }
 
     /// Calls `f` on this container and on every `Sequential` nested in it at any depth
@@ -160,7 +173,16 @@ impl Layer for Sequential {
     fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         let mut x = input;
         let mut i = 0;
+        self.fused_runs.clear();
         while i < self.layers.len() {
+            if ctx.is_train() && self.fuse_train {
+                if let Some(run) = fuse::find_train_run(&self.layers, i, x.shape()) {
+                    x = fuse::forward_train(&mut self.layers, run, x, ctx)?;
+                    self.fused_runs.push(run);
+                    i = run.end;
+                    continue;
+                }
+            }
             if !ctx.is_train() && self.fuse_eval {
                 if let Some(run) = fuse::find_run(&self.layers, i, x.shape()) {
                     x = fuse::forward(&mut self.layers, run, x, ctx)?;
@@ -194,11 +216,19 @@ impl Layer for Sequential {
 
     fn backward(&mut self, grad_output: Tensor) -> Result<Tensor> {
         let mut g = grad_output;
-        for i in (0..self.layers.len()).rev() {
+        let mut end = self.layers.len();
+        while end > 0 {
+            if let Some(run) = self.fused_runs.iter().find(|r| r.end == end).copied() {
+                g = fuse::backward_train(&mut self.layers, run, g)?;
+                end = run.start();
+                continue;
+            }
+            let i = end - 1;
             if self.layers[i].input_deferred() {
                 self.restore_input(i)?;
             }
             g = self.layers[i].backward(g)?;
+            end = i;
         }
         Ok(g)
     }
@@ -227,6 +257,7 @@ impl Layer for Sequential {
     }
 
     fn clear_cache(&mut self) {
+        self.fused_runs.clear();
         for layer in &mut self.layers {
             layer.clear_cache();
         }

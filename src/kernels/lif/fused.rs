@@ -145,11 +145,28 @@ pub(super) fn forward_chunk<F: Format, const TAPE: bool>(
     m: &mut [&mut [f32]],
     s: &mut [&mut [u8]],
 ) -> ForwardSums {
+    forward_chunk_from::<F, TAPE>(p, u0, None, io, m, s)
+}
+
+/// [`forward_chunk`] reading I from `src[t]` (if given, rows as long as `io`'s) instead of
+/// `io[t]`, which then only receives O: a repeated input is one row referenced T times.
+pub(super) fn forward_chunk_from<F: Format, const TAPE: bool>(
+    p: &StepParams,
+    u0: f32,
+    src: Option<&[&[f32]]>,
+    io: &mut [&mut [f32]],
+    m: &mut [&mut [f32]],
+    s: &mut [&mut [u8]],
+) -> ForwardSums {
     // The forward depends on the configuration only through the reset.
     let (k, sh) = (p.surrogate.kind(), p.surrogate.shape());
     match p.reset {
-        Reset::Soft => forward_body::<F, TAPE>(&p.specialized(k, sh, Reset::Soft), u0, io, m, s),
-        Reset::Hard => forward_body::<F, TAPE>(&p.specialized(k, sh, Reset::Hard), u0, io, m, s),
+        Reset::Soft => {
+            forward_body::<F, TAPE>(&p.specialized(k, sh, Reset::Soft), u0, src, io, m, s)
+        }
+        Reset::Hard => {
+            forward_body::<F, TAPE>(&p.specialized(k, sh, Reset::Hard), u0, src, io, m, s)
+        }
     }
 }
 
@@ -157,10 +174,14 @@ pub(super) fn forward_chunk<F: Format, const TAPE: bool>(
 fn forward_body<F: Format, const TAPE: bool>(
     p: &StepParams,
     u0: f32,
+    src: Option<&[&[f32]]>,
     io: &mut [&mut [f32]],
     m: &mut [&mut [f32]],
     s: &mut [&mut [u8]],
 ) -> ForwardSums {
+    if let Some(src) = src {
+        assert!(src.len() >= io.len() && src.iter().all(|r| r.len() == io[0].len()));
+    }
     let steps = io.len();
     let len = io[0].len();
     let groups = len / LANES;
@@ -173,7 +194,8 @@ fn forward_body<F: Format, const TAPE: bool>(
             let mut u = f32x8::splat(u0);
             let mut any = 0u32;
             for t in 0..steps {
-                let out = step(p, u, load(io[t], j));
+                let i = load(src.map_or(&*io[t], |r| r[t]), j);
+                let out = step(p, u, i);
                 store(io[t], j, out.o);
                 let bits = out.s.to_bitmask();
                 if TAPE {
@@ -199,7 +221,7 @@ fn forward_body<F: Format, const TAPE: bool>(
     for j in j0..len {
         let (mut u, mut any) = (u0, false);
         for t in 0..steps {
-            let out = step(p, u, io[t][j]);
+            let out = step(p, u, src.map_or(io[t][j], |r| r[t][j]));
             io[t][j] = out.o;
             if TAPE {
                 m[t][j] = out.m;

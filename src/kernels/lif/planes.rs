@@ -58,7 +58,7 @@ pub struct PlaneStages<'a> {
 }
 
 impl PlaneStages<'_> {
-    fn plane_len(&self) -> usize {
+    pub(super) fn plane_len(&self) -> usize {
         self.height * self.width
     }
 
@@ -78,7 +78,7 @@ impl PlaneStages<'_> {
         t * self.planes * self.out_plane_len()
     }
 
-    fn check(&self, t: usize, input: usize, output: usize) {
+    pub(super) fn check(&self, t: usize, input: usize, output: usize) {
         assert!(t > 0, "lif planes: T = 0");
         assert!(self.channels > 0 && self.planes.is_multiple_of(self.channels));
         assert_eq!(input, self.input_len(t), "lif planes: input length");
@@ -321,7 +321,7 @@ fn lif_step_plane(
 /// Max pooling of one LIF output plane. Its values are `+0.0` or the output scale `s > 0`,
 /// so a window's maximum is the bitwise OR of its elements' bits (`s` if any is `s`), which
 /// vectorizes where a NaN-aware `max` does not.
-fn max_pool_spikes(g: &PoolGeom, o: &[f32], y: &mut [f32]) {
+pub(super) fn max_pool_spikes(g: &PoolGeom, o: &[f32], y: &mut [f32]) {
     if g.k == 2 && g.stride == 2 && g.pad == 0 {
         for (oy, yr) in y.chunks_exact_mut(g.ow).enumerate() {
             let r0 = &o[2 * oy * g.w..][..2 * g.ow];

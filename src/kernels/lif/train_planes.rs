@@ -1,0 +1,616 @@
+//! The training counterpart of [`super::planes`]: (repeat) → LIF over T → max pool as one
+//! forward pass that keeps nothing, and one backward pass that rebuilds what it needs from the
+//! LIF input: pool backward → LIF backward through time → (sum over T).
+//!
+//! Why: run layer by layer, a training step streams every stage's full `[T·B, C, H, W]`
+//! activation several times (the repeat copy, the LIF forward and its recompute in backward,
+//! the pool's argmax, the zero-filled pool gradient, the LIF gradient and its sum over T). On
+//! `mnist-cnn`'s stem that is about twelve 25.7 MB passes per step. Here a task holds one
+//! [`CHUNK`] of neurons for all T steps in L2; only the (un-repeated) input is read and the
+//! pooled output, or the input gradient, written.
+//!
+//! Tasks are exactly the unfused kernel's chunks (neurons `[c·CHUNK, (c+1)·CHUNK)` of a step),
+//! widened to whole planes where pooling needs a window's neighbours. The LIF sums (spike
+//! counts, Σ `U[T]`, g_θ, g_decay) come from [`fused::forward_chunk`] /
+//! [`fused::backward_chunk`] on the very same chunk slices, and every element passes through
+//! the same step functions, so outputs, gradients and sums are bit-identical to the layer
+//! chain ([`super::forward_train`], [`crate::kernels::pool::max_forward`] with argmax,
+//! [`crate::kernels::pool::max_backward`], [`super::backward`],
+//! [`crate::kernels::elementwise::par_sum_tiles`]); the tests check it.
+
+use super::fused::{self, Recompute};
+use super::planes::max_pool_spikes;
+use super::{chunk_count, split_rows, BackwardSums, ForwardSums, PlaneStages, CHUNK};
+use crate::kernels::elementwise::add_assign;
+use crate::kernels::pool::{self, PoolGeom};
+use crate::neuron::step::StepParams;
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// One thread's buffers, grown to the largest task seen and reused.
+#[derive(Default)]
+struct Scratch {
+    /// LIF input, then output, then gradient: `T` rows of a task's neurons.
+    io: Vec<f32>,
+    /// The pre-spike membrane M, `T` rows (backward only).
+    membrane: Vec<f32>,
+    /// Argmax of one output plane.
+    argmax: Vec<u32>,
+    /// One pooled plane (the generic argmax path writes it).
+    pooled: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+fn grow<E: Copy + Default>(v: &mut Vec<E>, len: usize) -> &mut [E] {
+    if v.len() < len {
+        v.resize(len, E::default());
+    }
+    &mut v[..len]
+}
+
+/// `[lo, hi)`: the neurons (of one step) of chunk `c` out of `n`.
+fn chunk_span(c: usize, n: usize) -> (usize, usize) {
+    ((c * CHUNK).min(n), ((c + 1) * CHUNK).min(n))
+}
+
+fn check(stages: &PlaneStages, t: usize, input: usize, output: usize) {
+    stages.check(t, input, output);
+    assert!(
+        stages.affine.is_none(),
+        "lif train planes: batch norm runs as its own layer in training"
+    );
+}
+
+/// The LIF input of neurons `[lo, hi)` at every step: `T` rows, all the same slice if the
+/// input is repeated.
+fn input_rows<'a>(
+    stages: &PlaneStages,
+    t: usize,
+    input: &'a [f32],
+    lo: usize,
+    hi: usize,
+) -> Vec<&'a [f32]> {
+    let n = stages.planes * stages.plane_len();
+    (0..t)
+        .map(|s| {
+            let base = if stages.repeated { 0 } else { s * n };
+            &input[base + lo..base + hi]
+        })
+        .collect()
+}
+
+/// Splits every row of `rows` at `at`.
+fn split_at(rows: Vec<&mut [f32]>, at: usize) -> (Vec<&mut [f32]>, Vec<&mut [f32]>) {
+    rows.into_iter().map(|r| r.split_at_mut(at)).unzip()
+}
+
+/// Training forward of a LIF layer fused with a repeat before it and a max pool after it (per
+/// `stages`; `stages.affine` must be `None`): `input` per [`PlaneStages::repeated`], `out`
+/// `[T·B, C, OH, OW]` (overwritten). Nothing is kept: [`backward_train_planes`] rebuilds it.
+/// Outputs and sums are bit-identical to [`super::forward_train`] and the unfused pool.
+///
+/// # Panics
+/// If a length disagrees with `stages` and `timesteps`, or `stages.affine` is set.
+pub fn forward_train_planes(
+    p: &StepParams,
+    u0: f32,
+    timesteps: usize,
+    stages: &PlaneStages,
+    input: &[f32],
+    out: &mut [f32],
+) -> ForwardSums {
+    check(stages, timesteps, input.len(), out.len());
+    let (t, hw, ohw) = (timesteps, stages.plane_len(), stages.out_plane_len());
+    let n = stages.planes * hw;
+    if n == 0 {
+        return ForwardSums::default();
+    }
+    let chunks = chunk_count(n);
+    // Chunk c writes the output planes that start inside it.
+    let first_owned = |c: usize| chunk_span(c, n).0.div_ceil(hw);
+    let widths: Vec<usize> = (0..chunks)
+        .map(|c| (first_owned(c + 1).max(first_owned(c)) - first_owned(c)) * ohw)
+        .collect();
+    let mut out_rows = split_rows_by(out, t, stages.planes * ohw, &widths);
+    let body = |(c, out_rows): (usize, &mut [&mut [f32]])| {
+        SCRATCH.with(|cell| {
+            let s = &mut *cell.borrow_mut();
+            let (lo, hi) = chunk_span(c, n);
+            let (p_lo, p_hi) = (lo.div_ceil(hw), hi.div_ceil(hw));
+            // Through the end of the last owned plane (a chunk inside one big plane owns none).
+            let end = if p_hi > p_lo { (p_hi * hw).max(hi) } else { hi };
+            let len = end - lo;
+            let src = input_rows(stages, t, input, lo, end);
+            let (src_own, src_rest): (Vec<&[f32]>, Vec<&[f32]>) =
+                src.iter().map(|r| r.split_at(hi - lo)).unzip();
+            let io = grow(&mut s.io, t * len);
+            let rows: Vec<&mut [f32]> = io.chunks_exact_mut(len).collect();
+            let (mut own, mut rest) = split_at(rows, hi - lo);
+            let mut none: Vec<&mut [f32]> = (0..t).map(|_| <&mut [f32]>::default()).collect();
+            let mut no_bits: Vec<&mut [u8]> = (0..t).map(|_| <&mut [u8]>::default()).collect();
+            let sums = fused::forward_chunk_from::<Recompute, false>(
+                p,
+                u0,
+                Some(&src_own),
+                &mut own,
+                &mut none,
+                &mut no_bits,
+            );
+            if end > hi {
+                // The rest of the last plane: the next chunk counts it.
+                let src_rest = Some(&src_rest[..]);
+                fused::forward_chunk_from::<Recompute, false>(
+                    p,
+                    u0,
+                    src_rest,
+                    &mut rest,
+                    &mut none,
+                    &mut no_bits,
+                );
+            }
+            let io = &s.io[..t * len];
+            for plane in p_lo..p_hi {
+                let off = plane * hw - lo;
+                for (step, dst) in out_rows.iter_mut().enumerate() {
+                    let o = &io[step * len + off..][..hw];
+                    let y = &mut dst[(plane - p_lo) * ohw..][..ohw];
+                    match &stages.pool {
+                        Some(g) => max_pool_spikes(g, o, y),
+                        None => y.copy_from_slice(o),
+                    }
+                }
+            }
+            sums
+        })
+    };
+    let sums: Vec<ForwardSums> = if chunks > 1 {
+        out_rows.par_chunks_mut(t).enumerate().map(body).collect()
+    } else {
+        vec![body((0, &mut out_rows))]
+    };
+    sums.into_iter()
+        .fold(ForwardSums::default(), ForwardSums::add)
+}
+
+/// Backward of [`forward_train_planes`] (same `p`, `u0`, `stages` and `input`): `grad_out`
+/// `∂L/∂out` `[T·B, C, OH, OW]`; `dx` (overwritten) gets `∂L/∂input` — summed over the steps
+/// if the input was repeated. Gradients and sums are bit-identical to the unfused chain.
+///
+/// # Panics
+/// If a length disagrees with `stages` and `timesteps`, or `stages.affine` is set.
+pub fn backward_train_planes(
+    p: &StepParams,
+    u0: f32,
+    timesteps: usize,
+    stages: &PlaneStages,
+    input: &[f32],
+    grad_out: &[f32],
+    dx: &mut [f32],
+) -> BackwardSums {
+    check(stages, timesteps, input.len(), grad_out.len());
+    assert_eq!(dx.len(), input.len(), "lif train planes: dx length");
+    let (t, hw, ohw) = (timesteps, stages.plane_len(), stages.out_plane_len());
+    let n = stages.planes * hw;
+    if n == 0 {
+        return BackwardSums::default();
+    }
+    let chunks = chunk_count(n);
+    let dx_rows_per_chunk = if stages.repeated { 1 } else { t };
+    let mut dx_rows = split_rows(dx, dx_rows_per_chunk, n, CHUNK, chunks);
+    // Spike outputs are +0.0 or the scale; with a positive (or +0.0) scale a value is zero
+    // exactly when its bits are.
+    let spike_values = p.out_scale > 0.0 || p.out_scale.to_bits() == 0;
+    let body = |(c, dx_rows): (usize, &mut [&mut [f32]])| {
+        SCRATCH.with(|cell| {
+            let s = &mut *cell.borrow_mut();
+            let (lo, hi) = chunk_span(c, n);
+            // Whole planes around the chunk: every window touching it.
+            let (p0, p1) = (lo / hw, hi.div_ceil(hw));
+            let (start, len) = (p0 * hw, (p1 - p0) * hw);
+            let src = input_rows(stages, t, input, start, start + len);
+            let io = grow(&mut s.io, t * len);
+            let membrane = grow(&mut s.membrane, t * len);
+            let mut io_rows: Vec<&mut [f32]> = io.chunks_exact_mut(len).collect();
+            let mut m_rows: Vec<&mut [f32]> = membrane.chunks_exact_mut(len).collect();
+            let mut no_bits: Vec<&mut [u8]> = (0..t).map(|_| <&mut [u8]>::default()).collect();
+            fused::forward_chunk_from::<Recompute, true>(
+                p,
+                u0,
+                Some(&src),
+                &mut io_rows,
+                &mut m_rows,
+                &mut no_bits,
+            );
+            // Pool backward: each step's output becomes its gradient, plane by plane.
+            for (step, row) in io_rows.iter_mut().enumerate() {
+                for plane in p0..p1 {
+                    let o = &mut row[(plane - p0) * hw..][..hw];
+                    let dy = &grad_out[(step * stages.planes + plane) * ohw..][..ohw];
+                    match &stages.pool {
+                        Some(g) => route(
+                            g,
+                            o,
+                            dy,
+                            spike_values,
+                            s_argmax(&mut s.argmax, &mut s.pooled, ohw),
+                        ),
+                        None => o.copy_from_slice(dy),
+                    }
+                }
+            }
+            let a = lo - start;
+            let m_own: Vec<&[f32]> = m_rows.iter().map(|r| &r[a..a + hi - lo]).collect();
+            let mut g_own: Vec<&mut [f32]> = io_rows
+                .into_iter()
+                .map(|r| &mut r[a..a + hi - lo])
+                .collect();
+            let no_bits: Vec<&[u8]> = vec![&[]; t];
+            let sums =
+                fused::backward_chunk::<Recompute>(p, u0, &m_own, &no_bits, &mut g_own, None);
+            if stages.repeated {
+                // par_sum_tiles' order: step 0, then + step 1, + step 2, ...
+                let d = &mut dx_rows[0];
+                d.copy_from_slice(g_own[0]);
+                for g in &g_own[1..] {
+                    add_assign(d, g);
+                }
+            } else {
+                for (d, g) in dx_rows.iter_mut().zip(&g_own) {
+                    d.copy_from_slice(g);
+                }
+            }
+            sums
+        })
+    };
+    let sums: Vec<BackwardSums> = if chunks > 1 {
+        dx_rows
+            .par_chunks_mut(dx_rows_per_chunk)
+            .enumerate()
+            .map(body)
+            .collect()
+    } else {
+        vec![body((0, &mut dx_rows))]
+    };
+    sums.into_iter()
+        .fold(BackwardSums::default(), BackwardSums::add)
+}
+
+fn s_argmax<'a>(
+    argmax: &'a mut Vec<u32>,
+    pooled: &'a mut Vec<f32>,
+    ohw: usize,
+) -> (&'a mut [u32], &'a mut [f32]) {
+    (grow(argmax, ohw), grow(pooled, ohw))
+}
+
+/// Replaces one LIF output plane `o` by its gradient: `dy` routed to each window's maximum,
+/// as [`pool::max_backward`] does after [`pool::max_forward`]. With `spike_values` (every
+/// element `+0.0` or the same `s > 0`) 2×2 windows take [`route_2x2`].
+fn route(
+    g: &PoolGeom,
+    o: &mut [f32],
+    dy: &[f32],
+    spike_values: bool,
+    (argmax, pooled): (&mut [u32], &mut [f32]),
+) {
+    if spike_values && g.k == 2 && g.stride == 2 && g.pad == 0 {
+        route_2x2(g, o, dy);
+        return;
+    }
+    pool::max_plane(g, o, pooled, Some(argmax));
+    // max_backward's arithmetic: a zeroed plane, then `+=` (so −0.0 becomes +0.0 as there).
+    o.fill(0.0);
+    for (&d, &a) in dy.iter().zip(argmax.iter()) {
+        o[a as usize] += d;
+    }
+}
+
+/// [`route`] for 2×2 windows, stride 2, of spike values: the maximum of a window is its first
+/// nonzero element, else its first element (PyTorch's rule without the compares), and each
+/// window's four gradients are written at once. The selected one is `0.0 + dy`, as
+/// `max_backward`'s `+=` on a zeroed plane computes it (−0.0 becomes +0.0 there too).
+fn route_2x2(g: &PoolGeom, o: &mut [f32], dy: &[f32]) {
+    let w = g.w;
+    for (oy, dy_row) in dy.chunks_exact(g.ow).enumerate() {
+        let (r0, r1) = o[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
+        let (p0, p1) = (&mut r0[..2 * g.ow], &mut r1[..2 * g.ow]);
+        match (
+            bytemuck::try_cast_slice_mut::<f32, u64>(p0),
+            bytemuck::try_cast_slice_mut::<f32, u64>(p1),
+        ) {
+            (Ok(p0), Ok(p1)) => route_pairs(p0, p1, dy_row),
+            _ => {
+                for (ox, &d) in dy_row.iter().enumerate() {
+                    let [a, b] = [r0[2 * ox], r0[2 * ox + 1]].map(f32::to_bits);
+                    let [c, e] = [r1[2 * ox], r1[2 * ox + 1]].map(f32::to_bits);
+                    let pack = |lo: u32, hi: u32| lo as u64 | (hi as u64) << 32;
+                    let (mut w0, mut w1) = (pack(a, b), pack(c, e));
+                    route_pairs(
+                        std::slice::from_mut(&mut w0),
+                        std::slice::from_mut(&mut w1),
+                        &[d],
+                    );
+                    r0[2 * ox] = f32::from_bits(w0 as u32);
+                    r0[2 * ox + 1] = f32::from_bits((w0 >> 32) as u32);
+                    r1[2 * ox] = f32::from_bits(w1 as u32);
+                    r1[2 * ox + 1] = f32::from_bits((w1 >> 32) as u32);
+                }
+            }
+        }
+        // A trailing column in no window gets no gradient; likewise a trailing row below.
+        r0[2 * g.ow..].fill(0.0);
+        r1[2 * g.ow..].fill(0.0);
+    }
+    o[2 * g.oh * w..].fill(0.0);
+}
+
+/// The windows of one output row as bit pairs: `top[k]` holds elements `(2k, 2k + 1)` of the
+/// upper input row (first in the low half), `bottom[k]` those of the lower one. Spike values
+/// are nonzero exactly when their bits are, so the selection is integer logic that vectorizes.
+#[inline(always)]
+fn route_pairs(top: &mut [u64], bottom: &mut [u64], dy: &[f32]) {
+    const LO: u64 = 0xFFFF_FFFF;
+    let set = |x: u64| ((x != 0) as u64).wrapping_neg();
+    for ((t, b), &d) in top.iter_mut().zip(bottom.iter_mut()).zip(dy) {
+        let (a, bb, c, e) = (set(*t & LO), set(*t >> 32), set(*b & LO), set(*b >> 32));
+        let bits = (0.0 + d).to_bits() as u64;
+        let both = bits | bits << 32;
+        let first = a | !(bb | c | e);
+        let (second, third, fourth) = (!a & bb, !a & !bb & c, !a & !bb & !c & e);
+        *t = both & ((first & LO) | (second & !LO));
+        *b = both & ((third & LO) | (fourth & !LO));
+    }
+}
+
+/// Splits a `[rows, row_len]` buffer into consecutive pieces of the given `widths` per row:
+/// entry `c·rows + t` is piece c of row t.
+fn split_rows_by<'a, E>(
+    mut buf: &'a mut [E],
+    rows: usize,
+    row_len: usize,
+    widths: &[usize],
+) -> Vec<&'a mut [E]> {
+    debug_assert_eq!(widths.iter().sum::<usize>(), row_len);
+    let chunks = widths.len();
+    let mut out: Vec<&mut [E]> = (0..chunks * rows).map(|_| <&mut [E]>::default()).collect();
+    for t in 0..rows {
+        let (mut row, rest) = std::mem::take(&mut buf).split_at_mut(row_len);
+        buf = rest;
+        for (c, &w) in widths.iter().enumerate() {
+            let (a, b) = std::mem::take(&mut row).split_at_mut(w);
+            out[c * rows + t] = a;
+            row = b;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{backward, forward_train, SpikeStorage, Tape};
+    use super::*;
+    use crate::kernels::elementwise::par_sum_tiles;
+    use crate::neuron::params::Derived;
+    use crate::neuron::surrogate::{Reset, Surrogate, SurrogateKind, SurrogateShape};
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn params(kind: SurrogateKind, shape: SurrogateShape, reset: Reset) -> StepParams {
+        let d = Derived {
+            theta: 0.9,
+            lambda: 0.4,
+            one_minus_lambda: 0.6,
+            dtheta_dk: 0.5,
+            one_minus_lambda_f64: 0.6,
+        };
+        StepParams::new(&d, Surrogate::new(kind, shape, 0.8).unwrap(), reset)
+    }
+
+    struct Chain {
+        out: Vec<f32>,
+        dx: Vec<f32>,
+        fwd: ForwardSums,
+        bwd: BackwardSums,
+    }
+
+    /// The layer-by-layer chain: repeat copy, LIF forward with a tape, max pool with argmax;
+    /// pool backward, LIF backward, sum over the steps.
+    fn chain(
+        p: &StepParams,
+        u0: f32,
+        t: usize,
+        st: &PlaneStages,
+        input: &[f32],
+        dy: &[f32],
+    ) -> Chain {
+        let mut x = if st.repeated {
+            input.repeat(t)
+        } else {
+            input.to_vec()
+        };
+        let mut tape = Tape::new(SpikeStorage::Recompute);
+        let fwd = forward_train(p, u0, t, &mut x, &mut tape);
+        let full = st
+            .pool
+            .map(|g| PoolGeom::new(t * st.planes, g.h, g.w, g.k, g.stride, g.pad).unwrap());
+        let (out, mut g) = match full {
+            Some(g) => {
+                let mut y = vec![0.0; g.planes * g.out_plane()];
+                let mut arg = vec![0; y.len()];
+                pool::max_forward(&g, &x, &mut y, Some(&mut arg));
+                let mut gx = vec![f32::NAN; x.len()];
+                pool::max_backward(&g, dy, &arg, &mut gx);
+                (y, gx)
+            }
+            None => (x, dy.to_vec()),
+        };
+        let bwd = backward(p, u0, &tape, &mut g, None);
+        let dx = if st.repeated {
+            let mut d = vec![0.0; input.len()];
+            par_sum_tiles(&mut d, &g);
+            d
+        } else {
+            g
+        };
+        Chain { out, dx, fwd, bwd }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    fn check(
+        p: &StepParams,
+        shape: (usize, usize, usize, usize),
+        pool: Option<PoolGeom>,
+        repeated: bool,
+        seed: u64,
+    ) -> u64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (b, c, h, w) = shape;
+        let t = 3;
+        let st = PlaneStages {
+            planes: b * c,
+            channels: c,
+            height: h,
+            width: w,
+            repeated,
+            affine: None,
+            pool,
+        };
+        let input: Vec<f32> = (0..st.input_len(t))
+            .map(|_| rng.random_range(-1.0..2.5))
+            .collect();
+        let mut dy: Vec<f32> = (0..st.output_len(t))
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        for v in dy.iter_mut().step_by(7) {
+            *v = -0.0;
+        }
+        let want = chain(p, 0.2, t, &st, &input, &dy);
+        let mut out = vec![f32::NAN; st.output_len(t)];
+        let fwd = forward_train_planes(p, 0.2, t, &st, &input, &mut out);
+        let mut dx = vec![f32::NAN; input.len()];
+        let bwd = backward_train_planes(p, 0.2, t, &st, &input, &dy, &mut dx);
+        let what = format!("{shape:?} {pool:?} repeated {repeated} {p:?}");
+        assert_eq!(bits(&out), bits(&want.out), "output: {what}");
+        assert_eq!(bits(&dx), bits(&want.dx), "dx: {what}");
+        assert_eq!(fwd.spikes, want.fwd.spikes, "{what}");
+        assert_eq!(fwd.active, want.fwd.active, "{what}");
+        assert_eq!(
+            fwd.sum_u_active.to_bits(),
+            want.fwd.sum_u_active.to_bits(),
+            "{what}"
+        );
+        assert_eq!(bwd.g_theta.to_bits(), want.bwd.g_theta.to_bits(), "{what}");
+        assert_eq!(bwd.g_decay.to_bits(), want.bwd.g_decay.to_bits(), "{what}");
+        want.fwd.spikes
+    }
+
+    /// Bit for bit against the chain, sums included: planes that straddle chunk boundaries
+    /// (6×6 and 5×7 planes over several chunks), planes larger than a chunk, scalar tails,
+    /// odd and overlapping pool windows, repeated or not, every surrogate and reset.
+    #[test]
+    fn fused_training_equals_the_unfused_chain() {
+        let mut spikes = 0;
+        let mut seed = 0;
+        for shape in [
+            (40, 16, 6, 6),
+            (2, 3, 5, 7),
+            (1, 2, 130, 130),
+            (1, 1, 1, 1),
+            (30, 21, 5, 7),
+        ] {
+            let (_, _, h, w) = shape;
+            let pools = [
+                None,
+                PoolGeom::new(1, h, w, 2, 2, 0),
+                PoolGeom::new(1, h, w, 3, 2, 1),
+            ];
+            for pool in pools.into_iter().filter(|g| g.is_some() || h * w < 100) {
+                for repeated in [true, false] {
+                    for (kind, reset) in [
+                        (SurrogateKind::Trsg, Reset::Soft),
+                        (SurrogateKind::As, Reset::Hard),
+                    ] {
+                        seed += 1;
+                        spikes += check(
+                            &params(kind, SurrogateShape::Rect, reset),
+                            shape,
+                            pool,
+                            repeated,
+                            seed,
+                        );
+                    }
+                }
+            }
+        }
+        // Every surrogate shape on a multi-chunk layer with a tail of 4 per plane (5×7 → 2×3).
+        for kind in [SurrogateKind::As, SurrogateKind::Rs, SurrogateKind::Trsg] {
+            for shape in [
+                SurrogateShape::Tri,
+                SurrogateShape::Atan,
+                SurrogateShape::Sigmoid,
+            ] {
+                seed += 1;
+                let pool = PoolGeom::new(1, 5, 7, 2, 2, 0);
+                spikes += check(
+                    &params(kind, shape, Reset::Soft),
+                    (30, 21, 5, 7),
+                    pool,
+                    true,
+                    seed,
+                );
+            }
+        }
+        assert!(
+            spikes > 100_000,
+            "too few spikes for a meaningful comparison: {spikes}"
+        );
+    }
+
+    #[test]
+    fn the_result_does_not_depend_on_the_thread_count() {
+        let p = params(SurrogateKind::Trsg, SurrogateShape::Rect, Reset::Soft);
+        let st = PlaneStages {
+            planes: 48 * 16,
+            channels: 16,
+            height: 6,
+            width: 6,
+            repeated: true,
+            affine: None,
+            pool: PoolGeom::new(1, 6, 6, 2, 2, 0),
+        };
+        let t = 4;
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let input: Vec<f32> = (0..st.input_len(t))
+            .map(|_| rng.random_range(-1.0..2.5))
+            .collect();
+        let dy: Vec<f32> = (0..st.output_len(t))
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut out = vec![0.0; st.output_len(t)];
+                let f = forward_train_planes(&p, 0.0, t, &st, &input, &mut out);
+                let mut dx = vec![0.0; input.len()];
+                let b = backward_train_planes(&p, 0.0, t, &st, &input, &dy, &mut dx);
+                (
+                    bits(&out),
+                    bits(&dx),
+                    f.sum_u_active.to_bits(),
+                    b.g_theta.to_bits(),
+                    b.g_decay.to_bits(),
+                )
+            })
+        };
+        assert_eq!(run(1), run(2));
+    }
+}
