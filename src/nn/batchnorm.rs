@@ -270,7 +270,7 @@ impl Layer for BatchNorm2d {
         } else {
             self.use_running_stats();
         }
-        let mut y = crate::buffer_pool::zeroed(d.len());
+        let mut y = crate::buffer_pool::overwritable(d.len());
         bn::normalize(
             input.data(),
             &mut y,
@@ -379,7 +379,7 @@ impl Layer for BatchNorm2d {
             return None;
         };
         let d = *d;
-        let mut y = crate::buffer_pool::zeroed(d.len());
+        let mut y = crate::buffer_pool::overwritable(d.len());
         bn::normalize(
             x.data(),
             &mut y,

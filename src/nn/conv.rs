@@ -181,7 +181,7 @@ fn spike_forward(
     } else if let Some(x) = dense {
         conv::forward(g, x, weight, bias, y);
     } else {
-        let mut x = crate::buffer_pool::zeroed(bits.len());
+        let mut x = crate::buffer_pool::overwritable(bits.len());
         bits.unpack(&mut x);
         conv::forward(g, &x, weight, bias, y);
     }
@@ -264,7 +264,7 @@ impl Layer for Conv2d {
                 }
             }
             Saved::Spikes(bits) => {
-                let mut buf = crate::buffer_pool::zeroed(bits.len());
+                let mut buf = crate::buffer_pool::overwritable(bits.len());
                 bits.unpack(&mut buf);
                 if self.weight.trainable {
                     let dw = self.weight.grad.data_mut();
@@ -288,7 +288,7 @@ impl Layer for Conv2d {
         let mut dx = match (saved, x) {
             (_, Some(buf)) => buf,
             (Saved::Dense(input), None) => input.into_vec(),
-            (Saved::Spikes(_), None) => crate::buffer_pool::zeroed(g.n * g.in_img()),
+            (Saved::Spikes(_), None) => crate::buffer_pool::overwritable(g.n * g.in_img()),
         };
         conv::backward_input(&g, dy, self.weight.value.data(), &mut dx);
         Tensor::from_vec(&in_shape, dx)

@@ -114,7 +114,7 @@ impl Layer for MaxPool2d {
     fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         let g = pool_geom(&self.spec, input.shape())?;
         let out = out_shape(input.shape(), &g);
-        let mut y = crate::buffer_pool::zeroed(g.planes * g.out_plane());
+        let mut y = crate::buffer_pool::overwritable(g.planes * g.out_plane());
         if ctx.is_train() {
             // Reused across steps: resize only grows (or shrinks the length) in steady state.
             self.argmax.resize(y.len(), 0);
@@ -133,7 +133,7 @@ impl Layer for MaxPool2d {
             self.cache = Some((in_shape, g));
             return Err(e);
         }
-        let mut dx = crate::buffer_pool::zeroed(g.planes * g.in_plane());
+        let mut dx = crate::buffer_pool::overwritable(g.planes * g.in_plane());
         pool::max_backward(&g, grad_output.data(), &self.argmax, &mut dx);
         Tensor::from_vec(&in_shape, dx)
     }
@@ -199,7 +199,7 @@ impl Layer for AvgPool2d {
     fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         let g = pool_geom(&self.spec, input.shape())?;
         let out = out_shape(input.shape(), &g);
-        let mut y = crate::buffer_pool::zeroed(g.planes * g.out_plane());
+        let mut y = crate::buffer_pool::overwritable(g.planes * g.out_plane());
         pool::avg_forward(&g, input.data(), &mut y);
         self.cache = ctx.is_train().then(|| (input.shape().to_vec(), g));
         Tensor::from_vec(&out, y)
@@ -211,7 +211,7 @@ impl Layer for AvgPool2d {
             self.cache = Some((in_shape, g));
             return Err(e);
         }
-        let mut dx = crate::buffer_pool::zeroed(g.planes * g.in_plane());
+        let mut dx = crate::buffer_pool::overwritable(g.planes * g.in_plane());
         pool::avg_backward(&g, grad_output.data(), &mut dx);
         Tensor::from_vec(&in_shape, dx)
     }
@@ -280,7 +280,7 @@ impl Layer for GlobalAvgPool2d {
             self.cache = Some(in_shape);
             return Err(e);
         }
-        let mut dx = crate::buffer_pool::zeroed(in_shape.iter().product());
+        let mut dx = crate::buffer_pool::overwritable(in_shape.iter().product());
         pool::global_avg_backward(grad_output.data(), in_shape[2] * in_shape[3], &mut dx);
         Tensor::from_vec(&in_shape, dx)
     }
