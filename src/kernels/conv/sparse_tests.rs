@@ -237,3 +237,26 @@ fn packing_sets_exactly_the_non_zero_bits() {
         );
     }
 }
+
+/// The register-blocked row sums of the weight gradient add the rows in the same order as one
+/// `add_row` per row, so the bits are the same: full 64-column blocks, a tail, repeated rows.
+#[test]
+fn blocked_row_sums_equal_row_by_row_adds() {
+    let mut seed = 17;
+    for len in [64, 128, 200, 13] {
+        let rows = 9;
+        let src: Vec<f32> = (0..rows * len).map(|_| lcg(&mut seed) - 0.5).collect();
+        let start: Vec<f32> = (0..len).map(|_| lcg(&mut seed) * 3.0).collect();
+        let qs: Vec<u32> = vec![3, 0, 8, 3, 5, 1];
+        let mut want = start.clone();
+        for &q in &qs {
+            add_row(&mut want, &src[q as usize * len..(q as usize + 1) * len]);
+        }
+        let mut got = start.clone();
+        sum_rows(&mut got, &src, len, &qs);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "len {len}");
+        sum_rows(&mut got, &src, len, &[]);
+        assert_eq!(bits(&got), bits(&want), "no rows: unchanged");
+    }
+}
