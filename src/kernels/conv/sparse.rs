@@ -238,19 +238,29 @@ fn sum_rows(dst: &mut [f32], src: &[f32], len: usize, qs: &[u32]) {
     }
 }
 
+/// `dY` elements transposed per group of images in the weight gradient (4 MiB).
+const WGRAD_GROUP_LEN: usize = 1 << 20;
+
 /// Per kernel tap, a list of output positions (at most `cap` each), reused across planes.
+#[derive(Default)]
 struct TapLists {
     cap: usize,
     len: Vec<usize>,
     at: Vec<u32>,
 }
 
+thread_local! {
+    static TAP_LISTS: std::cell::RefCell<TapLists> = std::cell::RefCell::default();
+}
+
 impl TapLists {
-    fn new(taps: usize, cap: usize) -> Self {
-        TapLists {
-            cap,
-            len: vec![0; taps],
-            at: vec![0; taps * cap],
+    /// Sizes the lists for `taps` taps of at most `cap` positions each (all empty).
+    fn reset(&mut self, taps: usize, cap: usize) {
+        self.cap = cap;
+        self.len.clear();
+        self.len.resize(taps, 0);
+        if self.at.len() < taps * cap {
+            self.at.resize(taps * cap, 0);
         }
     }
 
@@ -335,12 +345,23 @@ fn wgrad_block(g: &ConvGeom) -> usize {
 
 /// `dw += ∂L/∂W` for spike input `x` and `dy = ∂L/∂y` (`[N, C_out, OH, OW]`).
 ///
-/// Allocates two temporaries: `dY` transposed to channel-last (the size of `dy`) and `dWt`
-/// (the size of `dw`); both are freed on return.
+/// Allocates two temporaries: `dY` of a group of images transposed to channel-last (at most
+/// 4 MiB, or one image) and `dWt` (the size of `dw`); both are freed on return.
 ///
 /// # Panics
 /// If a length disagrees with `g`.
 pub fn backward_weight(g: &ConvGeom, x: &SpikeBits, dy: &[f32], dw: &mut [f32]) {
+    backward_weight_grouped(g, x, dy, dw, WGRAD_GROUP_LEN);
+}
+
+/// [`backward_weight`] transposing `dY` in groups of about `group_len` elements (whole images).
+fn backward_weight_grouped(
+    g: &ConvGeom,
+    x: &SpikeBits,
+    dy: &[f32],
+    dw: &mut [f32],
+    group_len: usize,
+) {
     assert!(
         x.n == g.n
             && x.c == g.c_in
@@ -353,34 +374,44 @@ pub fn backward_weight(g: &ConvGeom, x: &SpikeBits, dy: &[f32], dw: &mut [f32]) 
         return;
     }
     let (co, kk, plane) = (g.c_out, g.k * g.k, g.out_plane());
-    let mut dyt = vec![0.0f32; dy.len()];
-    dyt.par_chunks_mut(g.out_img())
-        .zip(dy.par_chunks(g.out_img()))
-        .for_each(|(t, d)| transpose(d, co, plane, t, 1.0));
+    // dY goes channel-last a group of images at a time: a whole-batch copy would be as large
+    // as dY itself (134 MB on ResNet-19's first stage), at the step's memory peak.
+    let group = (group_len / g.out_img()).clamp(1, g.n);
+    let mut dyt = vec![0.0f32; group * g.out_img()];
     let cb = wgrad_block(g);
     let table = TapTable::new(g);
     let mut dwt = vec![0.0f32; dw.len()];
-    dwt.par_chunks_mut(cb * kk * co)
-        .enumerate()
-        .for_each(|(blk, part)| {
-            let c0 = blk * cb;
-            let chans = part.len() / (kk * co);
-            // Per tap, the output positions this plane's events reach, in event order.
-            let mut reach = TapLists::new(kk, g.h * g.w);
-            for img in 0..g.n {
-                let dyi = &dyt[img * g.out_img()..(img + 1) * g.out_img()];
-                for cl in 0..chans {
-                    reach.clear();
-                    for_each_event_tap(g, &table, x.plane_bits(img, c0 + cl), |tap, q| {
-                        reach.push(tap, q as u32);
-                    });
-                    let pc = &mut part[cl * kk * co..(cl + 1) * kk * co];
-                    for (tap, dst) in pc.chunks_exact_mut(co).enumerate() {
-                        sum_rows(dst, dyi, co, reach.get(tap));
+    for first in (0..g.n).step_by(group) {
+        let imgs = group.min(g.n - first);
+        let dyg = &dy[first * g.out_img()..(first + imgs) * g.out_img()];
+        dyt.par_chunks_mut(g.out_img())
+            .zip(dyg.par_chunks(g.out_img()))
+            .for_each(|(t, d)| transpose(d, co, plane, t, 1.0));
+        let dyt = &dyt;
+        dwt.par_chunks_mut(cb * kk * co)
+            .enumerate()
+            .for_each(|(blk, part)| {
+                let c0 = blk * cb;
+                let chans = part.len() / (kk * co);
+                TAP_LISTS.with(|cell| {
+                    let mut reach = cell.borrow_mut();
+                    reach.reset(kk, g.h * g.w);
+                    for (i, dyi) in dyt.chunks_exact(g.out_img()).take(imgs).enumerate() {
+                        for cl in 0..chans {
+                            reach.clear();
+                            let words = x.plane_bits(first + i, c0 + cl);
+                            for_each_event_tap(g, &table, words, |tap, q| {
+                                reach.push(tap, q as u32);
+                            });
+                            let pc = &mut part[cl * kk * co..(cl + 1) * kk * co];
+                            for (tap, dst) in pc.chunks_exact_mut(co).enumerate() {
+                                sum_rows(dst, dyi, co, reach.get(tap));
+                            }
+                        }
                     }
-                }
-            }
-        });
+                });
+            });
+    }
     drop(dyt);
     // dW[o, r] += s·dWt[r, o], in row blocks of dW so each task's tiles stay in cache.
     let (kr, s) = (g.col_rows(), x.scale);

@@ -260,3 +260,24 @@ fn blocked_row_sums_equal_row_by_row_adds() {
         assert_eq!(bits(&got), bits(&want), "no rows: unchanged");
     }
 }
+
+/// The weight gradient transposes `dY` a group of images at a time; the group size changes
+/// no bits (images are still summed in order), including a last group that is shorter.
+#[test]
+fn weight_gradient_bits_do_not_depend_on_the_image_group() {
+    let mut seed = 23;
+    let g = ConvGeom::new(7, 20, 6, 6, 72, 3, 1, 1).unwrap();
+    let x = spikes(g.n * g.in_img(), 0.2, 0.7, &mut seed);
+    let bits = SpikeBits::from_f32(&x, g.n, g.c_in, g.h * g.w, 0.7);
+    let dy = signed(g.n * g.out_img(), &mut seed);
+    let acc0 = signed(g.weight_len(), &mut seed);
+    let run = |group_len: usize| {
+        let mut dw = acc0.clone();
+        backward_weight_grouped(&g, &bits, &dy, &mut dw, group_len);
+        dw.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    let whole = run(usize::MAX);
+    assert_eq!(run(1), whole, "one image per group");
+    assert_eq!(run(3 * g.out_img()), whole, "groups of 3, last of 1");
+    assert_ne!(whole, acc0.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+}
