@@ -127,11 +127,104 @@ fn regroup(g: &ConvGeom, x: &SpikeBits, img: usize, words: usize, masks: &mut Ve
     }
 }
 
+/// Entries `events` has beyond its `CHUNK·k²·C_in` events, for decoders that write whole
+/// groups of indices past the last event.
+const EVENT_SLACK: usize = 16;
+
+/// Which event decoder runs: chosen once per call from the CPU's features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decoder {
+    /// [`decode`]: a bit-scan loop, any target.
+    Scalar,
+    /// [`decode_avx512`]: 16 indices per compress instruction.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Decoder {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Decoder::Avx512;
+        }
+        Decoder::Scalar
+    }
+}
+
+/// [`decode`] by `decoder`; every decoder appends the same events in the same order.
+#[inline(always)]
+fn decode_with(
+    decoder: Decoder,
+    g: &ConvGeom,
+    masks: &[u64],
+    words: usize,
+    base: usize,
+    events: &mut [u32],
+    len: &mut usize,
+) {
+    match decoder {
+        Decoder::Scalar => decode(g, masks, words, base, events, len),
+        // SAFETY: `Avx512` is only chosen when the CPU reports AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        Decoder::Avx512 => unsafe { decode_avx512(g, masks, words, base, events, len) },
+    }
+}
+
+/// [`decode`] with AVX-512F: each 16-bit slice of a mask word becomes its set bits' row
+/// indices in one `vpcompressd` (lane order is bit order, so the events and their order are
+/// those of [`decode`]), stored as a whole 16-lane vector. Measured on mnist-cnn's conv2
+/// (`C_in = 32`, ≈ 8 events per word): the bit-scan loop was 23 % of an inference step.
+///
+/// # Safety
+/// The CPU must support AVX-512F. `events` must hold [`EVENT_SLACK`] entries beyond the
+/// events written (the forward's scratch does).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn decode_avx512(
+    g: &ConvGeom,
+    masks: &[u64],
+    words: usize,
+    base: usize,
+    events: &mut [u32],
+    len: &mut usize,
+) {
+    use std::arch::x86_64::{
+        _mm512_add_epi32, _mm512_maskz_compress_epi32, _mm512_set1_epi32, _mm512_setr_epi32,
+        _mm512_storeu_si512,
+    };
+    let (k, ci, pw) = (g.k, g.c_in, g.w + 2 * g.pad);
+    let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for kh in 0..k {
+        for kw in 0..k {
+            let pix = base + kh * pw + kw;
+            let r0 = (kh * k + kw) * ci;
+            for (j, &wd) in masks[pix * words..(pix + 1) * words].iter().enumerate() {
+                let mut w = wd;
+                let mut rb = (r0 + 64 * j) as i32;
+                while w != 0 {
+                    let m = w as u16;
+                    let rows = _mm512_maskz_compress_epi32(
+                        m,
+                        _mm512_add_epi32(iota, _mm512_set1_epi32(rb)),
+                    );
+                    let dst = &mut events[*len..*len + 16];
+                    // SAFETY: `dst` is 16 `u32`s in bounds (the slice index checked it); the
+                    // store is unaligned.
+                    unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), rows) };
+                    *len += m.count_ones() as usize;
+                    w >>= 16;
+                    rb += 16;
+                }
+            }
+        }
+    }
+}
+
 /// Appends to `events[*len..]` the weight row `tap·C_in + c` of every set channel bit `c` of
 /// every tap of the output pixel whose top-left tap is padded pixel `base`, in tap then
 /// channel order. Branch-light: four indices are written per step whether set or not
-/// (`events` has 4 slack entries), so the loop runs `⌈popcount/4⌉` times per word instead of
-/// mispredicting on every word's last bit.
+/// (`events` has [`EVENT_SLACK`] slack entries), so the loop runs `⌈popcount/4⌉` times per
+/// word instead of mispredicting on every word's last bit.
 fn decode(
     g: &ConvGeom,
     masks: &[u64],
@@ -302,6 +395,7 @@ pub fn forward(
     let (words, kr, s) = (g.c_in.div_ceil(64), g.col_rows(), x.scale);
     let wp = wp.data();
     let (plane, ow, st, pw) = (g.out_plane(), g.ow, g.stride, g.w + 2 * g.pad);
+    let decoder = Decoder::detect();
     y.par_chunks_mut(g.out_img())
         .enumerate()
         .for_each(|(img, yi)| {
@@ -309,8 +403,8 @@ pub fn forward(
                 let Scratch { masks, events } = &mut *cell.borrow_mut();
                 regroup(g, x, img, words, masks);
                 // Stale entries are fine: `decode` writes before `block` reads.
-                if events.len() < CHUNK * kr + 4 {
-                    events.resize(CHUNK * kr + 4, 0);
+                if events.len() < CHUNK * kr + EVENT_SLACK {
+                    events.resize(CHUNK * kr + EVENT_SLACK, 0);
                 }
                 let mut ends = [0usize; CHUNK + 1];
                 for c0 in (0..plane).step_by(CHUNK) {
@@ -319,7 +413,7 @@ pub fn forward(
                     for (p, end) in ends[1..].iter_mut().enumerate().take(nc) {
                         let q = c0 + p;
                         let base = (q / ow) * st * pw + (q % ow) * st;
-                        decode(g, masks, words, base, events, &mut len);
+                        decode_with(decoder, g, masks, words, base, events, &mut len);
                         *end = len;
                     }
                     let mut start = 0;
@@ -347,4 +441,66 @@ pub fn forward(
                 }
             })
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every decoder this CPU has appends the same event rows, in the same order, as the
+    /// bit-scan loop: masks of one and several words, empty, full and sparse words, a stride.
+    #[test]
+    fn decoders_append_the_same_events() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut checked = 0;
+        for (c_in, stride) in [(32, 1), (64, 1), (130, 2), (7, 1)] {
+            let g = ConvGeom::new(1, c_in, 5, 6, 8, 3, stride, 1).unwrap();
+            let words = c_in.div_ceil(64);
+            let pixels = (g.h + 2) * (g.w + 2);
+            let masks: Vec<u64> = (0..pixels * words)
+                .map(|i| {
+                    let valid = if (i % words + 1) * 64 <= c_in {
+                        u64::MAX
+                    } else {
+                        (1u64 << (c_in % 64)) - 1
+                    };
+                    let w = match i % 5 {
+                        0 => 0,
+                        1 => u64::MAX,
+                        2 => next() & next(),
+                        _ => next(),
+                    };
+                    w & valid
+                })
+                .collect();
+            let pw = g.w + 2;
+            for q in 0..g.out_plane() {
+                let base = (q / g.ow) * stride * pw + (q % g.ow) * stride;
+                let cap = g.col_rows() + EVENT_SLACK;
+                let (mut want, mut want_len) = (vec![0u32; cap], 0);
+                decode(&g, &masks, words, base, &mut want, &mut want_len);
+                let decoder = Decoder::detect();
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    assert_eq!(decoder, Decoder::Avx512);
+                }
+                let (mut got, mut got_len) = (vec![u32::MAX; cap], 0);
+                decode_with(decoder, &g, &masks, words, base, &mut got, &mut got_len);
+                assert_eq!(got_len, want_len, "{decoder:?} C_in {c_in} pixel {q}");
+                assert_eq!(
+                    got[..got_len],
+                    want[..want_len],
+                    "{decoder:?} C_in {c_in} pixel {q}"
+                );
+                checked += want_len;
+            }
+        }
+        assert!(checked > 10_000, "too few events: {checked}");
+    }
 }
