@@ -9,6 +9,7 @@
 
 use mpsnn::models::{build, ModelOptions};
 use mpsnn::nn::lif::Lif;
+use mpsnn::nn::sequential::Recompute;
 use mpsnn::nn::{Encoding, ForwardCtx, Layer, Network};
 use mpsnn::train::optim::{Optimizer, OptimizerConfig};
 use mpsnn::Tensor;
@@ -101,12 +102,14 @@ fn train_steps(
     input: [usize; 3],
     encoding: Encoding,
     fused: bool,
+    recompute: Recompute,
 ) -> (Vec<Trace>, usize) {
     let mut opts = ModelOptions::new(input, 5);
     opts.encoding = encoding;
     opts.lif.theta0 = 0.5;
     let mut net = Network::new(build(model, &opts).unwrap(), 11).unwrap();
     net.set_train_fusion(fused);
+    net.set_recompute_level(recompute);
     let (t, b) = (3, 4);
     let frames = if encoding == Encoding::Direct { 1 } else { t };
     let mut seed = 5;
@@ -154,9 +157,9 @@ fn train_steps(
     (traces, fused_layers)
 }
 
-fn check_training(model: &str, input: [usize; 3], encoding: Encoding) {
-    let (plain, none) = train_steps(model, input, encoding, false);
-    let (fused, fused_layers) = train_steps(model, input, encoding, true);
+fn check_training(model: &str, input: [usize; 3], encoding: Encoding, recompute: Recompute) {
+    let (plain, none) = train_steps(model, input, encoding, false, recompute);
+    let (fused, fused_layers) = train_steps(model, input, encoding, true, recompute);
     assert_eq!(none, 0, "{model}: fusion was off");
     assert!(
         fused_layers > 0,
@@ -184,15 +187,25 @@ fn check_training(model: &str, input: [usize; 3], encoding: Encoding) {
 
 #[test]
 fn fused_training_equals_layer_by_layer_on_every_built_in_model() {
-    check_training("mnist-cnn", [1, 28, 28], Encoding::Direct);
-    check_training("vgg-small", [3, 16, 16], Encoding::Direct);
-    check_training("resnet19", [3, 16, 16], Encoding::Direct);
+    let default = Recompute::Pointwise;
+    check_training("mnist-cnn", [1, 28, 28], Encoding::Direct, default);
+    check_training("vgg-small", [3, 16, 16], Encoding::Direct, default);
+    check_training("resnet19", [3, 16, 16], Encoding::Direct, default);
+    // The other recomputation levels change what the layers around a run keep.
+    check_training("mnist-cnn", [1, 28, 28], Encoding::Direct, Recompute::Full);
+    check_training("resnet19", [3, 16, 16], Encoding::Direct, Recompute::Off);
 }
 
 /// `cnn7-dvs` has average pools and frame input (no repeat): there is nothing to fuse, and
 /// training runs layer by layer.
 #[test]
 fn a_model_without_runs_trains_unfused() {
-    let (_, fused_layers) = train_steps("cnn7-dvs", [2, 16, 16], Encoding::Frames, true);
+    let (_, fused_layers) = train_steps(
+        "cnn7-dvs",
+        [2, 16, 16],
+        Encoding::Frames,
+        true,
+        Recompute::Pointwise,
+    );
     assert_eq!(fused_layers, 0);
 }
