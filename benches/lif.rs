@@ -232,5 +232,65 @@ fn eval_planes(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lif, spike_storage, l2_resident, eval_planes);
+/// A training step of `mnist-cnn`'s stem after its batch norm (B = 64, 32 × 28 × 28, T = 4):
+/// repeat → LIF → 2×2 max pool forward and backward, layer by layer (the kernels the layers
+/// call: tiling, LIF with a tape, pooling with argmax; pool backward, LIF backward, the sum
+/// over T) against the fused training kernels (`Network`'s default in training).
+fn train_planes(c: &mut Criterion) {
+    use mpsnn::kernels::elementwise::{par_sum_tiles, par_tile};
+    use mpsnn::kernels::lif::{backward_train_planes, forward_train_planes, PlaneStages};
+    use mpsnn::kernels::pool::{max_backward, max_forward, PoolGeom};
+    let (ch, h, w) = (32, 28, 28);
+    let input = data(B * ch * h * w, -1.0, 2.5, 21);
+    let dy = data(T * B * ch * (h / 2) * (w / 2), -0.01, 0.01, 22);
+    let p = params();
+    let mut g = c.benchmark_group("train_planes");
+    g.throughput(Throughput::Elements((T * B * ch * h * w) as u64));
+    g.bench_function("stem_layer_by_layer", |bch| {
+        let pool = PoolGeom::new(T * B * ch, h, w, 2, 2, 0).unwrap();
+        let mut tape = Tape::new(SpikeStorage::Recompute);
+        let mut rep = vec![0.0; T * input.len()];
+        let mut y = vec![0.0; pool.planes * pool.out_plane()];
+        let mut arg = vec![0u32; y.len()];
+        let mut g_lif = vec![0.0; rep.len()];
+        let mut dx = vec![0.0; input.len()];
+        bch.iter(|| {
+            par_tile(&mut rep, &input);
+            forward_train(&p, 0.0, T, &mut rep, &mut tape);
+            max_forward(&pool, &rep, &mut y, Some(&mut arg));
+            max_backward(&pool, &dy, &arg, &mut g_lif);
+            backward(&p, 0.0, &tape, &mut g_lif, None);
+            par_sum_tiles(&mut dx, &g_lif);
+            dx[0]
+        })
+    });
+    g.bench_function("stem_fused", |bch| {
+        let stages = PlaneStages {
+            planes: B * ch,
+            channels: ch,
+            height: h,
+            width: w,
+            repeated: true,
+            affine: None,
+            pool: PoolGeom::new(1, h, w, 2, 2, 0),
+        };
+        let mut y = vec![0.0; stages.output_len(T)];
+        let mut dx = vec![0.0; input.len()];
+        bch.iter(|| {
+            forward_train_planes(&p, 0.0, T, &stages, &input, &mut y);
+            backward_train_planes(&p, 0.0, T, &stages, &input, &dy, &mut dx);
+            dx[0]
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    lif,
+    spike_storage,
+    l2_resident,
+    eval_planes,
+    train_planes
+);
 criterion_main!(benches);
