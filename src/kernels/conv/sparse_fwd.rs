@@ -192,29 +192,42 @@ unsafe fn decode_avx512(
         _mm512_add_epi32, _mm512_maskz_compress_epi32, _mm512_set1_epi32, _mm512_setr_epi32,
         _mm512_storeu_si512,
     };
-    let (k, ci, pw) = (g.k, g.c_in, g.w + 2 * g.pad);
     let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for_each_tap_word(g, masks, words, base, |rb, wd| {
+        let (mut w, mut rb) = (wd, rb as i32);
+        while w != 0 {
+            let m = w as u16;
+            let rows =
+                _mm512_maskz_compress_epi32(m, _mm512_add_epi32(iota, _mm512_set1_epi32(rb)));
+            let dst = &mut events[*len..*len + 16];
+            // SAFETY: `dst` is 16 `u32`s in bounds (the slice index checked it); the store
+            // is unaligned.
+            unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), rows) };
+            *len += m.count_ones() as usize;
+            w >>= 16;
+            rb += 16;
+        }
+    });
+}
+
+/// Calls `f(first_row, word)` for every mask word of every tap of the output pixel whose
+/// top-left tap is padded pixel `base`, in tap then word order: bit `i` of the word stands
+/// for weight row `first_row + i`.
+#[inline(always)]
+fn for_each_tap_word(
+    g: &ConvGeom,
+    masks: &[u64],
+    words: usize,
+    base: usize,
+    mut f: impl FnMut(u32, u64),
+) {
+    let (k, ci, pw) = (g.k, g.c_in, g.w + 2 * g.pad);
     for kh in 0..k {
         for kw in 0..k {
             let pix = base + kh * pw + kw;
             let r0 = (kh * k + kw) * ci;
             for (j, &wd) in masks[pix * words..(pix + 1) * words].iter().enumerate() {
-                let mut w = wd;
-                let mut rb = (r0 + 64 * j) as i32;
-                while w != 0 {
-                    let m = w as u16;
-                    let rows = _mm512_maskz_compress_epi32(
-                        m,
-                        _mm512_add_epi32(iota, _mm512_set1_epi32(rb)),
-                    );
-                    let dst = &mut events[*len..*len + 16];
-                    // SAFETY: `dst` is 16 `u32`s in bounds (the slice index checked it); the
-                    // store is unaligned.
-                    unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), rows) };
-                    *len += m.count_ones() as usize;
-                    w >>= 16;
-                    rb += 16;
-                }
+                f((r0 + 64 * j) as u32, wd);
             }
         }
     }
@@ -233,27 +246,19 @@ fn decode(
     events: &mut [u32],
     len: &mut usize,
 ) {
-    let (k, ci, pw) = (g.k, g.c_in, g.w + 2 * g.pad);
-    for kh in 0..k {
-        for kw in 0..k {
-            let pix = base + kh * pw + kw;
-            let r0 = (kh * k + kw) * ci;
-            for (j, &wd) in masks[pix * words..(pix + 1) * words].iter().enumerate() {
-                let n = wd.count_ones() as usize;
-                let rb = (r0 + 64 * j) as u32;
-                let mut w = wd;
-                let mut i = 0;
-                while i < n {
-                    for e in &mut events[*len + i..*len + i + 4] {
-                        *e = rb + w.trailing_zeros();
-                        w &= w.wrapping_sub(1);
-                    }
-                    i += 4;
-                }
-                *len += n;
+    for_each_tap_word(g, masks, words, base, |rb, wd| {
+        let n = wd.count_ones() as usize;
+        let mut w = wd;
+        let mut i = 0;
+        while i < n {
+            for e in &mut events[*len + i..*len + i + 4] {
+                *e = rb + w.trailing_zeros();
+                w &= w.wrapping_sub(1);
             }
+            i += 4;
         }
-    }
+        *len += n;
+    });
 }
 
 /// One output block for one tile of `np ≤ TILE` output pixels starting at `q0`: `V` vectors
