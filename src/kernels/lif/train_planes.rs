@@ -11,8 +11,9 @@
 //!
 //! Tasks are exactly the unfused kernel's chunks (neurons `[c·CHUNK, (c+1)·CHUNK)` of a step),
 //! widened to whole planes where pooling needs a window's neighbours. The LIF sums (spike
-//! counts, Σ `U[T]`, g_θ, g_decay) come from [`fused::forward_chunk`] /
-//! [`fused::backward_chunk`] on the very same chunk slices, and every element passes through
+//! counts, Σ `U[T]`, g_θ, g_decay) come from the unfused kernel's chunk functions
+//! ([`fused::forward_chunk_from`], reading the input in place, and [`fused::backward_chunk`])
+//! on the very same chunk slices, and every element passes through
 //! the same step functions, so outputs, gradients and sums are bit-identical to the layer
 //! chain ([`super::forward_train`], [`crate::kernels::pool::max_forward`] with argmax,
 //! [`crate::kernels::pool::max_backward`], [`super::backward`],
@@ -30,7 +31,7 @@ use std::cell::RefCell;
 /// One thread's buffers, grown to the largest task seen and reused.
 #[derive(Default)]
 struct Scratch {
-    /// LIF input, then output, then gradient: `T` rows of a task's neurons.
+    /// LIF output, then its gradient: `T` rows of a task's neurons.
     io: Vec<f32>,
     /// The pre-spike membrane M, `T` rows (backward only).
     membrane: Vec<f32>,
