@@ -19,7 +19,7 @@ use crate::tensor::Tensor;
 /// packed to one bit per element ([`SpikeBits`]) and cached that way (1/32 of the f32 size).
 /// The forward pass and the weight gradient then take the event-driven kernels of
 /// [`crate::kernels::conv::sparse`] when the input density is at most
-/// [`sparse::fwd_max_density`] (a per-shape switch point) / [`sparse::WGRAD_MAX_DENSITY`], and
+/// [`sparse::fwd_max_density`] / [`sparse::wgrad_max_density`] (per-shape switch points), and
 /// the dense GEMM path above.
 /// That cache is the whole input, so the output can be rebuilt ([`Layer::recompute_output`]):
 /// a batch norm after such a conv keeps no f32 input ([`crate::nn::Sequential`]).
@@ -258,7 +258,7 @@ impl Layer for Conv2d {
         // input gradient afterwards.
         let mut x: Option<Vec<f32>> = None;
         match &saved {
-            Saved::Spikes(bits) if bits.density() <= sparse::WGRAD_MAX_DENSITY => {
+            Saved::Spikes(bits) if bits.density() <= sparse::wgrad_max_density(&g) => {
                 if self.weight.trainable {
                     sparse::backward_weight(&g, bits, dy, self.weight.grad.data_mut());
                 }

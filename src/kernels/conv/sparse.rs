@@ -18,7 +18,7 @@
 //! An event costs `k²·C_out` vector additions, i.e. the work of the dense GEMM scaled by the
 //! density. In the forward each addition is one load and one add (against register-blocked
 //! FMAs in the GEMM micro-kernel); in the weight gradient it is two loads and a store, hence
-//! the measured switch points [`fwd_max_density`] and [`WGRAD_MAX_DENSITY`].
+//! the measured switch points [`fwd_max_density`] and [`wgrad_max_density`].
 //!
 //! Results equal the dense path up to float rounding (the sparse sums add weights and scale by
 //! `s` once; the GEMM adds `s·w` products in another order). Parallel tasks are fixed by the
@@ -46,8 +46,22 @@ pub fn fwd_max_density(g: &ConvGeom) -> f64 {
     (FWD_MAX_DENSITY - 38.0 / g.col_rows() as f64).max(0.0)
 }
 
-/// Above this input density the weight gradient uses the dense path (same bench).
-pub const WGRAD_MAX_DENSITY: f64 = 0.08;
+/// The input density up to which the weight gradient of geometry `g` takes the event-driven
+/// path (above it, im2col + GEMM). Measured with `benches/kernels.rs` (`conv2d_sparse`,
+/// `sparse_dw` against `dense_dw`, 2 threads) after the register sums of [`sum_rows`]:
+/// break-even ≈ 0.18 at the MNIST conv2 (32→64, 3×3), ≈ 0.22 at ResNet-19 layer 1 (128→128),
+/// ≈ 0.28 at layer 3 (512→512): 0.18 for kernels larger than 1×1, the lowest of the three.
+/// A 1×1 conv reuses no event across taps: the kernel alone lost to the GEMM at density 0.05
+/// (1.58 vs 1.39 ms on the 128→256 shortcut), but in a training step the dense path must
+/// first unpack the bits to f32, and switching the shortcuts to it made ResNet-19 training
+/// slower; 1×1 keeps the earlier 0.08.
+pub fn wgrad_max_density(g: &ConvGeom) -> f64 {
+    if g.k == 1 {
+        0.08
+    } else {
+        0.18
+    }
+}
 
 /// Bit-packed spikes of a `[N, C, H, W]` tensor whose elements are `0` or `scale`.
 ///
