@@ -48,7 +48,7 @@ pub fn fwd_max_density(g: &ConvGeom) -> f64 {
 
 /// The input density up to which the weight gradient of geometry `g` takes the event-driven
 /// path (above it, im2col + GEMM). Measured with `benches/kernels.rs` (`conv2d_sparse`,
-/// `sparse_dw` against `dense_dw`, 2 threads) after the register sums of [`sum_rows`]:
+/// `sparse_dw` against `dense_dw`, 2 threads) after the register sums of `sum_rows`:
 /// break-even ≈ 0.18 at the MNIST conv2 (32→64, 3×3), ≈ 0.22 at ResNet-19 layer 1 (128→128),
 /// ≈ 0.28 at layer 3 (512→512): 0.18 for kernels larger than 1×1, the lowest of the three.
 /// A 1×1 conv reuses no event across taps: the kernel alone lost to the GEMM at density 0.05
