@@ -370,11 +370,22 @@ fn run_backward<F: Format>(
         let g_last = grad_u_last.map(|g| &g[lo..hi]);
         fused::backward_chunk::<F>(p, u0, &m_rows, &s_rows, g, g_last)
     };
-    let sums: Vec<BackwardSums> = if chunks > 1 {
-        g_rows.par_chunks_mut(t).enumerate().map(body).collect()
+    sum_over_chunks(&mut g_rows, t, BackwardSums::add, body)
+}
+
+/// Runs `body` on every chunk's `per` rows of `rows` (entry `c·per + r` is chunk c's row r),
+/// on rayon when there are several chunks, and adds the results in chunk order, so the sum
+/// does not depend on the thread count.
+fn sum_over_chunks<E: Send, S: Send + Default>(
+    rows: &mut [&mut [E]],
+    per: usize,
+    add: fn(S, S) -> S,
+    body: impl Fn((usize, &mut [&mut [E]])) -> S + Sync + Send,
+) -> S {
+    let sums: Vec<S> = if rows.len() > per {
+        rows.par_chunks_mut(per).enumerate().map(body).collect()
     } else {
-        vec![body((0, &mut g_rows))]
+        vec![body((0, rows))]
     };
-    sums.into_iter()
-        .fold(BackwardSums::default(), BackwardSums::add)
+    sums.into_iter().fold(S::default(), add)
 }

@@ -21,11 +21,12 @@
 
 use super::fused::{self, Recompute};
 use super::planes::max_pool_spikes;
-use super::{chunk_count, split_rows, BackwardSums, ForwardSums, PlaneStages, CHUNK};
+use super::{
+    chunk_count, split_rows, sum_over_chunks, BackwardSums, ForwardSums, PlaneStages, CHUNK,
+};
 use crate::kernels::elementwise::add_assign;
 use crate::kernels::pool::{self, PoolGeom};
 use crate::neuron::step::StepParams;
-use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// One thread's buffers, grown to the largest task seen and reused.
@@ -167,13 +168,7 @@ pub fn forward_train_planes(
             sums
         })
     };
-    let sums: Vec<ForwardSums> = if chunks > 1 {
-        out_rows.par_chunks_mut(t).enumerate().map(body).collect()
-    } else {
-        vec![body((0, &mut out_rows))]
-    };
-    sums.into_iter()
-        .fold(ForwardSums::default(), ForwardSums::add)
+    sum_over_chunks(&mut out_rows, t, ForwardSums::add, body)
 }
 
 /// Backward of [`forward_train_planes`] (same `p`, `u0`, `stages` and `input`): `grad_out`
@@ -266,17 +261,7 @@ pub fn backward_train_planes(
             sums
         })
     };
-    let sums: Vec<BackwardSums> = if chunks > 1 {
-        dx_rows
-            .par_chunks_mut(dx_rows_per_chunk)
-            .enumerate()
-            .map(body)
-            .collect()
-    } else {
-        vec![body((0, &mut dx_rows))]
-    };
-    sums.into_iter()
-        .fold(BackwardSums::default(), BackwardSums::add)
+    sum_over_chunks(&mut dx_rows, dx_rows_per_chunk, BackwardSums::add, body)
 }
 
 fn s_argmax<'a>(
