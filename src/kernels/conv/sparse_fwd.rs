@@ -21,11 +21,15 @@ const VECS: usize = 8;
 const BLOCK: usize = 8 * VECS;
 /// Output pixels per write tile (one 8×8 register transpose per vector).
 const TILE: usize = 8;
-/// Output pixels whose event lists are decoded at once: every output block then serves this
-/// many pixels before the next block's weights are loaded, which keeps a block's weights
-/// (`k²·C_in·64` floats, over 1 MB for 512 input channels) in L2 for as many pixels as
-/// possible. A multiple of [`TILE`].
-const CHUNK: usize = 64;
+/// Most output pixels whose event lists are decoded at once (a chunk, which may span the
+/// images of a task): every output block then serves the whole chunk before the next block's
+/// weights are loaded. A block's weights (`k²·C_in·64` floats, 1.2 MB for 512 input
+/// channels) stay in L2 for the chunk, and all blocks (9.4 MB there) are streamed from L3
+/// once per chunk, not once per image.
+const CHUNK_PIXELS: usize = 1024;
+/// Events after which a chunk takes no further tile: the event lists stream through the cache
+/// once per output block, beside the block's weights.
+const EVENT_BUDGET: usize = 1 << 18;
 
 /// Floats of the packed weight: full blocks are [`BLOCK`] wide, the last one is the remaining
 /// outputs rounded up to whole vectors (padded lanes hold 0).
@@ -90,12 +94,24 @@ impl PackedWeight {
     }
 }
 
-/// Per-thread scratch of the forward, shared by every layer: the channel masks of one padded
-/// image and the event lists of one pixel tile.
+/// Per-thread scratch of the forward, shared by every layer: the channel masks of a task's
+/// padded images, and the event lists of one chunk of pixels with their tiles.
 #[derive(Default)]
 struct Scratch {
     masks: Vec<u64>,
     events: Vec<u32>,
+    /// `ends[px + 1]`: the end in `events` of the chunk's pixel `px` (`ends[0]` is 0).
+    ends: Vec<usize>,
+    tiles: Vec<Tile>,
+}
+
+/// `np ≤ TILE` output pixels `q..q + np` of a task's image `img`, the chunk's pixels
+/// `px..px + np`.
+struct Tile {
+    img: usize,
+    q: usize,
+    np: usize,
+    px: usize,
 }
 
 thread_local! {
@@ -104,10 +120,8 @@ thread_local! {
 
 /// Fills `masks` (`(H+2p)·(W+2p)` pixels × `words` words, channel bit `c` in word `c/64`) from
 /// the planes of image `img`. Work is proportional to the words read plus the events.
-fn regroup(g: &ConvGeom, x: &SpikeBits, img: usize, words: usize, masks: &mut Vec<u64>) {
+fn regroup(g: &ConvGeom, x: &SpikeBits, img: usize, words: usize, masks: &mut [u64]) {
     let pw = g.w + 2 * g.pad;
-    masks.clear();
-    masks.resize((g.h + 2 * g.pad) * pw * words, 0);
     for c in 0..g.c_in {
         let (word, bit) = (c / 64, 1u64 << (c % 64));
         let (mut iy, mut row0) = (0usize, 0usize);
@@ -127,7 +141,7 @@ fn regroup(g: &ConvGeom, x: &SpikeBits, img: usize, words: usize, masks: &mut Ve
     }
 }
 
-/// Entries `events` has beyond its `CHUNK·k²·C_in` events, for decoders that write whole
+/// Entries `events` has beyond the `Chunking::events + TILE·k²·C_in` events of a chunk, for decoders that write whole
 /// groups of indices past the last event.
 const EVENT_SLACK: usize = 16;
 
@@ -279,21 +293,19 @@ fn block<const V: usize>(
     yi: &mut [f32],
 ) {
     let width = 8 * V;
-    let zero = [f32x8::ZERO; V];
-    let mut tile = [zero; TILE];
-    let mut start = ends[0];
-    for (slot, &end) in tile.iter_mut().zip(&ends[1..]) {
-        let mut acc = zero;
-        for &r in &events[start..end] {
-            let r = r as usize * width;
-            let row = &wb[r..r + width];
-            for (a, w) in acc.iter_mut().zip(row.chunks_exact(8)) {
-                *a += f32x8::new(w.try_into().unwrap());
+    let np = ends.len() - 1;
+    let tile: [[f32x8; V]; TILE] = std::array::from_fn(|p| {
+        let mut acc = [f32x8::ZERO; V];
+        if p < np {
+            for &r in &events[ends[p]..ends[p + 1]] {
+                let r = r as usize * width;
+                for (a, w) in acc.iter_mut().zip(wb[r..r + width].chunks_exact(8)) {
+                    *a += f32x8::new(w.try_into().unwrap());
+                }
             }
         }
-        *slot = acc;
-        start = end;
-    }
+        acc
+    });
     write_tile::<V>(&tile, plane, q0, ends.len() - 1, o0, nout, scale, bias, yi);
 }
 
@@ -331,6 +343,27 @@ fn write_tile<const V: usize>(
     }
 }
 
+/// `f32x16` accumulators of a full block.
+const WIDE: usize = BLOCK / 16;
+
+/// `acc += Wb[row]` for a full block's weight row `row`.
+#[inline(always)]
+fn add_row(acc: &mut [f32x16; WIDE], wb: &[f32], row: u32) {
+    let r = row as usize * BLOCK;
+    for (a, w) in acc.iter_mut().zip(wb[r..r + BLOCK].chunks_exact(16)) {
+        *a += f32x16::new(w.try_into().unwrap());
+    }
+}
+
+/// The accumulators of [`add_row`] as the `f32x8` vectors [`write_tile`] transposes.
+#[inline(always)]
+fn narrow(acc: [f32x16; WIDE]) -> [f32x8; VECS] {
+    std::array::from_fn(|v| {
+        let a = acc[v / 2].to_array();
+        f32x8::new(a[8 * (v % 2)..8 * (v % 2) + 8].try_into().unwrap())
+    })
+}
+
 /// [`block::<VECS>`] for a full block of [`BLOCK`] outputs, accumulating in `f32x16` lanes:
 /// on AVX-512 one load and one add per 16 outputs and event instead of per 8 (`wide` falls
 /// back to pairs of `f32x8` elsewhere). Each output adds the same values in the same order, so
@@ -348,33 +381,64 @@ fn block_full(
     bias: Option<&[f32]>,
     yi: &mut [f32],
 ) {
-    const WIDE: usize = BLOCK / 16;
-    let zero = [f32x16::ZERO; WIDE];
     let mut tile = [[f32x8::ZERO; VECS]; TILE];
     let mut start = ends[0];
     for (slot, &end) in tile.iter_mut().zip(&ends[1..]) {
-        let mut acc = zero;
+        let mut acc = [f32x16::ZERO; WIDE];
         for &r in &events[start..end] {
-            let r = r as usize * BLOCK;
-            let row = &wb[r..r + BLOCK];
-            for (a, w) in acc.iter_mut().zip(row.chunks_exact(16)) {
-                *a += f32x16::new(w.try_into().unwrap());
-            }
+            add_row(&mut acc, wb, r);
         }
-        for (pair, a) in slot.chunks_exact_mut(2).zip(acc) {
-            let a = a.to_array();
-            pair[0] = f32x8::new(a[..8].try_into().unwrap());
-            pair[1] = f32x8::new(a[8..].try_into().unwrap());
-        }
+        *slot = narrow(acc);
         start = end;
     }
     write_tile::<VECS>(&tile, plane, q0, ends.len() - 1, o0, nout, scale, bias, yi);
 }
 
+/// Which [`block`] instance serves an output block `width` floats wide.
+type BlockFn =
+    fn(usize, usize, &[usize], &[u32], &[f32], usize, usize, f32, Option<&[f32]>, &mut [f32]);
+
+fn block_fn(width: usize) -> BlockFn {
+    match width / 8 {
+        1 => block::<1>,
+        2 => block::<2>,
+        3 => block::<3>,
+        4 => block::<4>,
+        5 => block::<5>,
+        6 => block::<6>,
+        7 => block::<7>,
+        _ => block_full,
+    }
+}
+
+/// How [`forward`] cuts its work: images per task, and the most pixels and events per chunk.
+/// Results do not depend on it (a test forces tiny chunks).
+#[derive(Clone, Copy, Debug)]
+struct Chunking {
+    images_per_task: usize,
+    pixels: usize,
+    events: usize,
+}
+
+impl Chunking {
+    /// Tasks of enough images that a task's pixels fill a chunk on small planes (so the
+    /// weights are streamed once per several images), few enough that every thread gets
+    /// several tasks.
+    fn for_geometry(g: &ConvGeom, threads: usize) -> Self {
+        let fill = CHUNK_PIXELS.div_ceil(g.out_plane().max(1));
+        let spread = (g.n / (4 * threads.max(1))).max(1);
+        Chunking {
+            images_per_task: fill.min(spread).max(1),
+            pixels: CHUNK_PIXELS,
+            events: EVENT_BUDGET,
+        }
+    }
+}
+
 /// `y ← conv(x, W) + bias` for spike input `x`; `wp` is the weight packed for `g`, `y`
-/// is `[N, C_out, OH, OW]` (overwritten, never read). One task per image; each output is a
-/// sum in a fixed order (taps, then channels ascending), so results do not depend on the
-/// thread count.
+/// is `[N, C_out, OH, OW]` (overwritten, never read). One task per group of images; each
+/// output is a sum in a fixed order (taps, then channels ascending), so results depend
+/// neither on the grouping nor on the thread count.
 ///
 /// # Panics
 /// If a length disagrees with `g`.
@@ -384,6 +448,19 @@ pub fn forward(
     wp: &PackedWeight,
     bias: Option<&[f32]>,
     y: &mut [f32],
+) {
+    let cut = Chunking::for_geometry(g, rayon::current_num_threads());
+    forward_chunked(g, x, wp, bias, y, cut);
+}
+
+/// [`forward`] with the work cut by `cut`.
+fn forward_chunked(
+    g: &ConvGeom,
+    x: &SpikeBits,
+    wp: &PackedWeight,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    cut: Chunking,
 ) {
     assert!(
         x.n == g.n
@@ -400,26 +477,52 @@ pub fn forward(
     let (words, kr, s) = (g.c_in.div_ceil(64), g.col_rows(), x.scale);
     let wp = wp.data();
     let (plane, ow, st, pw) = (g.out_plane(), g.ow, g.stride, g.w + 2 * g.pad);
+    let mask_len = (g.h + 2 * g.pad) * pw * words;
     let decoder = Decoder::detect();
-    y.par_chunks_mut(g.out_img())
+    let group = cut.images_per_task;
+    y.par_chunks_mut(group * g.out_img())
         .enumerate()
-        .for_each(|(img, yi)| {
+        .for_each(|(task, yg)| {
             SCRATCH.with(|cell| {
-                let Scratch { masks, events } = &mut *cell.borrow_mut();
-                regroup(g, x, img, words, masks);
-                // Stale entries are fine: `decode` writes before `block` reads.
-                if events.len() < CHUNK * kr + EVENT_SLACK {
-                    events.resize(CHUNK * kr + EVENT_SLACK, 0);
+                let Scratch {
+                    masks,
+                    events,
+                    ends,
+                    tiles,
+                } = &mut *cell.borrow_mut();
+                let (img0, nimg) = (task * group, yg.len() / g.out_img());
+                masks.clear();
+                masks.resize(nimg * mask_len, 0);
+                for (i, m) in masks.chunks_exact_mut(mask_len).enumerate() {
+                    regroup(g, x, img0 + i, words, m);
                 }
-                let mut ends = [0usize; CHUNK + 1];
-                for c0 in (0..plane).step_by(CHUNK) {
-                    let nc = CHUNK.min(plane - c0);
-                    let mut len = 0;
-                    for (p, end) in ends[1..].iter_mut().enumerate().take(nc) {
-                        let q = c0 + p;
-                        let base = (q / ow) * st * pw + (q % ow) * st;
-                        decode_with(decoder, g, masks, words, base, events, &mut len);
-                        *end = len;
+                // Stale entries are fine: `decode` writes before `block` reads.
+                let cap = cut.events + TILE * kr + EVENT_SLACK;
+                if events.len() < cap {
+                    events.resize(cap, 0);
+                }
+                ends.resize(cut.pixels + TILE + 1, 0);
+                // The next tile to decode: image `img`, first pixel `q`.
+                let (mut img, mut q) = (0, 0);
+                while img < nimg {
+                    // Decode whole tiles (which never straddle images) until the chunk is full.
+                    tiles.clear();
+                    let (mut len, mut px) = (0, 0);
+                    while img < nimg && len < cut.events && px < cut.pixels {
+                        let np = TILE.min(plane - q);
+                        let m = &masks[img * mask_len..(img + 1) * mask_len];
+                        for (p, end) in ends[px + 1..=px + np].iter_mut().enumerate() {
+                            let qp = q + p;
+                            let base = (qp / ow) * st * pw + (qp % ow) * st;
+                            decode_with(decoder, g, m, words, base, events, &mut len);
+                            *end = len;
+                        }
+                        tiles.push(Tile { img, q, np, px });
+                        px += np;
+                        q += np;
+                        if q == plane {
+                            (img, q) = (img + 1, 0);
+                        }
                     }
                     let mut start = 0;
                     for o0 in (0..g.c_out).step_by(BLOCK) {
@@ -427,20 +530,11 @@ pub fn forward(
                         let width = nout.div_ceil(8) * 8;
                         let wb = &wp[start..start + kr * width];
                         start += kr * width;
-                        let run = match width / 8 {
-                            1 => block::<1>,
-                            2 => block::<2>,
-                            3 => block::<3>,
-                            4 => block::<4>,
-                            5 => block::<5>,
-                            6 => block::<6>,
-                            7 => block::<7>,
-                            _ => block_full,
-                        };
-                        for p0 in (0..nc).step_by(TILE) {
-                            let np = TILE.min(nc - p0);
-                            let e = &ends[p0..=p0 + np];
-                            run(plane, c0 + p0, e, events, wb, o0, nout, s, bias, yi);
+                        let run = block_fn(width);
+                        for t in tiles.iter() {
+                            let e = &ends[t.px..=t.px + t.np];
+                            let yi = &mut yg[t.img * g.out_img()..(t.img + 1) * g.out_img()];
+                            run(plane, t.q, e, events, wb, o0, nout, s, bias, yi);
                         }
                     }
                 }
@@ -451,6 +545,48 @@ pub fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tasks of several images, chunks cut mid-image by the pixel or the event limit, and
+    /// tiles shorter than [`TILE`] at plane ends give the same output bits as the default cut.
+    #[test]
+    fn output_bits_do_not_depend_on_the_chunking() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for (c_in, c_out, hw, stride) in [(70, 130, 7, 1), (64, 64, 9, 2), (5, 24, 6, 1)] {
+            let g = ConvGeom::new(7, c_in, hw, hw, c_out, 3, stride, 1).unwrap();
+            let x: Vec<f32> = (0..g.n * g.in_img())
+                .map(|_| if next() % 5 == 0 { 0.5 } else { 0.0 })
+                .collect();
+            let bits = SpikeBits::from_f32(&x, g.n, c_in, hw * hw, 0.5);
+            let w: Vec<f32> = (0..g.weight_len())
+                .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let bias: Vec<f32> = (0..c_out).map(|o| o as f32 * 0.01).collect();
+            let wp = PackedWeight::new(&g, &w);
+            let mut want = vec![f32::NAN; g.n * g.out_img()];
+            forward(&g, &bits, &wp, Some(&bias), &mut want);
+            let cuts = [(1, 8, 1), (3, 16, 40), (2, 1024, 7), (7, 24, 1 << 20)];
+            for (images_per_task, pixels, events) in cuts {
+                let cut = Chunking {
+                    images_per_task,
+                    pixels,
+                    events,
+                };
+                let mut got = vec![f32::NAN; want.len()];
+                forward_chunked(&g, &bits, &wp, Some(&bias), &mut got, cut);
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{g:?} {cut:?}");
+            }
+        }
+    }
 
     /// Every decoder this CPU has appends the same event rows, in the same order, as the
     /// bit-scan loop: masks of one and several words, empty, full and sparse words, a stride.
