@@ -19,6 +19,10 @@
 //! ResNet-19 activations, 134 MB each, are never pooled) and buffers left by evaluations are
 //! released when training resumes. Reused buffers that must be zero are filled on all threads:
 //! a serial fill of a reused 25 MB buffer once cost more than the page faults it saved.
+//!
+//! A request takes the smallest pooled buffer that holds it. (Taking only buffers at most 25 %
+//! larger missed most reuses in ResNet-19 inference, whose activations come in four sizes:
+//! 1.16 M page faults per 7 forwards, 757 MB peak RSS; best fit: 0.38 M and 662 MB.)
 
 use std::cell::{Cell, RefCell};
 
@@ -104,8 +108,8 @@ fn limits() -> Option<Limits> {
     ARMED.try_with(Cell::get).unwrap_or(None)
 }
 
-/// A vector of `len` zeros: a pooled buffer (capacity within 25 % above `len`) zero-filled on
-/// all threads, inside a [`PoolScope`] when one fits; a fresh allocation otherwise.
+/// A vector of `len` zeros: inside a [`PoolScope`], the smallest pooled buffer that holds
+/// `len` (zero-filled on all threads); a fresh allocation if none does.
 pub fn zeroed(len: usize) -> Vec<f32> {
     match take(len) {
         Some(mut v) => {
@@ -139,7 +143,10 @@ fn take(len: usize) -> Option<Vec<f32>> {
         let mut pool = pool.borrow_mut();
         let at = pool
             .iter()
-            .position(|v| v.capacity() >= len && v.capacity() - len <= len / 4)?;
+            .enumerate()
+            .filter(|(_, v)| v.capacity() >= len)
+            .min_by_key(|(_, v)| v.capacity())?
+            .0;
         Some(pool.swap_remove(at))
     })
     .ok()
@@ -214,9 +221,19 @@ mod tests {
         give_back(vec![1.0; 100]);
         assert_eq!(held_bytes(), 0, "small buffers are freed");
         give_back(z);
-        // A much smaller request does not take a big buffer.
+        // Best fit: the smallest pooled buffer that holds the request.
+        let big = vec![0.0; 3 * MIN_POOLED_LEN];
+        let big_ptr = big.as_ptr();
+        give_back(big);
+        let fit = overwritable(MIN_POOLED_LEN);
+        assert_eq!(fit.as_ptr(), ptr, "the smaller buffer fits");
+        let larger = overwritable(2 * MIN_POOLED_LEN);
+        assert_eq!(larger.as_ptr(), big_ptr, "only the big buffer holds it");
+        assert_eq!(held_bytes(), 0);
+        give_back(fit);
+        give_back(larger);
         let small = overwritable(MIN_POOLED_LEN / 2 + 1);
-        assert_ne!(small.as_ptr(), ptr);
+        assert!(held_bytes() > 0 && small.as_ptr() != ptr, "not pooled");
         for _ in 0..(MAX_POOLED_BYTES / (MIN_POOLED_LEN * 4) + 3) {
             give_back(vec![0.0; MIN_POOLED_LEN]);
         }
