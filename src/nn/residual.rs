@@ -39,6 +39,18 @@ impl Residual {
     pub fn shortcut(&self) -> &Sequential {
         &self.shortcut
     }
+
+    /// The error for a shortcut output of shape `side` that cannot be added to `out`.
+    fn check_side(&self, out: &Tensor, side: &[usize]) -> Result<()> {
+        if out.shape() == side {
+            return Ok(());
+        }
+        Err(Error::ShapeMismatch {
+            layer: self.name.clone(),
+            expected: format!("shortcut output equal to body output {:?}", out.shape()),
+            got: format!("{side:?}"),
+        })
+    }
 }
 
 impl Layer for Residual {
@@ -61,22 +73,25 @@ impl Layer for Residual {
 
     fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         self.identity_input = None;
-        if ctx.is_train() && self.shortcut.is_empty() {
-            if let (Some(s), [n, c, rest @ ..]) = (input.spike_scale(), input.shape()) {
-                let plane = rest.iter().product();
-                let bits = SpikeBits::from_f32(input.data(), *n, *c, plane, s);
-                self.identity_input = Some((input.shape().to_vec(), bits));
+        // An identity shortcut over spikes keeps its input as bits (1/32 of an f32 copy) and
+        // adds them back from there; the bits also let training rebuild the output.
+        if let (true, Some(s), [n, c, rest @ ..]) =
+            (self.shortcut.is_empty(), input.spike_scale(), input.shape())
+        {
+            let plane = rest.iter().product();
+            let bits = SpikeBits::from_f32(input.data(), *n, *c, plane, s);
+            let shape = input.shape().to_vec();
+            let mut out = self.body.forward(input, ctx)?;
+            self.check_side(&out, &shape)?;
+            bits.add_to(out.data_mut());
+            if ctx.is_train() {
+                self.identity_input = Some((shape, bits));
             }
+            return Ok(out);
         }
         let side = self.shortcut.forward(parallel_clone(&input)?, ctx)?;
         let mut out = self.body.forward(input, ctx)?;
-        if out.shape() != side.shape() {
-            return Err(Error::ShapeMismatch {
-                layer: self.name.clone(),
-                expected: format!("shortcut output equal to body output {:?}", out.shape()),
-                got: format!("{:?}", side.shape()),
-            });
-        }
+        self.check_side(&out, side.shape())?;
         elementwise::par_add_assign(out.data_mut(), side.data());
         Ok(out)
     }
@@ -124,14 +139,15 @@ impl Layer for Residual {
     /// `body + shortcut` rebuilt from the branches' caches, added in the forward's order.
     fn recompute_output(&mut self) -> Option<Tensor> {
         let mut out = self.body.recompute_output()?;
-        let side = if self.shortcut.is_empty() {
+        if self.shortcut.is_empty() {
             let (shape, bits) = self.identity_input.as_ref()?;
-            let mut x = Tensor::zeros(shape);
-            bits.unpack(x.data_mut());
-            x
-        } else {
-            self.shortcut.recompute_output()?
-        };
+            if out.shape() != shape.as_slice() {
+                return None;
+            }
+            bits.add_to(out.data_mut());
+            return Some(out);
+        }
+        let side = self.shortcut.recompute_output()?;
         if out.shape() != side.shape() {
             return None;
         }

@@ -158,6 +158,31 @@ impl SpikeBits {
         &self.bits[s..s + self.words]
     }
 
+    /// `out ← out + x` for the tensor `x` the bits stand for, added element by element as
+    /// [`crate::kernels::elementwise::par_add_assign`] would add [`SpikeBits::unpack`]'s output
+    /// (unset bits add `+0.0`, so even `-0.0` sums come out alike): an identity shortcut
+    /// without an f32 copy of its input.
+    ///
+    /// # Panics
+    /// If `out.len()` differs from [`SpikeBits::len`].
+    pub fn add_to(&self, out: &mut [f32]) {
+        assert_eq!(out.len(), self.len(), "SpikeBits::add_to: length");
+        if self.plane == 0 {
+            return;
+        }
+        let s = self.scale;
+        out.par_chunks_mut(self.plane)
+            .zip(self.bits.par_chunks(self.words))
+            .with_min_len(64)
+            .for_each(|(op, wp)| {
+                for (chunk, &w) in op.chunks_mut(64).zip(wp) {
+                    for (i, e) in chunk.iter_mut().enumerate() {
+                        *e += if (w >> i) & 1 == 1 { s } else { 0.0 };
+                    }
+                }
+            });
+    }
+
     /// Writes the f32 tensor back: `scale` where a bit is set, `0` elsewhere.
     ///
     /// # Panics

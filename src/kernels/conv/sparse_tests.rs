@@ -129,6 +129,27 @@ fn pack_unpack_round_trips_and_counts() {
     }
 }
 
+/// `add_to` sums bit for bit what adding the unpacked tensor sums, `-0.0` included (an unset
+/// bit adds `+0.0`, which turns `-0.0` into `+0.0`).
+#[test]
+fn add_to_matches_adding_the_unpacked_tensor() {
+    let mut seed = 21;
+    for plane in [0, 1, 63, 64, 65, 200] {
+        let x = spikes(3 * 2 * plane, 0.3, 0.5, &mut seed);
+        let b = SpikeBits::from_f32(&x, 3, 2, plane, 0.5);
+        let mut base = signed(x.len(), &mut seed);
+        for v in base.iter_mut().step_by(3) {
+            *v = -0.0;
+        }
+        let mut want = base.clone();
+        crate::kernels::elementwise::par_add_assign(&mut want, &x);
+        let mut got = base;
+        b.add_to(&mut got);
+        let bits = |v: &[f32]| v.iter().map(|e| e.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "plane {plane}");
+    }
+}
+
 #[test]
 fn sparse_results_are_bit_identical_for_1_2_and_4_threads() {
     let mut seed = 3;
