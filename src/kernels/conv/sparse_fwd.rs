@@ -118,26 +118,56 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
-/// Fills `masks` (`(H+2p)·(W+2p)` pixels × `words` words, channel bit `c` in word `c/64`) from
-/// the planes of image `img`. Work is proportional to the words read plus the events.
+/// Fills `masks` (`(H+2p)·(W+2p)` pixels × `words` words, channel bit `c` in word `c/64`,
+/// zeros on entry) from the planes of image `img`: for each group of 64 channels and 64 plane
+/// positions, one 64×64 bit transpose turns the channels' plane words into the positions'
+/// channel words. Scattering bit by bit cost ≈ 6 cycles per spike (8 % of a mnist-cnn
+/// inference); the transpose costs the same at any density, and skips empty blocks.
 fn regroup(g: &ConvGeom, x: &SpikeBits, img: usize, words: usize, masks: &mut [u64]) {
     let pw = g.w + 2 * g.pad;
-    for c in 0..g.c_in {
-        let (word, bit) = (c / 64, 1u64 << (c % 64));
-        let (mut iy, mut row0) = (0usize, 0usize);
-        for (j, &wd) in x.plane_bits(img, c).iter().enumerate() {
-            let mut wd = wd;
-            while wd != 0 {
-                let pos = 64 * j + wd.trailing_zeros() as usize;
-                wd &= wd - 1;
-                while pos >= row0 + g.w {
-                    row0 += g.w;
-                    iy += 1;
+    for group in 0..words {
+        let channels = group * 64..(group * 64 + 64).min(g.c_in);
+        for j in 0..x.words {
+            let mut block = [0u64; 64];
+            let mut any = 0;
+            for (row, c) in block.iter_mut().zip(channels.clone()) {
+                *row = x.plane_bits(img, c)[j];
+                any |= *row;
+            }
+            if any == 0 {
+                continue;
+            }
+            transpose64(&mut block);
+            let first = 64 * j;
+            let (mut iy, mut ix) = (first / g.w, first % g.w);
+            for &m in &block[..64.min(x.plane - first)] {
+                if m != 0 {
+                    masks[((iy + g.pad) * pw + ix + g.pad) * words + group] = m;
                 }
-                let pix = (iy + g.pad) * pw + (pos - row0) + g.pad;
-                masks[pix * words + word] |= bit;
+                ix += 1;
+                if ix == g.w {
+                    (ix, iy) = (0, iy + 1);
+                }
             }
         }
+    }
+}
+
+/// Transposes a 64×64 bit matrix in place: bit `i` of `a[r]` becomes bit `r` of `a[i]`
+/// (six rounds of block swaps, halving the block size each round).
+fn transpose64(a: &mut [u64; 64]) {
+    let mut j = 32;
+    let mut m: u64 = 0x0000_0000_ffff_ffff;
+    while j != 0 {
+        let mut k = 0;
+        while k < 64 {
+            let t = ((a[k] >> j) ^ a[k + j]) & m;
+            a[k + j] ^= t;
+            a[k] ^= t << j;
+            k = (k + j + 1) & !j;
+        }
+        j >>= 1;
+        m ^= m << j;
     }
 }
 
@@ -545,6 +575,53 @@ fn forward_chunked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bit-by-bit scatter `regroup` replaced: the reference it must match.
+    fn regroup_by_bits(g: &ConvGeom, x: &SpikeBits, img: usize, words: usize, masks: &mut [u64]) {
+        let pw = g.w + 2 * g.pad;
+        for c in 0..g.c_in {
+            for pos in 0..x.plane {
+                if x.plane_bits(img, c)[pos / 64] >> (pos % 64) & 1 == 1 {
+                    let (iy, ix) = (pos / g.w, pos % g.w);
+                    masks[((iy + g.pad) * pw + ix + g.pad) * words + c / 64] |= 1 << (c % 64);
+                }
+            }
+        }
+    }
+
+    /// The transposing regroup matches a bit-by-bit scatter: channel counts below, at and
+    /// above one word, rows shorter and longer than a word, with and without padding, dense
+    /// and sparse inputs and empty blocks.
+    #[test]
+    fn regroup_matches_a_bit_by_bit_scatter() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut checked = 0;
+        for (c_in, hw, pad) in [(3, 5, 1), (32, 14, 1), (64, 9, 0), (130, 8, 1), (70, 70, 2)] {
+            for keep in [1, 4, 50] {
+                let g = ConvGeom::new(2, c_in, hw, hw, 8, 3, 1, pad).unwrap();
+                let x: Vec<f32> = (0..g.n * g.in_img())
+                    .map(|_| if next() % keep == 0 { 1.0 } else { 0.0 })
+                    .collect();
+                let bits = SpikeBits::from_f32(&x, g.n, c_in, hw * hw, 1.0);
+                let words = c_in.div_ceil(64);
+                let len = (hw + 2 * pad) * (hw + 2 * pad) * words;
+                for img in 0..g.n {
+                    let (mut want, mut got) = (vec![0u64; len], vec![0u64; len]);
+                    regroup_by_bits(&g, &bits, img, words, &mut want);
+                    regroup(&g, &bits, img, words, &mut got);
+                    assert_eq!(got, want, "C_in {c_in} {hw}x{hw} pad {pad} 1/{keep}");
+                    checked += want.iter().map(|w| w.count_ones()).sum::<u32>();
+                }
+            }
+        }
+        assert!(checked > 10_000, "too few spikes: {checked}");
+    }
 
     /// Tasks of several images, chunks cut mid-image by the pixel or the event limit, and
     /// tiles shorter than [`TILE`] at plane ends give the same output bits as the default cut.
