@@ -167,20 +167,7 @@ impl SpikeBits {
     /// If `out.len()` differs from [`SpikeBits::len`].
     pub fn add_to(&self, out: &mut [f32]) {
         assert_eq!(out.len(), self.len(), "SpikeBits::add_to: length");
-        if self.plane == 0 {
-            return;
-        }
-        let s = self.scale;
-        out.par_chunks_mut(self.plane)
-            .zip(self.bits.par_chunks(self.words))
-            .with_min_len(64)
-            .for_each(|(op, wp)| {
-                for (chunk, &w) in op.chunks_mut(64).zip(wp) {
-                    for (i, e) in chunk.iter_mut().enumerate() {
-                        *e += if (w >> i) & 1 == 1 { s } else { 0.0 };
-                    }
-                }
-            });
+        self.for_each_value(out, |e, v| *e += v);
     }
 
     /// Writes the f32 tensor back: `scale` where a bit is set, `0` elsewhere.
@@ -189,6 +176,13 @@ impl SpikeBits {
     /// If `out.len()` differs from [`SpikeBits::len`].
     pub fn unpack(&self, out: &mut [f32]) {
         assert_eq!(out.len(), self.len(), "SpikeBits::unpack: length");
+        self.for_each_value(out, |e, v| *e = v);
+    }
+
+    /// Calls `f(&mut out[i], v)` on all threads for every element, `v` being the element's
+    /// value (`scale` where its bit is set, `+0.0` elsewhere). `out.len()` is [`SpikeBits::len`].
+    #[inline(always)]
+    fn for_each_value(&self, out: &mut [f32], f: impl Fn(&mut f32, f32) + Sync) {
         if self.plane == 0 {
             return;
         }
@@ -199,7 +193,7 @@ impl SpikeBits {
             .for_each(|(op, wp)| {
                 for (chunk, &w) in op.chunks_mut(64).zip(wp) {
                     for (i, e) in chunk.iter_mut().enumerate() {
-                        *e = if (w >> i) & 1 == 1 { s } else { 0.0 };
+                        f(e, if (w >> i) & 1 == 1 { s } else { 0.0 });
                     }
                 }
             });

@@ -576,6 +576,16 @@ fn forward_chunked(
 mod tests {
     use super::*;
 
+    /// A xorshift64 generator: deterministic test inputs without a dependency.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     /// The bit-by-bit scatter `regroup` replaced: the reference it must match.
     fn regroup_by_bits(g: &ConvGeom, x: &SpikeBits, img: usize, words: usize, masks: &mut [u64]) {
         let pw = g.w + 2 * g.pad;
@@ -594,19 +604,19 @@ mod tests {
     /// and sparse inputs and empty blocks.
     #[test]
     fn regroup_matches_a_bit_by_bit_scatter() {
-        let mut seed = 0x1234_5678_9abc_def1u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x1234_5678_9abc_def1);
         let mut checked = 0;
         for (c_in, hw, pad) in [(3, 5, 1), (32, 14, 1), (64, 9, 0), (130, 8, 1), (70, 70, 2)] {
             for keep in [1, 4, 50] {
                 let g = ConvGeom::new(2, c_in, hw, hw, 8, 3, 1, pad).unwrap();
                 let x: Vec<f32> = (0..g.n * g.in_img())
-                    .map(|_| if next() % keep == 0 { 1.0 } else { 0.0 })
+                    .map(|_| {
+                        if next().is_multiple_of(keep) {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    })
                     .collect();
                 let bits = SpikeBits::from_f32(&x, g.n, c_in, hw * hw, 1.0);
                 let words = c_in.div_ceil(64);
@@ -627,17 +637,11 @@ mod tests {
     /// tiles shorter than [`TILE`] at plane ends give the same output bits as the default cut.
     #[test]
     fn output_bits_do_not_depend_on_the_chunking() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for (c_in, c_out, hw, stride) in [(70, 130, 7, 1), (64, 64, 9, 2), (5, 24, 6, 1)] {
             let g = ConvGeom::new(7, c_in, hw, hw, c_out, 3, stride, 1).unwrap();
             let x: Vec<f32> = (0..g.n * g.in_img())
-                .map(|_| if next() % 5 == 0 { 0.5 } else { 0.0 })
+                .map(|_| if next().is_multiple_of(5) { 0.5 } else { 0.0 })
                 .collect();
             let bits = SpikeBits::from_f32(&x, g.n, c_in, hw * hw, 0.5);
             let w: Vec<f32> = (0..g.weight_len())
@@ -669,13 +673,7 @@ mod tests {
     /// bit-scan loop: masks of one and several words, empty, full and sparse words, a stride.
     #[test]
     fn decoders_append_the_same_events() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let mut checked = 0;
         for (c_in, stride) in [(32, 1), (64, 1), (130, 2), (7, 1)] {
             let g = ConvGeom::new(1, c_in, 5, 6, 8, 3, stride, 1).unwrap();
