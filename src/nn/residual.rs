@@ -40,14 +40,15 @@ impl Residual {
         &self.shortcut
     }
 
-    /// The error for a shortcut output of shape `side` that cannot be added to `out`.
-    fn check_side(&self, out: &Tensor, side: &[usize]) -> Result<()> {
-        if out.shape() == side {
+    /// The error for a shortcut output of shape `side` that cannot be added to a body output
+    /// of shape `body`.
+    fn check_side(&self, body: &[usize], side: &[usize]) -> Result<()> {
+        if body == side {
             return Ok(());
         }
         Err(Error::ShapeMismatch {
             layer: self.name.clone(),
-            expected: format!("shortcut output equal to body output {:?}", out.shape()),
+            expected: format!("shortcut output equal to body output {body:?}"),
             got: format!("{side:?}"),
         })
     }
@@ -61,13 +62,7 @@ impl Layer for Residual {
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         let body = self.body.output_shape(input)?;
         let shortcut = self.shortcut.output_shape(input)?;
-        if body != shortcut {
-            return Err(Error::ShapeMismatch {
-                layer: self.name.clone(),
-                expected: format!("shortcut output equal to body output {body:?}"),
-                got: format!("{shortcut:?}"),
-            });
-        }
+        self.check_side(&body, &shortcut)?;
         Ok(body)
     }
 
@@ -82,7 +77,7 @@ impl Layer for Residual {
             let bits = SpikeBits::from_f32(input.data(), *n, *c, plane, s);
             let shape = input.shape().to_vec();
             let mut out = self.body.forward(input, ctx)?;
-            self.check_side(&out, &shape)?;
+            self.check_side(out.shape(), &shape)?;
             bits.add_to(out.data_mut());
             if ctx.is_train() {
                 self.identity_input = Some((shape, bits));
@@ -91,7 +86,7 @@ impl Layer for Residual {
         }
         let side = self.shortcut.forward(parallel_clone(&input)?, ctx)?;
         let mut out = self.body.forward(input, ctx)?;
-        self.check_side(&out, side.shape())?;
+        self.check_side(out.shape(), side.shape())?;
         elementwise::par_add_assign(out.data_mut(), side.data());
         Ok(out)
     }
