@@ -222,12 +222,83 @@ fn eval_planes(c: &mut Criterion) {
                 shift: &shift,
             }),
             pool: PoolGeom::new(1, h, w, 2, 2, 0),
+            addend: None,
         };
         bch.iter(|| {
             let mut y = vec![0.0; stages.output_len(T)];
-            forward_eval_planes(&p, 0.0, T, &stages, &input, &mut y);
+            forward_eval_planes(&p, 0.0, T, &stages, &input, &mut y, None);
             y
         })
+    });
+    g.finish();
+}
+
+/// The tail of a ResNet-19 identity block in eval (128 × 32 × 32, B = 8, T = 4): the body's
+/// final batch norm, the shortcut added from its spike bits, the neuron, and the next conv's
+/// packing of the spikes, layer by layer against one plane-wise pass that packs as it goes.
+fn residual_tail(c: &mut Criterion) {
+    use mpsnn::kernels::bn::{normalize_inplace, BnDims};
+    use mpsnn::kernels::conv::sparse::SpikeBits;
+    use mpsnn::kernels::lif::{forward_eval_planes_in_place, Addend, ChannelAffine, PlaneStages};
+    let (b, ch, h, w) = (8, 128, 32, 32);
+    let n = T * b * ch * h * w;
+    let input = data(n, -1.0, 1.0, 31);
+    let spikes: Vec<f32> = data(n, 0.0, 1.0, 32)
+        .iter()
+        .map(|&v| if v < 0.15 { 0.8 } else { 0.0 })
+        .collect();
+    let shortcut = SpikeBits::from_f32(&spikes, T * b, ch, h * w, 0.8);
+    let mean = data(ch, -0.2, 0.2, 33);
+    let scale = data(ch, 0.5, 1.5, 34);
+    let shift = data(ch, 0.0, 0.5, 35);
+    let p = params();
+    let mut g = c.benchmark_group("residual_tail");
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("layer_by_layer", |bch| {
+        bch.iter_batched(
+            || input.clone(),
+            |mut x| {
+                let d = BnDims {
+                    n: T * b,
+                    c: ch,
+                    hw: h * w,
+                };
+                normalize_inplace(&mut x, d, &mean, &scale, &shift);
+                shortcut.add_to(&mut x);
+                forward_eval(&p, 0.0, T, &mut x);
+                SpikeBits::from_f32(&x, T * b, ch, h * w, 1.0)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("fused", |bch| {
+        let stages = PlaneStages {
+            planes: b * ch,
+            channels: ch,
+            height: h,
+            width: w,
+            repeated: false,
+            affine: Some(ChannelAffine {
+                mean: &mean,
+                scale: &scale,
+                shift: &shift,
+            }),
+            pool: None,
+            addend: Some(Addend::Spikes {
+                words: shortcut.words(),
+                plane_words: shortcut.plane_words(),
+                scale: shortcut.scale(),
+            }),
+        };
+        bch.iter_batched(
+            || input.clone(),
+            |mut x| {
+                let mut words = vec![0u64; T * b * ch * stages.out_plane_words()];
+                forward_eval_planes_in_place(&p, 0.0, T, &stages, &mut x, Some(&mut words));
+                (x, words)
+            },
+            BatchSize::LargeInput,
+        )
     });
     g.finish();
 }
@@ -273,6 +344,7 @@ fn train_planes(c: &mut Criterion) {
             repeated: true,
             affine: None,
             pool: PoolGeom::new(1, h, w, 2, 2, 0),
+            addend: None,
         };
         let mut y = vec![0.0; stages.output_len(T)];
         let mut dx = vec![0.0; input.len()];
@@ -291,6 +363,7 @@ criterion_group!(
     spike_storage,
     l2_resident,
     eval_planes,
+    residual_tail,
     train_planes
 );
 criterion_main!(benches);

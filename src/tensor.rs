@@ -5,18 +5,34 @@
 //! at the API edge through [`Tensor::view`] and [`Tensor::from_array`].
 
 use crate::error::{Error, Result};
+use crate::kernels::conv::sparse::SpikeBits;
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
+use std::sync::Arc;
 
 /// A dense, contiguous, row-major `f32` tensor.
 ///
 /// `spike_scale` is a hint set by spiking layers: when it is `Some(s)`, every element is exactly
 /// `0.0` or `s` (TrSG emits `θ·S`, AS/RS-SG emit `S`), which lets consumers take spike-aware
 /// paths. Any operation that changes values must clear it; shape-only operations keep it.
-#[derive(Clone, Debug, PartialEq, Default)]
+///
+/// A spike tensor may also carry its bit-packed form ([`Tensor::spike_bits`]), attached by the
+/// layer that produced the spikes, so that consumers (event-driven convolutions, identity
+/// shortcuts) skip packing the f32 values again. It is a cache of `data`: it never changes
+/// what the tensor holds, equality ignores it, and whatever clears the hint clears it too.
+#[derive(Clone, Debug, Default)]
 pub struct Tensor {
     shape: Vec<usize>,
     data: Vec<f32>,
     spike_scale: Option<f32>,
+    spike_bits: Option<Arc<SpikeBits>>,
+}
+
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape
+            && self.data == other.data
+            && self.spike_scale == other.spike_scale
+    }
 }
 
 impl Tensor {
@@ -26,6 +42,7 @@ impl Tensor {
             shape: shape.to_vec(),
             data: crate::buffer_pool::zeroed(shape.iter().product()),
             spike_scale: None,
+            spike_bits: None,
         }
     }
 
@@ -35,6 +52,7 @@ impl Tensor {
             shape: shape.to_vec(),
             data: vec![value; shape.iter().product()],
             spike_scale: None,
+            spike_bits: None,
         }
     }
 
@@ -64,6 +82,7 @@ impl Tensor {
             shape: shape.to_vec(),
             data,
             spike_scale: None,
+            spike_bits: None,
         })
     }
 
@@ -79,6 +98,7 @@ impl Tensor {
             shape,
             data,
             spike_scale: None,
+            spike_bits: None,
         }
     }
 
@@ -90,7 +110,7 @@ impl Tensor {
 
     /// A mutable `ndarray` view of the tensor (clears the spike hint).
     pub fn view_mut(&mut self) -> ArrayViewMutD<'_, f32> {
-        self.spike_scale = None;
+        self.clear_spike_hints();
         ArrayViewMutD::from_shape(IxDyn(&self.shape), &mut self.data)
             .expect("Tensor invariant: data.len() == product(shape)")
     }
@@ -117,7 +137,7 @@ impl Tensor {
 
     /// The flat data, mutable. Clears the spike hint: the caller may write anything.
     pub fn data_mut(&mut self) -> &mut [f32] {
-        self.spike_scale = None;
+        self.clear_spike_hints();
         &mut self.data
     }
 
@@ -154,13 +174,64 @@ impl Tensor {
             scale.is_none_or(|s| self.data.iter().all(|&v| v == 0.0 || v == s)),
             "spike_scale hint set on a tensor with other values"
         );
+        if scale != self.spike_scale {
+            self.spike_bits = None;
+        }
         self.spike_scale = scale;
         self
     }
 
+    /// The bit-packed form of this spike tensor, if its producer attached one (see the type
+    /// docs). Its geometry (`[n, c, plane]`) is the producer's: a consumer checks it
+    /// ([`SpikeBits::geometry`]) since reshapes keep the bits.
+    pub fn spike_bits(&self) -> Option<&Arc<SpikeBits>> {
+        self.spike_bits.as_ref()
+    }
+
+    /// Attaches `bits`, the packed form of this tensor's values.
+    ///
+    /// # Panics
+    /// If the tensor carries no spike hint equal to `bits`' scale or the element counts
+    /// differ; debug builds also check every bit against the data.
+    pub fn with_spike_bits(mut self, bits: Arc<SpikeBits>) -> Self {
+        assert_eq!(
+            self.spike_scale,
+            Some(bits.scale()),
+            "with_spike_bits: scale"
+        );
+        assert_eq!(bits.len(), self.data.len(), "with_spike_bits: length");
+        debug_assert!(
+            {
+                let (n, c, plane) = bits.geometry();
+                *bits == SpikeBits::from_f32(&self.data, n, c, plane, bits.scale())
+            },
+            "with_spike_bits: bits differ from the data"
+        );
+        self.spike_bits = Some(bits);
+        self
+    }
+
+    /// This spike tensor bit-packed as `n·c` planes of `plane` elements: the attached bits if
+    /// their geometry is that, else packed now. `None` without a spike hint.
+    ///
+    /// # Panics
+    /// If `n·c·plane` differs from the element count.
+    pub fn packed_spikes(&self, n: usize, c: usize, plane: usize) -> Option<Arc<SpikeBits>> {
+        let scale = self.spike_scale?;
+        Some(match &self.spike_bits {
+            Some(b) if b.geometry() == (n, c, plane) => Arc::clone(b),
+            _ => Arc::new(SpikeBits::from_f32(&self.data, n, c, plane, scale)),
+        })
+    }
+
+    fn clear_spike_hints(&mut self) {
+        self.spike_scale = None;
+        self.spike_bits = None;
+    }
+
     /// Sets every element to zero (keeps the allocation).
     pub fn fill_zero(&mut self) {
-        self.spike_scale = None;
+        self.clear_spike_hints();
         self.data.fill(0.0);
     }
 
@@ -218,6 +289,42 @@ mod tests {
             t.reshape(&[4, 2]),
             Err(Error::ShapeMismatch { .. })
         ));
+    }
+
+    /// The attached bits are reused only for their own geometry, never change equality, and
+    /// go with the hint.
+    #[test]
+    fn spike_bits_are_a_cache_of_the_data() {
+        let spikes = || {
+            Tensor::from_vec(&[1, 2, 3], vec![0.0, 2.0, 0.0, 2.0, 2.0, 0.0])
+                .unwrap()
+                .with_spike_scale(Some(2.0))
+        };
+        let bits = spikes().packed_spikes(1, 2, 3).unwrap();
+        assert_eq!(bits.words(), &[0b010, 0b011]);
+        let t = spikes().with_spike_bits(Arc::clone(&bits));
+        assert!(Arc::ptr_eq(&t.packed_spikes(1, 2, 3).unwrap(), &bits));
+        let flat = t.packed_spikes(1, 1, 6).unwrap();
+        assert!(!Arc::ptr_eq(&flat, &bits));
+        assert_eq!(flat.words(), &[0b011010]);
+        assert_eq!(t, spikes());
+        let mut written = t.clone();
+        written.data_mut()[0] = 2.0;
+        assert!(written.spike_bits().is_none());
+        assert_eq!(written.packed_spikes(1, 2, 3), None);
+        let rescaled = t.clone().with_spike_scale(Some(2.0));
+        assert!(rescaled.spike_bits().is_some());
+        assert!(t.with_spike_scale(None).spike_bits().is_none());
+    }
+
+    #[test]
+    #[should_panic(expected = "with_spike_bits: scale")]
+    fn bits_of_another_scale_are_refused() {
+        let t = Tensor::from_vec(&[2], vec![0.0, 2.0])
+            .unwrap()
+            .with_spike_scale(Some(2.0));
+        let bits = Arc::new(SpikeBits::from_f32(&[0.0, 1.0], 1, 1, 2, 1.0));
+        let _ = t.with_spike_bits(bits);
     }
 
     #[test]

@@ -39,6 +39,8 @@ fn lif_rates(net: &mut Network) -> Vec<(f64, f64)> {
     rates
 }
 
+const VAR_SHRINK: f32 = 0.01;
+
 fn check_eval(model: &str, input: [usize; 3], encoding: Encoding) {
     let mut opts = ModelOptions::new(input, 5);
     opts.encoding = encoding;
@@ -58,6 +60,17 @@ fn check_eval(model: &str, input: [usize; 3], encoding: Encoding) {
         net.backward(g).unwrap();
         sgd.step(&mut net, 0.05);
     }
+    // Two steps leave the running variances near their initial 1, far above the variance of
+    // a conv over sparse spikes: the deeper neurons would never fire and their fused paths
+    // (the residual tail, the packed spikes) would go untested. Shrink them so every layer
+    // fires.
+    net.visit_buffers(&mut |buf| {
+        if buf.name.ends_with("running_var") {
+            for v in buf.value.data_mut() {
+                *v *= VAR_SHRINK;
+            }
+        }
+    });
     let x = batch(input, frames * b, &mut seed);
     let mut run = |fused: bool| {
         net.set_eval_fusion(fused);
@@ -69,9 +82,12 @@ fn check_eval(model: &str, input: [usize; 3], encoding: Encoding) {
     let (fused, fused_rates) = run(true);
     assert_eq!(fused, plain, "{model}: logits differ");
     assert_eq!(fused_rates, plain_rates, "{model}: LIF statistics differ");
+    // Every neuron layer but possibly the last (cnn7-dvs' FC neuron) fires, or the comparison
+    // would not reach the fused stages after it.
+    let silent = plain_rates.iter().filter(|&&(r, _)| r == 0.0).count();
     assert!(
-        plain_rates.iter().any(|&(r, _)| r > 0.0),
-        "{model}: nothing spiked, the comparison is vacuous"
+        silent <= 1,
+        "{model}: {silent} LIF layers never fired, the comparison is vacuous: {plain_rates:?}"
     );
 }
 

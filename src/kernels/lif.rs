@@ -23,7 +23,9 @@ mod reference;
 mod tests;
 mod train_planes;
 
-pub use planes::{forward_eval_planes, forward_eval_planes_in_place, ChannelAffine, PlaneStages};
+pub use planes::{
+    forward_eval_planes, forward_eval_planes_in_place, Addend, ChannelAffine, PlaneStages,
+};
 pub use reference::{backward_reference, forward_reference, ReferenceForward};
 pub use train_planes::{backward_train_planes, forward_train_planes};
 

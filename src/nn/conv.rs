@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::kernels::conv::sparse::{self, SpikeBits};
 use crate::kernels::conv::{self, ConvGeom, ConvWorkspace};
 use crate::tensor::Tensor;
+use std::sync::Arc;
 
 /// 2-D convolution, PyTorch semantics (`nn.Conv2d` with `groups = 1`, zero padding).
 ///
@@ -16,7 +17,8 @@ use crate::tensor::Tensor;
 /// cached input's memory for the input gradient.
 ///
 /// Spike inputs (tensors with a [`Tensor::spike_scale`] hint, i.e. after a LIF layer) are
-/// packed to one bit per element ([`SpikeBits`]) and cached that way (1/32 of the f32 size).
+/// packed to one bit per element ([`SpikeBits`]; the bits the LIF layer attached if it did,
+/// [`Tensor::spike_bits`]) and cached that way (1/32 of the f32 size).
 /// The forward pass and the weight gradient then take the event-driven kernels of
 /// [`crate::kernels::conv::sparse`] when the input density is at most
 /// [`sparse::fwd_max_density`] / [`sparse::wgrad_max_density`] (per-shape switch points), and
@@ -50,7 +52,7 @@ pub struct Conv2d {
 /// What a training forward keeps for backward: the f32 input, or the spikes bit-packed.
 enum Saved {
     Dense(Tensor),
-    Spikes(SpikeBits),
+    Spikes(Arc<SpikeBits>),
 }
 
 impl Conv2d {
@@ -216,9 +218,12 @@ impl Layer for Conv2d {
         let mut y = crate::buffer_pool::overwritable(g.n * g.out_img());
         let weight = self.weight.value.data();
         let bias = self.bias.as_ref().map(|b| b.value.data());
-        let saved = match input.spike_scale().filter(|s| s.is_finite()) {
-            Some(s) => {
-                let bits = SpikeBits::from_f32(input.data(), g.n, g.c_in, g.h * g.w, s);
+        let bits = match input.spike_scale() {
+            Some(s) if s.is_finite() => input.packed_spikes(g.n, g.c_in, g.h * g.w),
+            _ => None,
+        };
+        let saved = match bits {
+            Some(bits) => {
                 spike_forward(&g, &bits, Some(input.data()), weight, bias, &mut y);
                 self.last_density = Some((bits.density(), sparse::fwd_max_density(&g)));
                 Saved::Spikes(bits)
@@ -303,6 +308,10 @@ impl Layer for Conv2d {
 
     fn clear_cache(&mut self) {
         self.cache = None;
+    }
+
+    fn reads_spike_bits(&self) -> bool {
+        true
     }
 
     /// True after a training forward on spikes: the bit-packed cache holds the whole input.

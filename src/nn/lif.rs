@@ -11,12 +11,11 @@
 //! from `M − U[t−1] = λ·(I − U[t−1])`. Storing the spikes as well (1 bit or 1 byte each) is
 //! possible with [`Lif::set_spike_storage`] and measured no faster; see [`SpikeStorage`].
 
-use super::batchnorm::EvalAffine;
 use super::spec::LifSpec;
 use super::{Buffer, ForwardCtx, Layer, Param};
 use crate::dist::SharedCollective;
 use crate::error::{Error, Result};
-use crate::kernels::lif::{self as kernel, ChannelAffine, PlaneStages, SpikeStorage, Tape};
+use crate::kernels::lif::{self as kernel, SpikeStorage, Tape};
 use crate::kernels::pool::PoolGeom;
 use crate::neuron::mp_init;
 use crate::neuron::params::{k_from_theta, w_from_tau, Derived};
@@ -24,6 +23,9 @@ use crate::neuron::recorder::{MembraneHistogram, RecorderConfig};
 use crate::neuron::step::StepParams;
 use crate::neuron::surrogate::Surrogate;
 use crate::tensor::Tensor;
+
+mod fused;
+pub use fused::EvalStages;
 
 /// Statistics of the most recent forward pass (training or eval).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -236,195 +238,6 @@ impl Lif {
         };
     }
 
-    /// True if an eval forward may be fused with its neighbours
-    /// ([`Lif::forward_eval_planes`]): not while the recorder needs the membrane.
-    pub fn can_fuse_eval(&self) -> bool {
-        self.recorder.is_none()
-    }
-
-    /// The eval forward fused with the layers around it, one `H×W` plane at a time
-    /// ([`kernel::forward_eval_planes`]): `input` `[N, C, H, W]` goes through `affine` (an
-    /// eval batch norm's coefficients) if given, is read once for every timestep if
-    /// `repeated` (N = B, direct encoding's repeat) or else holds all steps (N = T·B), and each
-    /// output plane is max-pooled by `pool` if given. Bit-identical to running the layers one
-    /// by one; sets [`Lif::stats`] as [`Layer::forward`] does. Fails on a shape that does not
-    /// fit, or while the recorder is on.
-    pub fn forward_eval_planes(
-        &mut self,
-        input: Tensor,
-        ctx: &ForwardCtx,
-        affine: Option<&EvalAffine>,
-        repeated: bool,
-        pool: Option<PoolGeom>,
-    ) -> Result<Tensor> {
-        if ctx.is_train() || !self.can_fuse_eval() {
-            return Err(Error::State(format!(
-                "{}: a fused eval forward needs eval mode and no recorder",
-                self.name
-            )));
-        }
-        let t = ctx.timesteps;
-        let (stages, batch) = self.plane_stages(input.shape(), t, affine, repeated, pool)?;
-        let (params, u0) = self.step_params();
-        self.drop_forward_state();
-        let out_shape = stages_output_shape(&stages, t, batch);
-        let (out, sums) = if !repeated && pool.is_none() {
-            let mut io = input;
-            let sums = kernel::forward_eval_planes_in_place(&params, u0, t, &stages, io.data_mut());
-            (io.reshape(&out_shape)?, sums)
-        } else {
-            let mut out = overwritable_tensor(&out_shape)?;
-            let sums =
-                kernel::forward_eval_planes(&params, u0, t, &stages, input.data(), out.data_mut());
-            (out, sums)
-        };
-        let (c, h, w) = (stages.channels, stages.height, stages.width);
-        self.set_stats(&sums, t, batch * c * h * w);
-        Ok(out.with_spike_scale(Some(params.out_scale)))
-    }
-
-    /// True if the last training forward ran fused ([`Lif::forward_train_planes`]) and its
-    /// backward has not run yet.
-    pub fn has_fused_cache(&self) -> bool {
-        self.cache.as_ref().is_some_and(|c| c.fused.is_some())
-    }
-
-    /// True if a training forward may be fused with its neighbours
-    /// ([`Lif::forward_train_planes`]): not while the recorder needs the membrane.
-    pub fn can_fuse_train(&self) -> bool {
-        self.recorder.is_none()
-    }
-
-    /// The training forward fused with a repeat before it (`repeated`: `input` is one step
-    /// `[B, C, H, W]` that every step reads) and a max pool after it (`pool`), run plane-wise
-    /// ([`kernel::forward_train_planes`]). Keeps only `input` (not a membrane tape, not the
-    /// pool's argmax); [`Lif::backward_train_planes`] rebuilds the rest. Output, statistics,
-    /// MP-Init update and, after the backward, every gradient are bit-identical to running
-    /// the layers one by one. Fails in eval mode, while the recorder is on, or on a shape that
-    /// does not fit.
-    pub fn forward_train_planes(
-        &mut self,
-        input: Tensor,
-        ctx: &ForwardCtx,
-        repeated: bool,
-        pool: Option<PoolGeom>,
-    ) -> Result<Tensor> {
-        if !ctx.is_train() || !self.can_fuse_train() {
-            return Err(Error::State(format!(
-                "{}: forward_train_planes needs training mode and no recorder",
-                self.name
-            )));
-        }
-        let t = ctx.timesteps;
-        let (stages, batch) = self.plane_stages(input.shape(), t, None, repeated, pool)?;
-        let (params, u0) = self.step_params();
-        self.drop_forward_state();
-        let out_shape = stages_output_shape(&stages, t, batch);
-        let mut out = overwritable_tensor(&out_shape)?;
-        let sums =
-            kernel::forward_train_planes(&params, u0, t, &stages, input.data(), out.data_mut());
-        let (c, h, w) = (stages.channels, stages.height, stages.width);
-        self.set_stats(&sums, t, batch * c * h * w);
-        self.update_mu(&sums);
-        self.cache = Some(Cached {
-            shape: vec![t * batch, c, h, w],
-            timesteps: t,
-            params,
-            derived: self.derived(),
-            u0,
-            deferred: false,
-            restored: false,
-            fused: Some(FusedInput {
-                input,
-                repeated,
-                pool,
-            }),
-        });
-        Ok(out.with_spike_scale(Some(params.out_scale)))
-    }
-
-    /// Backward of [`Lif::forward_train_planes`]: `grad_output` is `∂L/∂output` (pooled
-    /// shape); returns `∂L/∂input` (summed over the steps if the input was repeated) and adds
-    /// the θ and τ gradients. Frees the kept input.
-    pub fn backward_train_planes(&mut self, grad_output: Tensor) -> Result<Tensor> {
-        let c = self.cached()?;
-        let Some(f) = &c.fused else {
-            return Err(Error::State(format!(
-                "{}: the last forward was not fused",
-                self.name
-            )));
-        };
-        let t = c.timesteps;
-        let (stages, batch) = self.plane_stages(f.input.shape(), t, None, f.repeated, f.pool)?;
-        let want = stages_output_shape(&stages, t, batch);
-        if grad_output.shape() != want {
-            return Err(Error::shape(
-                &self.name,
-                format!("gradient of shape {want:?}"),
-                grad_output.shape(),
-            ));
-        }
-        let mut dx = crate::buffer_pool::overwritable(f.input.len());
-        let sums = kernel::backward_train_planes(
-            &c.params,
-            c.u0,
-            t,
-            &stages,
-            f.input.data(),
-            grad_output.data(),
-            &mut dx,
-        );
-        let (shape, derived) = (f.input.shape().to_vec(), c.derived);
-        self.cache = None;
-        self.add_param_grads(&sums, &derived);
-        Tensor::from_vec(&shape, dx)
-    }
-
-    /// The kernel's view of an `[N, C, H, W]` input and the fused stages, and the batch B.
-    fn plane_stages<'a>(
-        &self,
-        shape: &[usize],
-        t: usize,
-        affine: Option<&'a EvalAffine>,
-        repeated: bool,
-        pool: Option<PoolGeom>,
-    ) -> Result<(PlaneStages<'a>, usize)> {
-        let &[n, c, h, w] = shape else {
-            return Err(Error::shape(&self.name, "[N, C, H, W]", shape));
-        };
-        if t == 0 || (!repeated && !n.is_multiple_of(t)) {
-            return Err(Error::shape(
-                &self.name,
-                format!("[N, C, H, W] with T = {t} dividing N"),
-                shape,
-            ));
-        }
-        if affine.is_some_and(|a| a.mean.len() != c)
-            || pool.is_some_and(|g| (g.planes, g.h, g.w) != (1, h, w))
-        {
-            return Err(Error::shape(
-                &self.name,
-                "planes matching the fused stages",
-                shape,
-            ));
-        }
-        let batch = if repeated { n } else { n / t };
-        let stages = PlaneStages {
-            planes: batch * c,
-            channels: c,
-            height: h,
-            width: w,
-            repeated,
-            affine: affine.map(|a| ChannelAffine {
-                mean: &a.mean,
-                scale: &a.scale,
-                shift: &a.shift,
-            }),
-            pool,
-        };
-        Ok((stages, batch))
-    }
-
     /// Forgets the last training forward and frees its tape (a fused forward writes none).
     fn drop_forward_state(&mut self) {
         self.cache = None;
@@ -603,20 +416,4 @@ impl Layer for Lif {
     }
 
     crate::impl_as_any!();
-}
-
-/// `[T·B, C, OH, OW]`: the output of the fused stages.
-fn stages_output_shape(stages: &PlaneStages, t: usize, batch: usize) -> [usize; 4] {
-    let (oh, ow) = stages
-        .pool
-        .map_or((stages.height, stages.width), |g| (g.oh, g.ow));
-    [t * batch, stages.channels, oh, ow]
-}
-
-/// An output tensor whose every element the kernel writes (its initial values are unspecified).
-fn overwritable_tensor(shape: &[usize; 4]) -> Result<Tensor> {
-    Tensor::from_vec(
-        shape,
-        crate::buffer_pool::overwritable(shape.iter().product()),
-    )
 }

@@ -190,6 +190,13 @@ pub trait Layer: Send + Any {
     /// Drops any cached forward state (frees memory between steps).
     fn clear_cache(&mut self) {}
 
+    /// True if the layer reads a spike input bit-packed ([`Tensor::spike_bits`]), so the
+    /// spiking layer before it should attach its output's bits (packing costs a pass over the
+    /// output that is wasted when nothing reads them).
+    fn reads_spike_bits(&self) -> bool {
+        false
+    }
+
     /// True if [`Layer::recompute_output`] can rebuild the output of the layer's most recent
     /// training forward from what it keeps for its own backward (for a layer whose input is
     /// deferred, once [`Layer::restore_input`] gave it back). A layer right after such a layer

@@ -1,10 +1,20 @@
 //! [`Residual`]: `body(x) + shortcut(x)`, the ResNet basic block without its final neuron.
 
+use super::batchnorm::{BatchNorm2d, EvalAffine};
 use super::{Buffer, ForwardCtx, Layer, Param, Sequential};
 use crate::error::{Error, Result};
 use crate::kernels::conv::sparse::SpikeBits;
 use crate::kernels::elementwise;
 use crate::tensor::Tensor;
+use std::sync::Arc;
+
+/// A shortcut branch's output, as [`Residual::forward_eval_open`] hands it on.
+pub(super) enum Shortcut {
+    /// An identity shortcut over spikes: the input's bits.
+    Spikes(Arc<SpikeBits>),
+    /// Values.
+    Dense(Tensor),
+}
 
 /// Sums a body branch and a shortcut branch; an empty shortcut is the identity.
 ///
@@ -16,7 +26,7 @@ pub struct Residual {
     shortcut: Sequential,
     /// The last training input, bit-packed, when the shortcut is the identity and the input is
     /// a spike tensor: enough to rebuild the output ([`Layer::recompute_output`]).
-    identity_input: Option<(Vec<usize>, SpikeBits)>,
+    identity_input: Option<(Vec<usize>, Arc<SpikeBits>)>,
 }
 
 impl Residual {
@@ -38,6 +48,58 @@ impl Residual {
     /// The shortcut branch (empty = identity).
     pub fn shortcut(&self) -> &Sequential {
         &self.shortcut
+    }
+
+    /// True if [`Residual::forward_eval_open`] applies: the body ends with a batch norm after
+    /// at least one other layer.
+    pub(super) fn can_open_eval(&self) -> bool {
+        let layers = self.body.layers();
+        layers.len() >= 2
+            && layers
+                .last()
+                .is_some_and(|l| l.as_any().is::<BatchNorm2d>())
+    }
+
+    /// The eval forward left open for the neuron after the block to finish in one pass
+    /// ([`super::fuse`]): the body's output before its final batch norm, that norm's
+    /// coefficients, and the shortcut's output (an identity over spikes as its bits). The
+    /// block's output is `affine(body) + shortcut`. Fails in training mode or where
+    /// [`Residual::can_open_eval`] does not hold.
+    pub(super) fn forward_eval_open(
+        &mut self,
+        input: Tensor,
+        ctx: &ForwardCtx,
+    ) -> Result<(Tensor, EvalAffine, Shortcut)> {
+        if ctx.is_train() || !self.can_open_eval() {
+            return Err(Error::State(format!(
+                "{}: an open forward needs eval mode and a body ending in a batch norm",
+                self.name
+            )));
+        }
+        self.identity_input = None;
+        let bits = match (self.shortcut.is_empty(), input.shape()) {
+            (true, [n, c, rest @ ..]) => input.packed_spikes(*n, *c, rest.iter().product()),
+            _ => None,
+        };
+        let shape = input.shape().to_vec();
+        let side = match bits {
+            Some(bits) => Shortcut::Spikes(bits),
+            None if self.shortcut.is_empty() => Shortcut::Dense(parallel_clone(&input)?),
+            None => Shortcut::Dense(self.shortcut.forward(parallel_clone(&input)?, ctx)?),
+        };
+        let last = self.body.layers().len() - 1;
+        let pre = self.body.forward_until(input, ctx, last)?;
+        let bn = self.body.layers_mut()[last]
+            .as_any_mut()
+            .downcast_mut::<BatchNorm2d>()
+            .expect("can_open_eval checked the type");
+        let affine = bn.eval_affine(pre.shape())?;
+        let side_shape = match &side {
+            Shortcut::Spikes(_) => shape.as_slice(),
+            Shortcut::Dense(t) => t.shape(),
+        };
+        self.check_side(pre.shape(), side_shape)?;
+        Ok((pre, affine, side))
     }
 
     /// The error for a shortcut output of shape `side` that cannot be added to a body output
@@ -70,11 +132,11 @@ impl Layer for Residual {
         self.identity_input = None;
         // An identity shortcut over spikes keeps its input as bits (1/32 of an f32 copy) and
         // adds them back from there; the bits also let training rebuild the output.
-        if let (true, Some(s), [n, c, rest @ ..]) =
-            (self.shortcut.is_empty(), input.spike_scale(), input.shape())
-        {
-            let plane = rest.iter().product();
-            let bits = SpikeBits::from_f32(input.data(), *n, *c, plane, s);
+        let bits = match (self.shortcut.is_empty(), input.shape()) {
+            (true, [n, c, rest @ ..]) => input.packed_spikes(*n, *c, rest.iter().product()),
+            _ => None,
+        };
+        if let Some(bits) = bits {
             let shape = input.shape().to_vec();
             let mut out = self.body.forward(input, ctx)?;
             self.check_side(out.shape(), &shape)?;
@@ -120,6 +182,10 @@ impl Layer for Residual {
         self.body.clear_cache();
         self.shortcut.clear_cache();
         self.identity_input = None;
+    }
+
+    fn reads_spike_bits(&self) -> bool {
+        self.shortcut.is_empty() || self.shortcut.reads_spike_bits() || self.body.reads_spike_bits()
     }
 
     fn can_recompute_output(&self) -> bool {

@@ -72,9 +72,10 @@ impl Sequential {
         self.for_each_container(&mut |seq| seq.recompute = on);
     }
 
-    /// Whether eval forwards run `[BatchNorm2d] [Repeat] Lif [MaxPool2d]` runs as one fused
-    /// kernel (the default; bit-identical, see [`super::lif::Lif::forward_eval_planes`]), here
-    /// and in every nested container. Off runs every layer on its own.
+    /// Whether eval forwards run `[BatchNorm2d] [Repeat] Lif [MaxPool2d]` runs, and residual
+    /// block tails with the neuron after them, as one fused kernel (the default; bit-identical,
+    /// see [`super::lif::Lif::forward_eval_planes`] and [`super::lif::EvalStages`]), here and in every
+    /// nested container. Off runs every layer on its own.
     pub fn set_eval_fusion(&mut self, on: bool) {
         self.for_each_container(&mut |seq| seq.fuse_eval = on);
     }
@@ -155,6 +156,62 @@ impl Sequential {
             ))
         })
     }
+
+    /// Runs layers `0..end` on `input` (fusing as [`Layer::forward`] does, within that range)
+    /// and returns the output of layer `end − 1`.
+    pub(super) fn forward_until(
+        &mut self,
+        input: Tensor,
+        ctx: &ForwardCtx,
+        end: usize,
+    ) -> Result<Tensor> {
+        let mut x = input;
+        let mut i = 0;
+        let layers = &mut self.layers[..end];
+        while i < layers.len() {
+            if ctx.is_train() && self.fuse_train {
+                if let Some(run) = fuse::find_train_run(layers, i, x.shape()) {
+                    x = fuse::forward_train(layers, run, x, ctx)?;
+                    self.fused_runs.push(run);
+                    i = run.end;
+                    continue;
+                }
+            }
+            if !ctx.is_train() && self.fuse_eval {
+                if fuse::is_residual_tail(layers, i, x.shape()) {
+                    x = fuse::forward_residual_tail(layers, i, x, ctx)?;
+                    i += 2;
+                    continue;
+                }
+                if let Some(run) = fuse::find_run(layers, i, x.shape()) {
+                    x = fuse::forward(layers, run, x, ctx)?;
+                    i = run.end;
+                    continue;
+                }
+            }
+            if ctx.is_train() {
+                let is_lif = layers[i].as_any().is::<Lif>();
+                let recomputable = i > 0
+                    && layers[i - 1].can_recompute_output()
+                    && match self.recompute {
+                        Recompute::Off => false,
+                        Recompute::Lif => is_lif,
+                        Recompute::Pointwise => {
+                            is_lif
+                                || layers[i - 1]
+                                    .as_any()
+                                    .downcast_ref::<Conv2d>()
+                                    .is_some_and(|c| c.spec().kernel == 1)
+                        }
+                        Recompute::Full => true,
+                    };
+                layers[i].set_input_recomputable(recomputable);
+            }
+            x = layers[i].forward(x, ctx)?;
+            i += 1;
+        }
+        Ok(x)
+    }
 }
 
 impl Layer for Sequential {
@@ -171,47 +228,8 @@ impl Layer for Sequential {
     }
 
     fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
-        let mut x = input;
-        let mut i = 0;
         self.fused_runs.clear();
-        while i < self.layers.len() {
-            if ctx.is_train() && self.fuse_train {
-                if let Some(run) = fuse::find_train_run(&self.layers, i, x.shape()) {
-                    x = fuse::forward_train(&mut self.layers, run, x, ctx)?;
-                    self.fused_runs.push(run);
-                    i = run.end;
-                    continue;
-                }
-            }
-            if !ctx.is_train() && self.fuse_eval {
-                if let Some(run) = fuse::find_run(&self.layers, i, x.shape()) {
-                    x = fuse::forward(&mut self.layers, run, x, ctx)?;
-                    i = run.end;
-                    continue;
-                }
-            }
-            if ctx.is_train() {
-                let is_lif = self.layers[i].as_any().is::<Lif>();
-                let recomputable = i > 0
-                    && self.layers[i - 1].can_recompute_output()
-                    && match self.recompute {
-                        Recompute::Off => false,
-                        Recompute::Lif => is_lif,
-                        Recompute::Pointwise => {
-                            is_lif
-                                || self.layers[i - 1]
-                                    .as_any()
-                                    .downcast_ref::<Conv2d>()
-                                    .is_some_and(|c| c.spec().kernel == 1)
-                        }
-                        Recompute::Full => true,
-                    };
-                self.layers[i].set_input_recomputable(recomputable);
-            }
-            x = self.layers[i].forward(x, ctx)?;
-            i += 1;
-        }
-        Ok(x)
+        self.forward_until(input, ctx, self.layers.len())
     }
 
     fn backward(&mut self, grad_output: Tensor) -> Result<Tensor> {
@@ -261,6 +279,10 @@ impl Layer for Sequential {
         for layer in &mut self.layers {
             layer.clear_cache();
         }
+    }
+
+    fn reads_spike_bits(&self) -> bool {
+        self.layers.first().is_some_and(|l| l.reads_spike_bits())
     }
 
     fn can_recompute_output(&self) -> bool {

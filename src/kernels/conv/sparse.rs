@@ -117,6 +117,63 @@ impl SpikeBits {
         b
     }
 
+    /// Bits written by a kernel that produced the spikes itself (a LIF layer packing its output
+    /// plane by plane, see [`pack_plane`]): `words` holds `n·c` planes of
+    /// `plane.div_ceil(64)` words laid out as [`SpikeBits::pack`] lays them out. Padding bits
+    /// past `plane` are cleared, so the result equals [`SpikeBits::pack`] of the tensor the
+    /// bits stand for.
+    ///
+    /// # Panics
+    /// If `words.len()` differs from `n·c·plane.div_ceil(64)`.
+    pub fn from_words(n: usize, c: usize, plane: usize, scale: f32, mut words: Vec<u64>) -> Self {
+        let per_plane = plane.div_ceil(64);
+        assert_eq!(
+            words.len(),
+            n * c * per_plane,
+            "SpikeBits::from_words: length"
+        );
+        let tail = plane % 64;
+        let ones = if per_plane == 0 {
+            0
+        } else {
+            words
+                .par_chunks_mut(per_plane)
+                .with_min_len(1024)
+                .map(|w| {
+                    if tail != 0 {
+                        w[per_plane - 1] &= (1u64 << tail) - 1;
+                    }
+                    w.iter().map(|x| x.count_ones() as u64).sum::<u64>()
+                })
+                .sum()
+        };
+        SpikeBits {
+            n,
+            c,
+            plane,
+            words: per_plane,
+            scale,
+            ones,
+            bits: words,
+        }
+    }
+
+    /// `(n, c, plane)`: the bits stand for a `[n, c, …]` tensor of `plane` elements per
+    /// `(image, channel)` plane.
+    pub fn geometry(&self) -> (usize, usize, usize) {
+        (self.n, self.c, self.plane)
+    }
+
+    /// Words per plane, `plane.div_ceil(64)`.
+    pub fn plane_words(&self) -> usize {
+        self.words
+    }
+
+    /// All words, plane after plane (see the type docs).
+    pub fn words(&self) -> &[u64] {
+        &self.bits
+    }
+
     /// Fraction of set bits (0 for an empty tensor).
     pub fn density(&self) -> f64 {
         let len = self.n * self.c * self.plane;
@@ -468,22 +525,40 @@ fn backward_weight_grouped(
 mod fwd;
 pub use fwd::{forward, PackedWeight};
 
+/// Packs one plane as [`SpikeBits::pack`] does: bit `i` of `words[j]` set iff
+/// `x[64·j + i] != 0.0` (`words.len()` is `x.len().div_ceil(64)`), for a kernel that packs its
+/// output while the plane is still in cache.
+///
+/// # Panics
+/// If `words.len()` differs from `x.len().div_ceil(64)`.
+#[inline]
+pub fn pack_plane(x: &[f32], words: &mut [u64]) {
+    assert_eq!(words.len(), x.len().div_ceil(64), "pack_plane: length");
+    for (w, chunk) in words.iter_mut().zip(x.chunks(64)) {
+        *w = nonzero_mask(chunk);
+    }
+}
+
 /// Bit `i` set iff `chunk[i] != 0.0` (`chunk.len() ≤ 64`); 16 lanes per compare for full
 /// chunks.
 #[inline]
 fn nonzero_mask(chunk: &[f32]) -> u64 {
-    if let Ok(full) = <&[f32; 64]>::try_from(chunk) {
-        let mut v = 0u64;
-        for (q, lanes) in full.chunks_exact(16).enumerate() {
-            let x = f32x16::new(lanes.try_into().unwrap());
-            v |= (x.simd_ne(f32x16::ZERO).to_bitmask() as u64) << (16 * q);
+    // A short chunk (a plane's tail) is zero-padded rather than tested element by element:
+    // planes of 49 or 196 elements are mostly tail.
+    let mut padded = [0.0f32; 64];
+    let full = match <&[f32; 64]>::try_from(chunk) {
+        Ok(full) => full,
+        Err(_) => {
+            padded[..chunk.len()].copy_from_slice(chunk);
+            &padded
         }
-        return v;
+    };
+    let mut v = 0u64;
+    for (q, lanes) in full.chunks_exact(16).enumerate() {
+        let x = f32x16::new(lanes.try_into().unwrap());
+        v |= (x.simd_ne(f32x16::ZERO).to_bitmask() as u64) << (16 * q);
     }
-    chunk
-        .iter()
-        .enumerate()
-        .fold(0u64, |v, (i, &e)| v | ((e != 0.0) as u64) << i)
+    v
 }
 
 #[cfg(test)]

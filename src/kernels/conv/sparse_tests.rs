@@ -129,6 +129,31 @@ fn pack_unpack_round_trips_and_counts() {
     }
 }
 
+/// Bits packed plane by plane (`pack_plane`, as a LIF layer packs its output) and assembled
+/// by `from_words` equal `pack`'s, padding bits cleared and ones counted, whatever the padding
+/// held.
+#[test]
+fn words_packed_by_planes_equal_pack() {
+    let mut seed = 13;
+    for plane in [0, 1, 49, 63, 64, 65, 196, 200] {
+        let (n, c) = (3, 2);
+        let x = spikes(n * c * plane, 0.3, 0.5, &mut seed);
+        let want = SpikeBits::from_f32(&x, n, c, plane, 0.5);
+        let pw = plane.div_ceil(64);
+        let mut words = vec![0u64; n * c * pw];
+        for (p, w) in words.chunks_mut(pw.max(1)).enumerate().take(n * c) {
+            pack_plane(&x[p * plane..(p + 1) * plane], &mut w[..pw]);
+            if plane % 64 != 0 {
+                w[pw - 1] |= !0 << (plane % 64); // garbage in the padding
+            }
+        }
+        let got = SpikeBits::from_words(n, c, plane, 0.5, words);
+        assert_eq!(got, want, "plane {plane}");
+        assert_eq!(got.geometry(), (n, c, plane));
+        assert_eq!(got.plane_words(), pw);
+    }
+}
+
 /// `add_to` sums bit for bit what adding the unpacked tensor sums, `-0.0` included (an unset
 /// bit adds `+0.0`, which turns `-0.0` into `+0.0`).
 #[test]

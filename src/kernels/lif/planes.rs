@@ -13,6 +13,7 @@
 use super::fused::{load, mask_from_bits, store};
 use super::ForwardSums;
 use crate::kernels::bn;
+use crate::kernels::conv::sparse::pack_plane;
 use crate::kernels::pool::{self, PoolGeom};
 use crate::neuron::step::{step, StepParams};
 use crate::neuron::surrogate::Reset;
@@ -55,6 +56,28 @@ pub struct PlaneStages<'a> {
     /// Max pooling of each output plane, if given (its `planes`, `h`, `w` must be 1, `height`,
     /// `width`).
     pub pool: Option<PoolGeom>,
+    /// Added to the input after `affine` (a residual block's shortcut before its neuron), if
+    /// given; needs an input of all `T` steps (not `repeated`).
+    pub addend: Option<Addend<'a>>,
+}
+
+/// A tensor `[T·B, C, H, W]` the plane kernel adds to its (normalized) input element by
+/// element, as [`crate::kernels::elementwise::par_add_assign`] would.
+#[derive(Clone, Copy, Debug)]
+pub enum Addend<'a> {
+    /// The values.
+    Dense(&'a [f32]),
+    /// Spikes, bit-packed as [`crate::kernels::conv::sparse::SpikeBits`] packs them: per
+    /// plane `plane_words` words, bit `i` of word `j` standing for element `64·j + i`, whose
+    /// value is `scale` where the bit is set and `+0.0` elsewhere.
+    Spikes {
+        /// All planes' words.
+        words: &'a [u64],
+        /// Words per plane, `H·W` rounded up to whole words.
+        plane_words: usize,
+        /// The spike value.
+        scale: f32,
+    },
 }
 
 impl PlaneStages<'_> {
@@ -90,12 +113,42 @@ impl PlaneStages<'_> {
         if let Some(g) = self.pool {
             assert!(g.planes == 1 && g.h == self.height && g.w == self.width);
         }
+        match self.addend {
+            Some(Addend::Dense(d)) => {
+                assert!(!self.repeated, "lif planes: addend on a repeated input");
+                assert_eq!(
+                    d.len(),
+                    t * self.planes * self.plane_len(),
+                    "lif planes: addend"
+                );
+            }
+            Some(Addend::Spikes {
+                words, plane_words, ..
+            }) => {
+                assert!(!self.repeated, "lif planes: addend on a repeated input");
+                assert_eq!(plane_words, self.plane_len().div_ceil(64));
+                assert_eq!(
+                    words.len(),
+                    t * self.planes * plane_words,
+                    "lif planes: addend"
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// Words per output plane of the packed spikes ([`forward_eval_planes`]' `bits`).
+    pub fn out_plane_words(&self) -> usize {
+        self.out_plane_len().div_ceil(64)
     }
 }
 
 /// Evaluation forward of a LIF layer with its neighbours fused, see the module docs: `input`
-/// per [`PlaneStages::repeated`], `out` `[T·B, C, OH, OW]` (overwritten). Returns the same
-/// statistics as [`super::forward_eval`] (Σ `U[T]` summed in a different order).
+/// per [`PlaneStages::repeated`], `out` `[T·B, C, OH, OW]` (overwritten). If `bits` is given
+/// it receives `out` bit-packed as [`crate::kernels::conv::sparse::SpikeBits::pack`] packs it
+/// ([`PlaneStages::out_plane_words`] words per plane), each plane packed while in cache.
+/// Returns the same statistics as [`super::forward_eval`] (Σ `U[T]` summed in a different
+/// order).
 ///
 /// # Panics
 /// If a length disagrees with `stages` and `timesteps`.
@@ -106,9 +159,10 @@ pub fn forward_eval_planes(
     stages: &PlaneStages,
     input: &[f32],
     out: &mut [f32],
+    bits: Option<&mut [u64]>,
 ) -> ForwardSums {
     stages.check(timesteps, input.len(), out.len());
-    run(p, u0, timesteps, stages, Some(input), out)
+    run(p, u0, timesteps, stages, Some(input), out, bits)
 }
 
 /// [`forward_eval_planes`] in place, for stages that keep the shape (no repeat, no pooling):
@@ -123,13 +177,14 @@ pub fn forward_eval_planes_in_place(
     timesteps: usize,
     stages: &PlaneStages,
     io: &mut [f32],
+    bits: Option<&mut [u64]>,
 ) -> ForwardSums {
     assert!(
         !stages.repeated && stages.pool.is_none(),
         "lif planes: in place needs the same input and output shape"
     );
     stages.check(timesteps, io.len(), io.len());
-    run(p, u0, timesteps, stages, None, io)
+    run(p, u0, timesteps, stages, None, io, bits)
 }
 
 fn run(
@@ -139,6 +194,7 @@ fn run(
     stages: &PlaneStages,
     input: Option<&[f32]>,
     out: &mut [f32],
+    bits: Option<&mut [u64]>,
 ) -> ForwardSums {
     let (hw, ohw) = (stages.plane_len(), stages.out_plane_len());
     if stages.planes == 0 || hw == 0 {
@@ -148,21 +204,60 @@ fn run(
     let tasks = stages.planes.div_ceil(per_task);
     let row = stages.planes * ohw;
     let mut out_rows = super::split_rows(out, timesteps, row, per_task * ohw, tasks);
-    let body = |(task, rows): (usize, &mut [&mut [f32]])| {
+    let pw = stages.out_plane_words();
+    let mut bit_rows = match bits {
+        Some(b) => {
+            assert_eq!(b.len(), timesteps * stages.planes * pw, "lif planes: bits");
+            super::split_rows(b, timesteps, stages.planes * pw, per_task * pw, tasks)
+        }
+        None => Vec::new(),
+    };
+    // Per task, its rows of packed words (if packing).
+    let mut bit_tasks: Vec<Option<&mut [&mut [u64]]>> = if bit_rows.is_empty() {
+        (0..tasks).map(|_| None).collect()
+    } else {
+        bit_rows.chunks_mut(timesteps).map(Some).collect()
+    };
+    let body = |(task, (rows, bit_rows)): (usize, (&mut [&mut [f32]], &mut TaskBits))| {
         let first = task * per_task;
         let last = (first + per_task).min(stages.planes);
         let mut scratch = Scratch::new(hw, stages);
         let mut sums = ForwardSums::default();
         for plane in first..last {
             let local = (plane - first) * ohw;
+            let mut packed = bit_rows.as_deref_mut().map(|rows| PackedOut {
+                rows,
+                at: (plane - first) * pw,
+                words: pw,
+            });
             let s = match p.reset {
                 Reset::Soft => {
                     let ps = p.specialized(p.surrogate.kind(), p.surrogate.shape(), Reset::Soft);
-                    run_plane(&ps, u0, stages, plane, input, rows, local, &mut scratch)
+                    run_plane(
+                        &ps,
+                        u0,
+                        stages,
+                        plane,
+                        input,
+                        rows,
+                        local,
+                        &mut packed,
+                        &mut scratch,
+                    )
                 }
                 Reset::Hard => {
                     let ph = p.specialized(p.surrogate.kind(), p.surrogate.shape(), Reset::Hard);
-                    run_plane(&ph, u0, stages, plane, input, rows, local, &mut scratch)
+                    run_plane(
+                        &ph,
+                        u0,
+                        stages,
+                        plane,
+                        input,
+                        rows,
+                        local,
+                        &mut packed,
+                        &mut scratch,
+                    )
                 }
             };
             sums = sums.add(s);
@@ -171,6 +266,7 @@ fn run(
     };
     let sums: Vec<ForwardSums> = out_rows
         .par_chunks_mut(timesteps)
+        .zip(bit_tasks.par_iter_mut())
         .enumerate()
         .map(body)
         .collect();
@@ -178,11 +274,22 @@ fn run(
         .fold(ForwardSums::default(), ForwardSums::add)
 }
 
+/// One task's rows of packed output words, if the output is packed.
+type TaskBits<'r, 'b> = Option<&'r mut [&'b mut [u64]]>;
+
+/// Where one plane's packed output goes: word `at..at + words` of each step's row.
+struct PackedOut<'r, 'b> {
+    rows: &'r mut [&'b mut [u64]],
+    at: usize,
+    words: usize,
+}
+
 /// One task's plane-sized buffers.
 struct Scratch {
     /// The membrane state `U`.
     u: Vec<f32>,
-    /// The repeated input after the affine, computed once per plane.
+    /// The input after the affine (and addend): a repeated input's, computed once per plane,
+    /// or one step's when there is an addend and the output is not in place.
     x: Vec<f32>,
     /// The LIF output before pooling.
     o: Vec<f32>,
@@ -192,7 +299,7 @@ struct Scratch {
 
 impl Scratch {
     fn new(hw: usize, stages: &PlaneStages) -> Self {
-        let needs_x = stages.affine.is_some() && stages.repeated;
+        let needs_x = (stages.affine.is_some() && stages.repeated) || stages.addend.is_some();
         Scratch {
             u: vec![0.0; hw],
             x: vec![0.0; if needs_x { hw } else { 0 }],
@@ -212,6 +319,7 @@ fn run_plane(
     input: Option<&[f32]>,
     rows: &mut [&mut [f32]],
     local: usize,
+    packed: &mut Option<PackedOut>,
     s: &mut Scratch,
 ) -> ForwardSums {
     let hw = stages.plane_len();
@@ -229,29 +337,56 @@ fn run_plane(
             let c = plane % stages.channels;
             (a.mean[c], a.scale[c], a.shift[c])
         });
-        let Some(input) = input else {
-            // In place: the row holds this step's input plane.
-            let io = &mut out_row[local..local + hw];
-            spikes += lif_step_plane(p, None, affine, &mut s.u, io, &mut s.fired);
-            continue;
-        };
-        let src = &input[step_plane * hw..][..hw];
-        // A repeated input is normalized once; otherwise the affine runs in registers.
-        let (x, affine): (&[f32], _) = match affine {
-            Some((m, a, b)) if stages.repeated => {
-                if t == 0 {
-                    s.x.copy_from_slice(src);
-                    bn::normalize_plane_inplace(&mut s.x, m, a, b);
-                }
-                (&s.x, None)
+        let addend = stages.addend.map(|a| match a {
+            Addend::Dense(d) => PlaneAddend::Dense(&d[step_plane * hw..][..hw]),
+            Addend::Spikes {
+                words,
+                plane_words,
+                scale,
+            } => PlaneAddend::Spikes(&words[step_plane * plane_words..][..plane_words], scale),
+        });
+        match input {
+            None => {
+                // In place: the row holds this step's input plane.
+                let io = &mut out_row[local..local + hw];
+                spikes += match addend {
+                    Some(add) => {
+                        affine_add_plane(io, affine, add);
+                        lif_step_plane(p, None, None, &mut s.u, io, &mut s.fired)
+                    }
+                    None => lif_step_plane(p, None, affine, &mut s.u, io, &mut s.fired),
+                };
             }
-            _ => (src, affine),
-        };
-        let dst = &mut out_row[local..local + ohw];
-        let o: &mut [f32] = if stages.pool.is_some() { &mut s.o } else { dst };
-        spikes += lif_step_plane(p, Some(x), affine, &mut s.u, o, &mut s.fired);
-        if let Some(g) = &stages.pool {
-            max_pool_spikes(g, &s.o, &mut out_row[local..local + ohw]);
+            Some(input) => {
+                let src = &input[step_plane * hw..][..hw];
+                // A repeated input is normalized once, an added one per step; otherwise the
+                // affine runs in registers.
+                let (x, affine): (&[f32], _) = match (affine, addend) {
+                    (_, Some(add)) => {
+                        s.x.copy_from_slice(src);
+                        affine_add_plane(&mut s.x, affine, add);
+                        (&s.x, None)
+                    }
+                    (Some((m, a, b)), None) if stages.repeated => {
+                        if t == 0 {
+                            s.x.copy_from_slice(src);
+                            bn::normalize_plane_inplace(&mut s.x, m, a, b);
+                        }
+                        (&s.x, None)
+                    }
+                    _ => (src, affine),
+                };
+                let dst = &mut out_row[local..local + ohw];
+                let o: &mut [f32] = if stages.pool.is_some() { &mut s.o } else { dst };
+                spikes += lif_step_plane(p, Some(x), affine, &mut s.u, o, &mut s.fired);
+                if let Some(g) = &stages.pool {
+                    max_pool_spikes(g, &s.o, &mut out_row[local..local + ohw]);
+                }
+            }
+        }
+        if let Some(po) = packed {
+            let words = &mut po.rows[t][po.at..po.at + po.words];
+            pack_plane(&out_row[local..local + ohw], words);
         }
     }
     // Σ U[T] over the neurons that fired: f32 lanes per plane (≤ a few hundred terms), f64
@@ -272,6 +407,51 @@ fn run_plane(
         spikes,
         active,
         sum_u_active: sum_u,
+    }
+}
+
+/// One plane of an [`Addend`].
+#[derive(Clone, Copy)]
+enum PlaneAddend<'a> {
+    Dense(&'a [f32]),
+    Spikes(&'a [u64], f32),
+}
+
+/// `x ← affine(x) + add` over one plane in one pass: the batch norm's operations (those of
+/// [`bn::normalize_plane_inplace`], 8-lane groups from the plane start) then the residual
+/// add, so the same bits as those two passes.
+#[inline(always)]
+fn affine_add_plane(x: &mut [f32], affine: Option<(f32, f32, f32)>, add: PlaneAddend) {
+    let groups = x.len() / LANES;
+    for v in 0..groups {
+        let j = v * LANES;
+        let mut xv = load(x, j);
+        if let Some((m, a, b)) = affine {
+            xv = bn::affine8(xv, m, a, b);
+        }
+        xv += match add {
+            PlaneAddend::Dense(d) => load(d, j),
+            // 8-lane groups never straddle a word: planes start on one.
+            PlaneAddend::Spikes(words, s) => {
+                mask_from_bits((words[j / 64] >> (j % 64)) as u8) & f32x8::splat(s)
+            }
+        };
+        store(x, j, xv);
+    }
+    for (j, e) in x.iter_mut().enumerate().skip(groups * LANES) {
+        if let Some((m, a, b)) = affine {
+            *e = bn::affine1(*e, m, a, b);
+        }
+        *e += match add {
+            PlaneAddend::Dense(d) => d[j],
+            PlaneAddend::Spikes(words, s) => {
+                if (words[j / 64] >> (j % 64)) & 1 == 1 {
+                    s
+                } else {
+                    0.0
+                }
+            }
+        };
     }
 }
 
@@ -352,167 +532,5 @@ pub(super) fn max_pool_spikes(g: &PoolGeom, o: &[f32], y: &mut [f32]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::forward_eval;
-    use super::*;
-    use crate::kernels::bn::{normalize_inplace, BnDims};
-    use crate::neuron::params::Derived;
-    use crate::neuron::surrogate::{Surrogate, SurrogateKind, SurrogateShape};
-    use rand::{RngExt, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
-
-    fn params(reset: Reset, out_theta: bool) -> StepParams {
-        let d = Derived {
-            theta: 0.9,
-            lambda: 0.4,
-            one_minus_lambda: 0.6,
-            dtheta_dk: 0.5,
-            one_minus_lambda_f64: 0.6,
-        };
-        let kind = if out_theta {
-            SurrogateKind::Trsg
-        } else {
-            SurrogateKind::As
-        };
-        StepParams::new(
-            &d,
-            Surrogate::new(kind, SurrogateShape::Rect, 0.8).unwrap(),
-            reset,
-        )
-    }
-
-    /// The unfused chain: batch norm in place, repeat copy, in-place LIF, max pool.
-    fn chain(
-        p: &StepParams,
-        u0: f32,
-        t: usize,
-        st: &PlaneStages,
-        input: &[f32],
-    ) -> (Vec<f32>, ForwardSums) {
-        let mut x = input.to_vec();
-        if let Some(a) = st.affine {
-            let d = BnDims {
-                n: x.len() / (st.channels * st.plane_len()),
-                c: st.channels,
-                hw: st.plane_len(),
-            };
-            normalize_inplace(&mut x, d, a.mean, a.scale, a.shift);
-        }
-        if st.repeated {
-            x = x.repeat(t);
-        }
-        let sums = forward_eval(p, u0, t, &mut x);
-        let out = match st.pool {
-            Some(g) => {
-                let g = PoolGeom::new(t * st.planes, g.h, g.w, g.k, g.stride, g.pad).unwrap();
-                let mut y = vec![0.0; g.planes * g.out_plane()];
-                pool::max_forward(&g, &x, &mut y, None);
-                y
-            }
-            None => x,
-        };
-        (out, sums)
-    }
-
-    /// Every stage combination, both resets and output scales, planes with a scalar tail, odd
-    /// pooling geometries and several tasks: the same bits as the chain, the same counts.
-    #[test]
-    fn fused_planes_equal_the_unfused_chain() {
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let shapes = [(2, 3, 5, 7), (40, 16, 6, 6), (1, 2, 1, 1)];
-        let (mut cases, mut total_spikes) = (0, 0);
-        for (b, c, h, w) in shapes {
-            let built = [
-                PoolGeom::new(1, h, w, 2, 2, 0),
-                PoolGeom::new(1, h, w, 3, 2, 1),
-            ];
-            let pools = std::iter::once(None).chain(built.into_iter().flatten().map(Some));
-            for pool in pools {
-                for (repeated, with_affine) in
-                    [(false, false), (true, false), (false, true), (true, true)]
-                {
-                    for (reset, out_theta) in [(Reset::Soft, true), (Reset::Hard, false)] {
-                        let t = 3;
-                        let p = params(reset, out_theta);
-                        let mean: Vec<f32> = (0..c).map(|_| rng.random_range(-0.5..0.5)).collect();
-                        let scale: Vec<f32> = (0..c).map(|_| rng.random_range(0.5..2.0)).collect();
-                        let shift: Vec<f32> = (0..c).map(|_| rng.random_range(-0.3..0.6)).collect();
-                        let st = PlaneStages {
-                            planes: b * c,
-                            channels: c,
-                            height: h,
-                            width: w,
-                            repeated,
-                            affine: with_affine.then_some(ChannelAffine {
-                                mean: &mean,
-                                scale: &scale,
-                                shift: &shift,
-                            }),
-                            pool,
-                        };
-                        let input: Vec<f32> = (0..st.input_len(t))
-                            .map(|_| rng.random_range(-1.0..2.5))
-                            .collect();
-                        let (want, want_sums) = chain(&p, 0.2, t, &st, &input);
-                        let mut got = vec![f32::NAN; st.output_len(t)];
-                        let sums = forward_eval_planes(&p, 0.2, t, &st, &input, &mut got);
-                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                        assert_eq!(
-                            bits(&got),
-                            bits(&want),
-                            "{b}x{c}x{h}x{w} {pool:?} rep {repeated} bn {with_affine} {reset:?}"
-                        );
-                        assert_eq!(
-                            (sums.spikes, sums.active),
-                            (want_sums.spikes, want_sums.active)
-                        );
-                        if !repeated && pool.is_none() {
-                            let mut io = input.clone();
-                            let s2 = forward_eval_planes_in_place(&p, 0.2, t, &st, &mut io);
-                            assert_eq!(bits(&io), bits(&want), "in place");
-                            assert_eq!(s2, sums);
-                        }
-                        assert!(
-                            (sums.sum_u_active - want_sums.sum_u_active).abs()
-                                <= 1e-4 * (1.0 + want_sums.sum_u_active.abs())
-                        );
-                        total_spikes += want_sums.spikes;
-                        cases += 1;
-                    }
-                }
-            }
-        }
-        // (5×7 and 6×6: no pool, 2×2, 3×3/2; 1×1: no pool, 3×3/2) × 4 stage sets × 2 resets.
-        assert_eq!(cases, (3 + 3 + 2) * 4 * 2);
-        assert!(total_spikes > 10_000);
-    }
-
-    #[test]
-    fn the_result_does_not_depend_on_the_thread_count() {
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let (b, c, h, w, t) = (48, 16, 6, 6, 4);
-        let st = PlaneStages {
-            planes: b * c,
-            channels: c,
-            height: h,
-            width: w,
-            repeated: true,
-            affine: None,
-            pool: PoolGeom::new(1, h, w, 2, 2, 0),
-        };
-        let input: Vec<f32> = (0..st.input_len(t))
-            .map(|_| rng.random_range(-1.0..2.5))
-            .collect();
-        let p = params(Reset::Soft, true);
-        let run = |threads| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let mut out = vec![0.0; st.output_len(t)];
-            let s = pool.install(|| forward_eval_planes(&p, 0.0, t, &st, &input, &mut out));
-            (out, s.sum_u_active.to_bits())
-        };
-        assert_eq!(run(1), run(2));
-    }
-}
+#[path = "planes_tests.rs"]
+mod tests;

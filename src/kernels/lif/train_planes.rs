@@ -64,6 +64,10 @@ fn check(stages: &PlaneStages, t: usize, input: usize, output: usize) {
         stages.affine.is_none(),
         "lif train planes: batch norm runs as its own layer in training"
     );
+    assert!(
+        stages.addend.is_none(),
+        "lif train planes: the residual addition runs as its own layer in training"
+    );
 }
 
 /// The LIF input of neurons `[lo, hi)` at every step: `T` rows, all the same slice if the
@@ -95,7 +99,8 @@ fn split_at(rows: Vec<&mut [f32]>, at: usize) -> (Vec<&mut [f32]>, Vec<&mut [f32
 /// Outputs and sums are bit-identical to [`super::forward_train`] and the unfused pool.
 ///
 /// # Panics
-/// If a length disagrees with `stages` and `timesteps`, or `stages.affine` is set.
+/// If a length disagrees with `stages` and `timesteps`, or `stages.affine` or
+/// `stages.addend` is set.
 pub fn forward_train_planes(
     p: &StepParams,
     u0: f32,
@@ -176,7 +181,8 @@ pub fn forward_train_planes(
 /// if the input was repeated. Gradients and sums are bit-identical to the unfused chain.
 ///
 /// # Panics
-/// If a length disagrees with `stages` and `timesteps`, or `stages.affine` is set.
+/// If a length disagrees with `stages` and `timesteps`, or `stages.affine` or
+/// `stages.addend` is set.
 pub fn backward_train_planes(
     p: &StepParams,
     u0: f32,
@@ -465,6 +471,7 @@ mod tests {
             width: w,
             repeated,
             affine: None,
+            addend: None,
             pool,
         };
         let input: Vec<f32> = (0..st.input_len(t))
@@ -568,6 +575,7 @@ mod tests {
             width: 6,
             repeated: true,
             affine: None,
+            addend: None,
             pool: PoolGeom::new(1, 6, 6, 2, 2, 0),
         };
         let t = 4;
