@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::kernels::conv::sparse::SpikeBits;
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A dense, contiguous, row-major `f32` tensor.
@@ -19,12 +20,21 @@ use std::sync::Arc;
 /// layer that produced the spikes, so that consumers (event-driven convolutions, identity
 /// shortcuts) skip packing the f32 values again. It is a cache of `data`: it never changes
 /// what the tensor holds, equality ignores it, and whatever clears the hint clears it too.
+/// Equality ignores the [`Tensor::content_id`] as well.
 #[derive(Clone, Debug, Default)]
 pub struct Tensor {
     shape: Vec<usize>,
     data: Vec<f32>,
     spike_scale: Option<f32>,
     spike_bits: Option<Arc<SpikeBits>>,
+    content_id: u64,
+}
+
+/// Source of [`Tensor::content_id`]s.
+static NEXT_CONTENT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn fresh_content_id() -> u64 {
+    NEXT_CONTENT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 impl PartialEq for Tensor {
@@ -43,6 +53,7 @@ impl Tensor {
             data: crate::buffer_pool::zeroed(shape.iter().product()),
             spike_scale: None,
             spike_bits: None,
+            content_id: fresh_content_id(),
         }
     }
 
@@ -53,6 +64,7 @@ impl Tensor {
             data: vec![value; shape.iter().product()],
             spike_scale: None,
             spike_bits: None,
+            content_id: fresh_content_id(),
         }
     }
 
@@ -83,6 +95,7 @@ impl Tensor {
             data,
             spike_scale: None,
             spike_bits: None,
+            content_id: fresh_content_id(),
         })
     }
 
@@ -99,6 +112,7 @@ impl Tensor {
             data,
             spike_scale: None,
             spike_bits: None,
+            content_id: fresh_content_id(),
         }
     }
 
@@ -110,7 +124,7 @@ impl Tensor {
 
     /// A mutable `ndarray` view of the tensor (clears the spike hint).
     pub fn view_mut(&mut self) -> ArrayViewMutD<'_, f32> {
-        self.clear_spike_hints();
+        self.mark_written();
         ArrayViewMutD::from_shape(IxDyn(&self.shape), &mut self.data)
             .expect("Tensor invariant: data.len() == product(shape)")
     }
@@ -137,7 +151,7 @@ impl Tensor {
 
     /// The flat data, mutable. Clears the spike hint: the caller may write anything.
     pub fn data_mut(&mut self) -> &mut [f32] {
-        self.clear_spike_hints();
+        self.mark_written();
         &mut self.data
     }
 
@@ -224,14 +238,24 @@ impl Tensor {
         })
     }
 
-    fn clear_spike_hints(&mut self) {
+    /// Whoever may write the data also drops the hints, and the values get a new identity.
+    fn mark_written(&mut self) {
         self.spike_scale = None;
         self.spike_bits = None;
+        self.content_id = fresh_content_id();
+    }
+
+    /// An identity of the values: it changes whenever they may have changed (every mutable
+    /// access), and a clone keeps it, so two tensors with the same id hold the same values.
+    /// Lets a layer keep something derived from a parameter (a repacked weight) until the
+    /// parameter changes. Never 0 for a tensor built by a constructor.
+    pub fn content_id(&self) -> u64 {
+        self.content_id
     }
 
     /// Sets every element to zero (keeps the allocation).
     pub fn fill_zero(&mut self) {
-        self.clear_spike_hints();
+        self.mark_written();
         self.data.fill(0.0);
     }
 
@@ -325,6 +349,27 @@ mod tests {
             .with_spike_scale(Some(2.0));
         let bits = Arc::new(SpikeBits::from_f32(&[0.0, 1.0], 1, 1, 2, 1.0));
         let _ = t.with_spike_bits(bits);
+    }
+
+    #[test]
+    fn content_id_changes_with_every_mutable_access_and_follows_clones() {
+        let mut t = Tensor::from_vec(&[2], vec![1.0, 2.0]).unwrap();
+        let id = t.content_id();
+        assert_ne!(id, 0);
+        assert_eq!(t.clone().content_id(), id);
+        assert_eq!(t.clone().reshape(&[1, 2]).unwrap().content_id(), id);
+        assert_ne!(
+            Tensor::from_vec(&[2], vec![1.0, 2.0]).unwrap().content_id(),
+            id
+        );
+        let _ = t.data_mut();
+        let after_data = t.content_id();
+        assert_ne!(after_data, id);
+        let _ = t.view_mut();
+        assert_ne!(t.content_id(), after_data);
+        let before_fill = t.content_id();
+        t.fill_zero();
+        assert_ne!(t.content_id(), before_fill);
     }
 
     #[test]

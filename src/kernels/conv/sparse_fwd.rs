@@ -82,6 +82,11 @@ impl PackedWeight {
         }
     }
 
+    /// True if this is a weight packed for `g`'s channels and kernel size.
+    pub fn packed_for(&self, g: &ConvGeom) -> bool {
+        self.dims == (g.c_out, g.c_in, g.k) && self.len == packed_len(g)
+    }
+
     /// A packed copy of `weight`, see [`PackedWeight::pack`].
     pub fn new(g: &ConvGeom, weight: &[f32]) -> Self {
         let mut p = PackedWeight::default();
