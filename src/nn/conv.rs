@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::kernels::conv::sparse::{self, PackedWeight, SpikeBits};
 use crate::kernels::conv::{self, ConvGeom, ConvWorkspace};
 use crate::tensor::Tensor;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// 2-D convolution, PyTorch semantics (`nn.Conv2d` with `groups = 1`, zero padding).
@@ -172,6 +173,38 @@ impl Conv2d {
 }
 
 impl Conv2d {
+    /// The forward of [`Layer::forward`] and [`Layer::forward_ref`].
+    fn forward_cow(&mut self, input: Cow<Tensor>, ctx: &ForwardCtx) -> Result<Tensor> {
+        let g = self.geom(input.shape())?;
+        self.check_params()?;
+        let mut y = crate::buffer_pool::overwritable(g.n * g.out_img());
+        let bits = match input.spike_scale() {
+            Some(s) if s.is_finite() => input.packed_spikes(g.n, g.c_in, g.h * g.w),
+            _ => None,
+        };
+        let train = ctx.is_train();
+        let saved = match bits {
+            Some(bits) => {
+                self.spike_forward(&g, &bits, Some(input.data()), !train, &mut y);
+                self.last_density = Some((bits.density(), sparse::fwd_max_density(&g)));
+                Saved::Spikes(bits)
+            }
+            None => {
+                let bias = self.bias.as_ref().map(|b| b.value.data());
+                conv::forward(&g, input.data(), self.weight.value.data(), bias, &mut y);
+                self.last_density = None;
+                // Only backward needs the input: a borrowed one is copied in training only.
+                Saved::Dense(match input {
+                    Cow::Owned(t) => t,
+                    Cow::Borrowed(t) if train => t.parallel_clone(),
+                    Cow::Borrowed(_) => Tensor::default(),
+                })
+            }
+        };
+        self.cache = train.then_some((saved, g));
+        Tensor::from_vec(&[g.n, g.c_out, g.oh, g.ow], y)
+    }
+
     /// The forward of a spike input on the path its density selects. `dense` is the same input
     /// as f32 if at hand (else it is unpacked from `bits`): both hold exactly 0 or the scale, so
     /// the output is the same bits either way, which [`Layer::recompute_output`] relies on.
@@ -234,28 +267,13 @@ impl Layer for Conv2d {
     }
 
     fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
-        let g = self.geom(input.shape())?;
-        self.check_params()?;
-        let mut y = crate::buffer_pool::overwritable(g.n * g.out_img());
-        let bits = match input.spike_scale() {
-            Some(s) if s.is_finite() => input.packed_spikes(g.n, g.c_in, g.h * g.w),
-            _ => None,
-        };
-        let saved = match bits {
-            Some(bits) => {
-                self.spike_forward(&g, &bits, Some(input.data()), !ctx.is_train(), &mut y);
-                self.last_density = Some((bits.density(), sparse::fwd_max_density(&g)));
-                Saved::Spikes(bits)
-            }
-            None => {
-                let bias = self.bias.as_ref().map(|b| b.value.data());
-                conv::forward(&g, input.data(), self.weight.value.data(), bias, &mut y);
-                self.last_density = None;
-                Saved::Dense(input)
-            }
-        };
-        self.cache = ctx.is_train().then_some((saved, g));
-        Tensor::from_vec(&[g.n, g.c_out, g.oh, g.ow], y)
+        self.forward_cow(Cow::Owned(input), ctx)
+    }
+
+    /// Copies the input only to keep it for a training backward on dense input: spikes are
+    /// kept as bits, and eval keeps nothing.
+    fn forward_ref(&mut self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        self.forward_cow(Cow::Borrowed(input), ctx)
     }
 
     fn backward(&mut self, grad_output: Tensor) -> Result<Tensor> {

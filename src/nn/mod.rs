@@ -168,6 +168,13 @@ pub trait Layer: Send + Any {
     /// Runs the layer; see the trait docs for the caching contract.
     fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor>;
 
+    /// [`Layer::forward`] on a borrowed input, for a caller that still needs it (a residual
+    /// block's shortcut). The default runs `forward` on a copy; layers that only read their
+    /// input override it to skip the copy.
+    fn forward_ref(&mut self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        self.forward(input.parallel_clone(), ctx)
+    }
+
     /// Back-propagates `grad_output`; see the trait docs.
     fn backward(&mut self, grad_output: Tensor) -> Result<Tensor>;
 

@@ -84,8 +84,7 @@ impl Residual {
         let shape = input.shape().to_vec();
         let side = match bits {
             Some(bits) => Shortcut::Spikes(bits),
-            None if self.shortcut.is_empty() => Shortcut::Dense(parallel_clone(&input)?),
-            None => Shortcut::Dense(self.shortcut.forward(parallel_clone(&input)?, ctx)?),
+            None => Shortcut::Dense(self.shortcut.forward_ref(&input, ctx)?),
         };
         let last = self.body.layers().len() - 1;
         let pre = self.body.forward_until(input, ctx, last)?;
@@ -146,7 +145,7 @@ impl Layer for Residual {
             }
             return Ok(out);
         }
-        let side = self.shortcut.forward(parallel_clone(&input)?, ctx)?;
+        let side = self.shortcut.forward_ref(&input, ctx)?;
         let mut out = self.body.forward(input, ctx)?;
         self.check_side(out.shape(), side.shape())?;
         elementwise::par_add_assign(out.data_mut(), side.data());
@@ -154,7 +153,7 @@ impl Layer for Residual {
     }
 
     fn backward(&mut self, grad_output: Tensor) -> Result<Tensor> {
-        let grad_side = self.shortcut.backward(parallel_clone(&grad_output)?)?;
+        let grad_side = self.shortcut.backward(grad_output.parallel_clone())?;
         let mut grad = self.body.backward(grad_output)?;
         elementwise::par_add_assign(grad.data_mut(), grad_side.data());
         Ok(grad)
@@ -217,11 +216,4 @@ impl Layer for Residual {
     }
 
     crate::impl_as_any!();
-}
-/// A copy of `t` made by all threads: the block's input and output gradient are the largest
-/// tensors of a ResNet step (134 MB at B = 64, T = 4), which `Clone` copies on one thread.
-fn parallel_clone(t: &Tensor) -> Result<Tensor> {
-    let mut data = crate::buffer_pool::overwritable(t.len());
-    elementwise::par_copy(&mut data, t.data());
-    Ok(Tensor::from_vec(t.shape(), data)?.with_spike_scale(t.spike_scale()))
 }

@@ -165,8 +165,30 @@ impl Sequential {
         ctx: &ForwardCtx,
         end: usize,
     ) -> Result<Tensor> {
+        self.forward_range(input, ctx, 0, end)
+    }
+
+    /// True if a fused run starts at layer `i` for an input of shape `input` in `ctx`'s mode.
+    fn fuses_at(&self, i: usize, input: &[usize], ctx: &ForwardCtx) -> bool {
+        if ctx.is_train() {
+            self.fuse_train && fuse::find_train_run(&self.layers, i, input).is_some()
+        } else {
+            self.fuse_eval
+                && (fuse::is_residual_tail(&self.layers, i, input)
+                    || fuse::find_run(&self.layers, i, input).is_some())
+        }
+    }
+
+    /// Layers `start..end` on `input`, the output of layer `start − 1`.
+    fn forward_range(
+        &mut self,
+        input: Tensor,
+        ctx: &ForwardCtx,
+        start: usize,
+        end: usize,
+    ) -> Result<Tensor> {
         let mut x = input;
-        let mut i = 0;
+        let mut i = start;
         let layers = &mut self.layers[..end];
         while i < layers.len() {
             if ctx.is_train() && self.fuse_train {
@@ -230,6 +252,20 @@ impl Layer for Sequential {
     fn forward(&mut self, input: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         self.fused_runs.clear();
         self.forward_until(input, ctx, self.layers.len())
+    }
+
+    /// The first layer runs on the borrowed input ([`Layer::forward_ref`]), unless a fused run
+    /// starts there (it takes its input by value: a copy); an empty container returns a copy.
+    fn forward_ref(&mut self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        if self.layers.is_empty() || self.fuses_at(0, input.shape(), ctx) {
+            return self.forward(input.parallel_clone(), ctx);
+        }
+        self.fused_runs.clear();
+        if ctx.is_train() {
+            self.layers[0].set_input_recomputable(false);
+        }
+        let x = self.layers[0].forward_ref(input, ctx)?;
+        self.forward_range(x, ctx, 1, self.layers.len())
     }
 
     fn backward(&mut self, grad_output: Tensor) -> Result<Tensor> {
