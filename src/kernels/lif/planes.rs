@@ -230,34 +230,17 @@ fn run(
                 at: (plane - first) * pw,
                 words: pw,
             });
+            // The reset as a constant, so the inlined step loses its branch.
+            let (kind, shape) = (p.surrogate.kind(), p.surrogate.shape());
+            let at = (stages, plane, input, local);
             let s = match p.reset {
                 Reset::Soft => {
-                    let ps = p.specialized(p.surrogate.kind(), p.surrogate.shape(), Reset::Soft);
-                    run_plane(
-                        &ps,
-                        u0,
-                        stages,
-                        plane,
-                        input,
-                        rows,
-                        local,
-                        &mut packed,
-                        &mut scratch,
-                    )
+                    let ps = p.specialized(kind, shape, Reset::Soft);
+                    run_plane(&ps, u0, at, rows, &mut packed, &mut scratch)
                 }
                 Reset::Hard => {
-                    let ph = p.specialized(p.surrogate.kind(), p.surrogate.shape(), Reset::Hard);
-                    run_plane(
-                        &ph,
-                        u0,
-                        stages,
-                        plane,
-                        input,
-                        rows,
-                        local,
-                        &mut packed,
-                        &mut scratch,
-                    )
+                    let ph = p.specialized(kind, shape, Reset::Hard);
+                    run_plane(&ph, u0, at, rows, &mut packed, &mut scratch)
                 }
             };
             sums = sums.add(s);
@@ -310,15 +293,11 @@ impl Scratch {
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn run_plane(
     p: &StepParams,
     u0: f32,
-    stages: &PlaneStages,
-    plane: usize,
-    input: Option<&[f32]>,
+    (stages, plane, input, local): (&PlaneStages, usize, Option<&[f32]>, usize),
     rows: &mut [&mut [f32]],
-    local: usize,
     packed: &mut Option<PackedOut>,
     s: &mut Scratch,
 ) -> ForwardSums {
