@@ -5,29 +5,17 @@ use super::*;
 use crate::kernels::bn::{normalize_inplace, BnDims};
 use crate::kernels::conv::sparse::SpikeBits;
 use crate::kernels::elementwise::par_add_assign;
-use crate::neuron::params::Derived;
-use crate::neuron::surrogate::{Surrogate, SurrogateKind, SurrogateShape};
+use crate::neuron::surrogate::{SurrogateKind, SurrogateShape};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn params(reset: Reset, out_theta: bool) -> StepParams {
-    let d = Derived {
-        theta: 0.9,
-        lambda: 0.4,
-        one_minus_lambda: 0.6,
-        dtheta_dk: 0.5,
-        one_minus_lambda_f64: 0.6,
-    };
     let kind = if out_theta {
         SurrogateKind::Trsg
     } else {
         SurrogateKind::As
     };
-    StepParams::new(
-        &d,
-        Surrogate::new(kind, SurrogateShape::Rect, 0.8).unwrap(),
-        reset,
-    )
+    super::super::tests::params(kind, SurrogateShape::Rect, reset, 0.9)
 }
 
 /// The unfused chain: batch norm in place, repeat copy, residual add, in-place LIF, max pool.

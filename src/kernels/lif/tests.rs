@@ -23,7 +23,14 @@ const STORAGES: [SpikeStorage; 3] = [
     SpikeStorage::Bytes,
 ];
 
-fn params(kind: SurrogateKind, shape: SurrogateShape, reset: Reset, theta: f32) -> StepParams {
+/// Step parameters with θ = `theta`, λ = 0.4 and a surrogate of width 0.8 (shared with the
+/// plane kernels' tests).
+pub(super) fn params(
+    kind: SurrogateKind,
+    shape: SurrogateShape,
+    reset: Reset,
+    theta: f32,
+) -> StepParams {
     let d = Derived {
         theta,
         lambda: 0.4,

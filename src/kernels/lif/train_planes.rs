@@ -385,20 +385,12 @@ mod tests {
     use super::super::{backward, forward_train, SpikeStorage, Tape};
     use super::*;
     use crate::kernels::elementwise::par_sum_tiles;
-    use crate::neuron::params::Derived;
-    use crate::neuron::surrogate::{Reset, Surrogate, SurrogateKind, SurrogateShape};
+    use crate::neuron::surrogate::{Reset, SurrogateKind, SurrogateShape};
     use rand::{RngExt, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
     fn params(kind: SurrogateKind, shape: SurrogateShape, reset: Reset) -> StepParams {
-        let d = Derived {
-            theta: 0.9,
-            lambda: 0.4,
-            one_minus_lambda: 0.6,
-            dtheta_dk: 0.5,
-            one_minus_lambda_f64: 0.6,
-        };
-        StepParams::new(&d, Surrogate::new(kind, shape, 0.8).unwrap(), reset)
+        super::super::tests::params(kind, shape, reset, 0.9)
     }
 
     struct Chain {
