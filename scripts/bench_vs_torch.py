@@ -135,7 +135,10 @@ def main():
                     "cpu": med(r.get("cpu_seconds_per_step") or float("nan") for r in ours),
                     "wall": med(r["step_seconds_median"] for r in ours),
                 })
-    date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    # A table rendered from an earlier run's JSON carries that run's time (the file's last write).
+    when = (datetime.datetime.fromtimestamp(os.path.getmtime(a.from_json))
+            if a.from_json else datetime.datetime.now())
+    date = when.strftime("%Y-%m-%d %H:%M")
     lines = [
         f"Measured {date} on {os.cpu_count()} vCPUs of {cpu_model()} ({platform.system()} "
         f"{platform.release()}), T = {a.T}, B = {a.B}; mpsnn and PyTorch alternate, {a.rounds} "
