@@ -276,3 +276,58 @@ fn overwritable_tensor(shape: &[usize; 4]) -> Result<Tensor> {
         crate::buffer_pool::overwritable(shape.iter().product()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::spec::LifSpec;
+
+    /// An addend that does not fit the input, or one on a repeated input, is a shape error
+    /// before any kernel runs; one that fits is added.
+    #[test]
+    fn a_misfitting_addend_is_a_shape_error() {
+        let mut lif = Lif::from_spec(&LifSpec::new("lif")).unwrap();
+        let ctx = ForwardCtx::eval(2);
+        let input = || Tensor::from_vec(&[4, 2, 3, 3], vec![0.5; 72]).unwrap();
+        let short = vec![0.0; 71];
+        let run = |lif: &mut Lif, addend, repeated| {
+            let around = EvalStages {
+                addend: Some(addend),
+                repeated,
+                ..EvalStages::default()
+            };
+            lif.forward_eval_planes(input(), &ctx, &around)
+        };
+        let err = run(&mut lif, Addend::Dense(&short), false).unwrap_err();
+        assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+        let words = vec![0u64; 7]; // 8 planes of one word each would fit
+        let spikes = Addend::Spikes {
+            words: &words,
+            plane_words: 1,
+            scale: 1.0,
+        };
+        assert!(matches!(
+            run(&mut lif, spikes, false),
+            Err(Error::ShapeMismatch { .. })
+        ));
+        let fits = vec![0.0; 72];
+        assert!(matches!(
+            run(&mut lif, Addend::Dense(&fits), true),
+            Err(Error::ShapeMismatch { .. })
+        ));
+        let all = vec![u64::MAX; 8];
+        let fitting = Addend::Spikes {
+            words: &all,
+            plane_words: 1,
+            scale: 10.0,
+        };
+        let out = run(&mut lif, fitting, false).unwrap();
+        assert!(out.data().iter().all(|&v| v != 0.0), "every bit adds 10");
+        let big = vec![10.0; 72];
+        let out = run(&mut lif, Addend::Dense(&big), false).unwrap();
+        assert!(
+            out.data().iter().all(|&v| v != 0.0),
+            "a large addend fires every neuron"
+        );
+    }
+}
