@@ -284,11 +284,7 @@ fn residual_tail(c: &mut Criterion) {
                 shift: &shift,
             }),
             pool: None,
-            addend: Some(Addend::Spikes {
-                words: shortcut.words(),
-                plane_words: shortcut.plane_words(),
-                scale: shortcut.scale(),
-            }),
+            addend: Some(Addend::spikes(&shortcut)),
         };
         bch.iter_batched(
             || input.clone(),

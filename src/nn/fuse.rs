@@ -91,6 +91,12 @@ fn find(
     })
 }
 
+/// True if layer `i` exists and reads its spike input as bits: the fused neuron before it
+/// packs its output then.
+fn reads_bits(layers: &[Box<dyn Layer>], i: usize) -> bool {
+    layers.get(i).is_some_and(|l| l.reads_spike_bits())
+}
+
 fn downcast<T: 'static>(layer: &mut dyn Layer) -> &mut T {
     layer
         .as_any_mut()
@@ -153,7 +159,7 @@ pub(super) fn forward(
         repeated: run.repeat.is_some(),
         addend: None,
         pool: prepare(layers, run, input.shape())?,
-        pack_output: layers.get(run.end).is_some_and(|l| l.reads_spike_bits()),
+        pack_output: reads_bits(layers, run.end),
     };
     let lif = downcast::<Lif>(layers[run.lif].as_mut());
     lif.forward_eval_planes(input, ctx, &around)
@@ -186,17 +192,13 @@ pub(super) fn forward_residual_tail(
     let block = downcast::<Residual>(layers[i].as_mut());
     let (pre, affine, side) = block.forward_eval_open(input, ctx)?;
     let addend = match &side {
-        Shortcut::Spikes(b) => Addend::Spikes {
-            words: b.words(),
-            plane_words: b.plane_words(),
-            scale: b.scale(),
-        },
+        Shortcut::Spikes(b) => Addend::spikes(b),
         Shortcut::Dense(t) => Addend::Dense(t.data()),
     };
     let around = EvalStages {
         affine: Some(&affine),
         addend: Some(addend),
-        pack_output: layers.get(i + 2).is_some_and(|l| l.reads_spike_bits()),
+        pack_output: reads_bits(layers, i + 2),
         ..EvalStages::default()
     };
     downcast::<Lif>(layers[i + 1].as_mut()).forward_eval_planes(pre, ctx, &around)

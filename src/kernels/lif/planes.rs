@@ -13,7 +13,7 @@
 use super::fused::{load, mask_from_bits, store};
 use super::ForwardSums;
 use crate::kernels::bn;
-use crate::kernels::conv::sparse::pack_plane;
+use crate::kernels::conv::sparse::{pack_plane, SpikeBits};
 use crate::kernels::pool::{self, PoolGeom};
 use crate::neuron::step::{step, StepParams};
 use crate::neuron::surrogate::Reset;
@@ -78,6 +78,17 @@ pub enum Addend<'a> {
         /// The spike value.
         scale: f32,
     },
+}
+
+impl<'a> Addend<'a> {
+    /// The spikes `bits` stand for, as an addend.
+    pub fn spikes(bits: &'a SpikeBits) -> Self {
+        Addend::Spikes {
+            words: bits.words(),
+            plane_words: bits.plane_words(),
+            scale: bits.scale(),
+        }
+    }
 }
 
 impl PlaneStages<'_> {

@@ -106,11 +106,7 @@ fn fused_planes_equal_the_unfused_chain() {
                     let addend = match kind {
                         AddendKind::None => None,
                         AddendKind::Dense => Some(Addend::Dense(&dense)),
-                        AddendKind::Spikes => Some(Addend::Spikes {
-                            words: packed.words(),
-                            plane_words: packed.plane_words(),
-                            scale: packed.scale(),
-                        }),
+                        AddendKind::Spikes => Some(Addend::spikes(&packed)),
                     };
                     let st = PlaneStages {
                         planes: b * c,
