@@ -330,6 +330,51 @@ fn spike_storages_give_identical_layers() {
     assert_eq!(run(SpikeStorage::Bytes), base);
 }
 
+/// A deferred layer (input recomputed in backward) rebuilds its membrane tape in a buffer from
+/// the pool and gives it back after the backward; stale contents (NaN here) never leak into
+/// the gradients, which equal those of a layer that kept its tape.
+#[test]
+fn a_deferred_layer_recycles_its_tape_through_the_pool() {
+    use mpsnn::buffer_pool::{self, PoolScope};
+    let (t, n) = (4, buffer_pool::MIN_POOLED_LEN / 2 + 3);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let x: Vec<f32> = (0..t * n).map(|_| rng.random_range(-1.0..3.0)).collect();
+    let g: Vec<f32> = (0..t * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let run = |deferred: bool| {
+        let mut lif = Lif::from_spec(&LifSpec::new("lif")).unwrap();
+        lif.set_input_recomputable(deferred);
+        let o = lif
+            .forward(tensor(&[t, n], &x), &ForwardCtx::train(t))
+            .unwrap();
+        assert_eq!(lif.input_deferred(), deferred);
+        let gi = if deferred {
+            lif.backward_with_input(tensor(&[t, n], &g), tensor(&[t, n], &x))
+        } else {
+            lif.backward(tensor(&[t, n], &g))
+        };
+        (
+            o,
+            gi.unwrap(),
+            param(&mut lif, "k").1,
+            param(&mut lif, "w").1,
+        )
+    };
+    let kept = run(false);
+    buffer_pool::clear();
+    let scope = PoolScope::training();
+    buffer_pool::give_back(vec![f32::NAN; t * n]);
+    let recycled = run(true);
+    assert_eq!(
+        buffer_pool::held_bytes(),
+        2 * t * n * 4,
+        "the pool holds the dropped recomputed input and the tape's buffer, the NaN one: \
+         a tape of its own would make three"
+    );
+    drop(scope);
+    buffer_pool::clear();
+    assert_eq!(recycled, kept);
+}
+
 #[test]
 fn recorder_is_opt_in_and_counts_every_neuron_step() {
     let mut lif = Lif::from_spec(&LifSpec::new("lif")).unwrap();

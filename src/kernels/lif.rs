@@ -104,6 +104,24 @@ impl Tape {
             .resize(timesteps * self.storage.row_bytes(neurons), 0);
     }
 
+    /// Hands the tape `buffer` to hold M when [`Tape::prepare`] next needs more room than it
+    /// has, so a caller can recycle a large buffer instead of faulting in fresh pages. Its
+    /// contents need not be zero: a forward writes every M it keeps.
+    pub fn supply_membrane(&mut self, buffer: Vec<f32>) {
+        if buffer.capacity() > self.membrane.capacity() {
+            self.membrane = buffer;
+        }
+    }
+
+    /// Empties the tape (T = N = 0) and returns the buffer that held M, for the caller to
+    /// recycle.
+    pub fn take_membrane(&mut self) -> Vec<f32> {
+        self.timesteps = 0;
+        self.neurons = 0;
+        self.spikes = Vec::new();
+        std::mem::take(&mut self.membrane)
+    }
+
     /// Number of timesteps T.
     pub fn timesteps(&self) -> usize {
         self.timesteps

@@ -241,8 +241,13 @@ impl Lif {
     /// Forgets the last training forward and frees its tape (a fused forward writes none).
     fn drop_forward_state(&mut self) {
         self.cache = None;
+        self.free_tape();
+    }
+
+    /// Frees the tape, giving its membrane buffer back to [`crate::buffer_pool`].
+    fn free_tape(&mut self) {
         if self.tape.heap_bytes() > 0 {
-            self.tape = Tape::new(self.tape.storage());
+            crate::buffer_pool::give_back(self.tape.take_membrane());
         }
     }
 
@@ -320,9 +325,7 @@ impl Layer for Lif {
         let sums = if (ctx.is_train() || record) && !deferred {
             kernel::forward_train(&params, u0, t, input.data_mut(), &mut self.tape)
         } else {
-            if self.tape.heap_bytes() > 0 {
-                self.tape = Tape::new(self.tape.storage());
-            }
+            self.free_tape();
             kernel::forward_eval(&params, u0, t, input.data_mut())
         };
         if let Some(h) = &mut self.recorder {
@@ -359,7 +362,7 @@ impl Layer for Lif {
         self.add_param_grads(&sums, &derived);
         if restored {
             // A deferred forward keeps no tape between steps either.
-            self.tape = Tape::new(self.tape.storage());
+            self.free_tape();
         }
         Ok(grad_output)
     }
@@ -375,7 +378,7 @@ impl Layer for Lif {
 
     fn clear_cache(&mut self) {
         self.cache = None;
-        self.tape = Tape::new(self.tape.storage());
+        self.free_tape();
     }
 
     /// If `yes`, the next training forward keeps no tape (saving the f32 membrane, 4 bytes per
@@ -407,6 +410,9 @@ impl Layer for Lif {
             ));
         }
         let (params, u0, t) = (c.params, c.u0, c.timesteps);
+        // The tape lives only until this backward: its M comes from, and returns to, the pool.
+        self.tape
+            .supply_membrane(crate::buffer_pool::overwritable(input.len()));
         kernel::forward_train(&params, u0, t, input.data_mut(), &mut self.tape);
         if let Some(c) = &mut self.cache {
             c.deferred = false;
