@@ -1,7 +1,7 @@
 //! Conv kernels against a direct 7-loop f64 convolution on awkward shapes.
 #![allow(clippy::needless_range_loop)] // index loops mirror the textbook formula
 
-use super::im2col::{col2im_add, im2col, valid_range};
+use super::im2col::{col2im, im2col, valid_range};
 use super::*;
 
 fn rand_vec(n: usize, seed: &mut u64) -> Vec<f32> {
@@ -175,8 +175,9 @@ fn col2im_is_the_adjoint_of_im2col() {
         let mut col = vec![f32::NAN; c.len()];
         let plane = g.out_plane();
         im2col(&g, &x, 0, g.c_in, &mut col, plane);
-        let mut back = vec![0.0; x.len()];
-        col2im_add(&g, &mut c.clone(), plane, &mut back);
+        // NaN-filled: col2im must write every element, never read one.
+        let mut back = vec![f32::NAN; x.len()];
+        col2im(&g, &mut c.clone(), plane, &mut back);
         let lhs: f64 = back
             .iter()
             .zip(&x)
