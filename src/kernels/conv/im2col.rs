@@ -154,11 +154,11 @@ pub fn col2im(g: &ConvGeom, col: &mut [f32], ld: usize, dx_img: &mut [f32]) {
     let (k, p, w) = (g.k, g.pad, g.w);
     let plane = g.out_plane();
     assert!(ld >= plane, "col2im: ld {ld} < P {plane}");
-    let (taps, hw) = (k * k, g.h * w);
+    let (taps, hw, same) = (k * k, g.h * w, is_same(g));
     for c in 0..g.c_in {
         let dxc = &mut dx_img[c * hw..(c + 1) * hw];
         let rows = &mut col[c * taps * ld..];
-        if is_same(g) {
+        if same {
             // OW = W forces k = 2p + 1 and OH = H: tap (p, p) is the identity shift.
             let centre = p * k + p;
             dxc.copy_from_slice(&rows[centre * ld..centre * ld + plane]);
