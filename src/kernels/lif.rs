@@ -4,7 +4,7 @@
 //! [`crate::neuron::step`].
 //!
 //! Work is split into fixed chunks of [`CHUNK`] neurons. A chunk runs its whole time loop with
-//! each neuron's state in a register (`f32x8` lanes, scalar tail), so every element is read and
+//! each neuron's state in a register (`f32x16` lanes, scalar tail), so every element is read and
 //! written once per step. Chunks run on rayon when there are several; each returns partial sums
 //! (spike counts, Σ `U[T]` over active neurons, g_θ, g_decay in f64), which are added in chunk
 //! order. Chunk boundaries do not depend on the thread count, so results are bit-identical for

@@ -5,7 +5,7 @@
 //! - [`params`]: θ = softplus(k), λ = 1/τ = sigmoid(w), and their inverses for initialisation.
 //! - [`surrogate`]: the shapes `f′(x)` and the per-family local partial derivatives.
 //! - [`step`]: one timestep forward and backward as pure functions (the unit everything else is
-//!   built from); [`lane`] lets the same code run on `f32` and `f32x8`.
+//!   built from); [`lane`] lets the same code run on `f32`, `f32x8` and `f32x16`.
 //! - [`mp_init`]: the μ running-mean rule.
 //! - [`recorder`]: optional membrane histograms for diagnostics.
 //!

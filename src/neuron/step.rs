@@ -1,5 +1,5 @@
 //! One LIF timestep, forward and backward, as pure functions (STYLE.md #8). The fused kernels
-//! (`crate::kernels::lif`) and the scalar reference call exactly these, on `f32x8` and `f32`
+//! (`crate::kernels::lif`) and the scalar reference call exactly these, on `f32x16`, `f32x8` and `f32`
 //! lanes; the `no_std` micro runtime mirrors [`step`] on `f32`.
 //!
 //! Forward (METHOD.md §1.1, Project decisions 1–2), per neuron:

@@ -1,23 +1,32 @@
-//! Chunk bodies of the fused LIF kernels: `f32x8` over neurons with the time loop inside, and a
-//! scalar tail; plus the spike layouts of the tape.
+//! Chunk bodies of the fused LIF kernels: `f32x16` over neurons with the time loop inside, and
+//! a scalar tail; plus the spike layouts of the tape.
+//!
+//! Why 16 lanes: the chunk bodies are bound by arithmetic, not memory (the L2-resident criterion
+//! bench runs at ~12 cycles per 8-lane step), and this machine kind has full 512-bit datapaths.
+//! Every element goes through the same step functions at either width, so only the blocked f32
+//! partial sums (θ, decay, Σ U) change their rounding order with it.
 
 use super::{BackwardSums, ForwardSums};
 use crate::neuron::step::{reset, step, step_backward, StepParams};
 use crate::neuron::surrogate::{Reset, SurrogateKind, SurrogateShape};
-use wide::{f32x8, u32x8};
+use wide::{f32x16, f32x8, u32x16, u32x8};
 
-const LANES: usize = 8;
+/// Neurons per vector group of the chunk bodies.
+const LANES: usize = 16;
+
+/// The chunk bodies' vector.
+type V = f32x16;
 
 /// A spike layout: how `S[t]` for one chunk row is written by forward and read by backward.
-/// Vector accessors take the index `v` of an 8-neuron group; scalar ones a neuron index `j`.
+/// Vector accessors take the index `v` of a 16-neuron group; scalar ones a neuron index `j`.
 pub(super) trait Format: Sync {
     /// Bytes a row of `n` neurons takes (a multiple-of-8 `n` splits exactly).
     fn row_bytes(n: usize) -> usize;
-    /// Stores the 8 spikes of group `v` (bit `i` = lane `i`).
-    fn put8(row: &mut [u8], v: usize, bits: u8);
+    /// Stores the 16 spikes of group `v` (bit `i` = lane `i`).
+    fn put16(row: &mut [u8], v: usize, bits: u16);
     /// The spikes of group `v` as a lane mask; `m`, `theta` are the group's M and θ.
-    fn get8(row: &[u8], v: usize, m: f32x8, theta: f32x8) -> f32x8;
-    /// Prepares the row for scalar [`Format::put1`] calls from neuron `j0` (a multiple of 8).
+    fn get16(row: &[u8], v: usize, m: V, theta: V) -> V;
+    /// Prepares the row for scalar [`Format::put1`] calls from neuron `j0` (a multiple of 16).
     fn begin_tail(_row: &mut [u8], _j0: usize) {}
     /// Stores the spike of neuron `j`.
     fn put1(row: &mut [u8], j: usize, s: bool);
@@ -34,9 +43,9 @@ impl Format for Recompute {
         0
     }
     #[inline(always)]
-    fn put8(_row: &mut [u8], _v: usize, _bits: u8) {}
+    fn put16(_row: &mut [u8], _v: usize, _bits: u16) {}
     #[inline(always)]
-    fn get8(_row: &[u8], _v: usize, m: f32x8, theta: f32x8) -> f32x8 {
+    fn get16(_row: &[u8], _v: usize, m: V, theta: V) -> V {
         m.simd_ge(theta)
     }
     #[inline(always)]
@@ -47,8 +56,8 @@ impl Format for Recompute {
     }
 }
 
-/// One bit per spike: byte `v` of a row holds group `v`, lane `i` in bit `i`. The padding bits
-/// of a row's last byte are zero.
+/// One bit per spike: bit `j % 8` of byte `j / 8` of a row is neuron `j` (so group `v` is bytes
+/// `2v`, `2v + 1`, little-endian). The padding bits of a row's last byte are zero.
 pub(super) struct Bits;
 
 impl Format for Bits {
@@ -56,15 +65,15 @@ impl Format for Bits {
         n.div_ceil(8)
     }
     #[inline(always)]
-    fn put8(row: &mut [u8], v: usize, bits: u8) {
-        row[v] = bits;
+    fn put16(row: &mut [u8], v: usize, bits: u16) {
+        row[2 * v..2 * v + 2].copy_from_slice(&bits.to_le_bytes());
     }
     #[inline(always)]
-    fn get8(row: &[u8], v: usize, _m: f32x8, _theta: f32x8) -> f32x8 {
-        mask_from_bits(row[v])
+    fn get16(row: &[u8], v: usize, _m: V, _theta: V) -> V {
+        mask16(u16::from_le_bytes([row[2 * v], row[2 * v + 1]]))
     }
     fn begin_tail(row: &mut [u8], j0: usize) {
-        row[j0 / 8] = 0;
+        row[j0 / 8..].fill(0);
     }
     #[inline(always)]
     fn put1(row: &mut [u8], j: usize, s: bool) {
@@ -84,17 +93,17 @@ impl Format for Bytes {
         n
     }
     #[inline(always)]
-    fn put8(row: &mut [u8], v: usize, bits: u8) {
+    fn put16(row: &mut [u8], v: usize, bits: u16) {
         let dst: &mut [u8; LANES] = (&mut row[v * LANES..(v + 1) * LANES]).try_into().unwrap();
         for (i, d) in dst.iter_mut().enumerate() {
-            *d = (bits >> i) & 1;
+            *d = ((bits >> i) & 1) as u8;
         }
     }
     #[inline(always)]
-    fn get8(row: &[u8], v: usize, _m: f32x8, _theta: f32x8) -> f32x8 {
+    fn get16(row: &[u8], v: usize, _m: V, _theta: V) -> V {
         let b: [u8; LANES] = row[v * LANES..(v + 1) * LANES].try_into().unwrap();
         // 0 → 0x0000_0000, 1 → 0xFFFF_FFFF: the lane mask itself.
-        f32x8::from_bits(u32x8::new(b.map(|x| (x as u32).wrapping_neg())))
+        V::from_bits(u32x16::new(b.map(|x| (x as u32).wrapping_neg())))
     }
     #[inline(always)]
     fn put1(row: &mut [u8], j: usize, s: bool) {
@@ -106,7 +115,7 @@ impl Format for Bytes {
     }
 }
 
-/// The lane mask with lane `i` set iff bit `i` of `bits` is.
+/// The 8-lane mask with lane `i` set iff bit `i` of `bits` is (the eval plane kernels).
 #[inline(always)]
 pub(super) fn mask_from_bits(bits: u8) -> f32x8 {
     const LANE_BIT: u32x8 = u32x8::new([1, 2, 4, 8, 16, 32, 64, 128]);
@@ -114,23 +123,60 @@ pub(super) fn mask_from_bits(bits: u8) -> f32x8 {
     f32x8::from_bits(hit)
 }
 
+/// The 16-lane mask with lane `i` set iff bit `i` of `bits` is.
+#[inline(always)]
+fn mask16(bits: u16) -> V {
+    const LANE_BIT: u32x16 = u32x16::new([
+        1,
+        1 << 1,
+        1 << 2,
+        1 << 3,
+        1 << 4,
+        1 << 5,
+        1 << 6,
+        1 << 7,
+        1 << 8,
+        1 << 9,
+        1 << 10,
+        1 << 11,
+        1 << 12,
+        1 << 13,
+        1 << 14,
+        1 << 15,
+    ]);
+    let hit = (u32x16::splat(bits as u32) & LANE_BIT).simd_ne(u32x16::splat(0));
+    V::from_bits(hit)
+}
+
+/// 8 values of `row` from `j` (the eval plane kernels).
 #[inline(always)]
 pub(super) fn load(row: &[f32], j: usize) -> f32x8 {
-    f32x8::new(row[j..j + LANES].try_into().unwrap())
+    f32x8::new(row[j..j + 8].try_into().unwrap())
+}
+
+/// Stores 8 values into `row` from `j` (the eval plane kernels).
+#[inline(always)]
+pub(super) fn store(row: &mut [f32], j: usize, v: f32x8) {
+    row[j..j + 8].copy_from_slice(&v.to_array());
 }
 
 #[inline(always)]
-pub(super) fn store(row: &mut [f32], j: usize, v: f32x8) {
+fn load16(row: &[f32], j: usize) -> V {
+    V::new(row[j..j + LANES].try_into().unwrap())
+}
+
+#[inline(always)]
+fn store16(row: &mut [f32], j: usize, v: V) {
     row[j..j + LANES].copy_from_slice(&v.to_array());
 }
 
-/// Groups (of 8 neurons) whose partial sums are added in f32 before they go to the f64
-/// accumulators: converting every group costs as much as a timestep; 16 terms in f32 keep
-/// ~1e-7 relative precision per block.
-const BLOCK: usize = 16;
+/// Groups (of 16 neurons) whose partial sums are added in f32 before they go to the f64
+/// accumulators: converting every group costs as much as a timestep; 8 terms per lane in f32
+/// keep ~1e-7 relative precision per block.
+const BLOCK: usize = 8;
 
 #[inline(always)]
-fn flush(acc: &mut [f64; LANES], block: f32x8) {
+fn flush(acc: &mut [f64; LANES], block: V) {
     for (a, x) in acc.iter_mut().zip(block.to_array()) {
         *a += x as f64;
     }
@@ -188,26 +234,26 @@ fn forward_body<F: Format, const TAPE: bool>(
     let (mut spikes, mut active) = (0u64, 0u64);
     let mut lane_sum = [0f64; LANES];
     for first in (0..groups).step_by(BLOCK) {
-        let mut block = f32x8::ZERO;
+        let mut block = V::ZERO;
         for v in first..(first + BLOCK).min(groups) {
             let j = v * LANES;
-            let mut u = f32x8::splat(u0);
+            let mut u = V::splat(u0);
             let mut any = 0u32;
             for t in 0..steps {
-                let i = load(src.map_or(&*io[t], |r| r[t]), j);
+                let i = load16(src.map_or(&*io[t], |r| r[t]), j);
                 let out = step(p, u, i);
-                store(io[t], j, out.o);
+                store16(io[t], j, out.o);
                 let bits = out.s.to_bitmask();
                 if TAPE {
-                    store(m[t], j, out.m);
-                    F::put8(s[t], v, bits as u8);
+                    store16(m[t], j, out.m);
+                    F::put16(s[t], v, bits as u16);
                 }
                 spikes += bits.count_ones() as u64;
                 any |= bits;
                 u = out.u;
             }
             active += any.count_ones() as u64;
-            block += mask_from_bits(any as u8) & u;
+            block += mask16(any as u16) & u;
         }
         flush(&mut lane_sum, block);
     }
@@ -307,26 +353,26 @@ fn backward_body<F: Format>(
     let steps = g.len();
     let len = g[0].len();
     let groups = len / LANES;
-    let theta = f32x8::splat(p.theta);
+    let theta = V::splat(p.theta);
     let (mut th_lanes, mut dec_lanes) = ([0f64; LANES], [0f64; LANES]);
     for first in (0..groups).step_by(BLOCK) {
-        let (mut th_block, mut dec_block) = (f32x8::ZERO, f32x8::ZERO);
+        let (mut th_block, mut dec_block) = (V::ZERO, V::ZERO);
         for v in first..(first + BLOCK).min(groups) {
             let j = v * LANES;
-            let mut g_u = g_u_last.map_or(f32x8::ZERO, |gl| load(gl, j));
-            let (mut g_th, mut g_dec) = (f32x8::ZERO, f32x8::ZERO);
-            let mut m_t = load(m[steps - 1], j);
-            let mut s_t = F::get8(s[steps - 1], v, m_t, theta);
+            let mut g_u = g_u_last.map_or(V::ZERO, |gl| load16(gl, j));
+            let (mut g_th, mut g_dec) = (V::ZERO, V::ZERO);
+            let mut m_t = load16(m[steps - 1], j);
+            let mut s_t = F::get16(s[steps - 1], v, m_t, theta);
             for t in (0..steps).rev() {
                 let (m_p, s_p, u_p) = if t > 0 {
-                    let m_p = load(m[t - 1], j);
-                    let s_p = F::get8(s[t - 1], v, m_p, theta);
+                    let m_p = load16(m[t - 1], j);
+                    let s_p = F::get16(s[t - 1], v, m_p, theta);
                     (m_p, s_p, reset(p, m_p, s_p))
                 } else {
-                    (f32x8::ZERO, f32x8::ZERO, f32x8::splat(u0))
+                    (V::ZERO, V::ZERO, V::splat(u0))
                 };
-                let gr = step_backward(p, u_p, m_t, s_t, load(g[t], j), g_u);
-                store(g[t], j, gr.g_i);
+                let gr = step_backward(p, u_p, m_t, s_t, load16(g[t], j), g_u);
+                store16(g[t], j, gr.g_i);
                 g_th += gr.g_theta;
                 g_dec += gr.g_decay;
                 g_u = gr.g_u_prev;

@@ -223,7 +223,7 @@ fn ties_fire_and_window_edges_are_inclusive() {
 fn forward_overwrites_the_whole_tape() {
     let p = params(SurrogateKind::As, SurrogateShape::Rect, Reset::Hard, 0.9);
     for storage in STORAGES {
-        for n in [5, 8, 21, CHUNK + 3] {
+        for n in [5, 8, 21, 28, 45, CHUNK + 3, CHUNK + 12] {
             let (t, mut rng) = (3, ChaCha8Rng::seed_from_u64(n as u64));
             let input = random(&mut rng, t * n, -1.0, 3.0);
             let want = forward_reference(&p, 0.1, t, &input);
