@@ -270,25 +270,26 @@ impl Layer for BatchNorm2d {
         } else {
             self.use_running_stats();
         }
-        let mut y = crate::buffer_pool::overwritable(d.len());
-        bn::normalize(
-            input.data(),
-            &mut y,
-            d,
-            &self.mean,
-            &self.scale,
-            self.beta.value.data(),
-        );
         let shape = input.shape().to_vec();
-        // A deferred input is dropped here: the producer rebuilds it at backward time.
-        let x = (!self.input_recomputable).then_some(input);
+        let beta = self.beta.value.data();
+        let (x, y) = if self.input_recomputable {
+            // A deferred input is not kept (the producer rebuilds it at backward time), so the
+            // output overwrites it: one read and one write of the activation instead of a read
+            // plus a fresh buffer's fill and write. Same arithmetic as `normalize`, same bits.
+            bn::normalize_inplace(input.data_mut(), d, &self.mean, &self.scale, beta);
+            (None, input)
+        } else {
+            let mut y = crate::buffer_pool::overwritable(d.len());
+            bn::normalize(input.data(), &mut y, d, &self.mean, &self.scale, beta);
+            (Some(input), Tensor::from_vec(&shape, y)?)
+        };
         self.cache = Some(Cached {
             x,
-            shape: shape.clone(),
+            shape,
             dims: d,
             batch_stats,
         });
-        Tensor::from_vec(&shape, y)
+        Ok(y)
     }
 
     fn backward(&mut self, mut grad_output: Tensor) -> Result<Tensor> {
