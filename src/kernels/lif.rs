@@ -30,7 +30,7 @@ pub use reference::{backward_reference, forward_reference, ReferenceForward};
 pub use train_planes::{backward_train_planes, forward_train_planes};
 
 use crate::neuron::step::{reset, StepParams};
-use fused::{Bits, Bytes, Format, Recompute};
+use fused::{Bits, Bytes, Format, InputAffine, Recompute};
 use rayon::prelude::*;
 
 /// Neurons per work chunk: a multiple of 8 (bit-packed rows split on byte boundaries), large
@@ -244,6 +244,124 @@ pub fn forward_train(
         SpikeStorage::Bits => run_forward::<Bits, true>(p, u0, timesteps, n, io, m, s),
         SpikeStorage::Bytes => run_forward::<Bytes, true>(p, u0, timesteps, n, io, m, s),
     }
+}
+
+/// The LIF forward of a training batch norm's output, which is never written out: step `t`'s
+/// input is `(x − mean[c])·scale[c] + shift[c]` for `x` = row `t` of `x` (`[T, N]`, read only)
+/// and `c` the neuron's channel (`[B, C, plane]` within a step), computed as
+/// [`super::bn::normalize`] computes it, so outputs, tape and sums are the same bits as
+/// normalizing first and calling [`forward_train`] / [`forward_eval`].
+///
+/// `out` (`[T, N]`, overwritten) receives O if given; `tape`, if given, is sized and filled as
+/// [`forward_train`] fills it. Needs `plane % 16 == 0` (see [`affine_fits`]).
+///
+/// # Panics
+/// If `timesteps` is 0 or does not divide `x.len()`, `out` has another length, `plane` does
+/// not divide a step or is not a multiple of 16, an `affine` slice is not `C` long, or both
+/// `out` and `tape` are `None`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_affine(
+    p: &StepParams,
+    u0: f32,
+    timesteps: usize,
+    x: &[f32],
+    affine: &ChannelAffine,
+    plane: usize,
+    out: Option<&mut [f32]>,
+    tape: Option<&mut Tape>,
+) -> ForwardSums {
+    let n = neurons(x.len(), timesteps);
+    let c = affine.mean.len();
+    assert!(
+        affine_fits(plane) && n.is_multiple_of(plane * c),
+        "lif forward_affine: plane {plane} × {c} channels does not tile {n} neurons"
+    );
+    assert!(affine.scale.len() == c && affine.shift.len() == c);
+    let has_out = out.is_some();
+    assert!(
+        has_out || tape.is_some(),
+        "lif forward_affine: neither output nor tape"
+    );
+    if let Some(o) = &out {
+        assert_eq!(o.len(), x.len(), "lif forward_affine: output length");
+    }
+    let chunks = chunk_count(n);
+    let mut out_rows = match out {
+        Some(o) => split_rows(o, timesteps, n, CHUNK, chunks),
+        None => empty_rows(chunks * timesteps),
+    };
+    let (mut m_rows, mut s_rows, storage) = match tape {
+        Some(tape) => {
+            tape.prepare(timesteps, n);
+            tape.theta = p.theta;
+            let storage = tape.storage;
+            let rb = storage.row_bytes(n);
+            let (m, s) = (&mut tape.membrane[..timesteps * n], &mut tape.spikes[..]);
+            (
+                split_rows(m, timesteps, n, CHUNK, chunks),
+                split_rows(s, timesteps, rb, storage.row_bytes(CHUNK), chunks),
+                Some(storage),
+            )
+        }
+        None => (
+            empty_rows(chunks * timesteps),
+            empty_rows(chunks * timesteps),
+            None,
+        ),
+    };
+    type Rows<'a, E> = &'a mut [&'a mut [E]];
+    type Task<'a> = (usize, ((Rows<'a, f32>, Rows<'a, f32>), Rows<'a, u8>));
+    let body = |(ci, ((o, m), s)): Task| {
+        let (lo, hi) = (ci * CHUNK, ((ci + 1) * CHUNK).min(n));
+        let src: Vec<&[f32]> = (0..timesteps).map(|r| &x[r * n + lo..r * n + hi]).collect();
+        let aff = InputAffine {
+            mean: affine.mean,
+            scale: affine.scale,
+            shift: affine.shift,
+            plane,
+            first: lo,
+        };
+        let (src, aff) = (Some(&src[..]), Some(&aff));
+        match (storage, has_out) {
+            (None, true) => {
+                fused::forward_chunk_affine::<Recompute, false, true>(p, u0, src, aff, o, m, s)
+            }
+            (None, false) => unreachable!("checked above"),
+            (Some(SpikeStorage::Recompute), true) => {
+                fused::forward_chunk_affine::<Recompute, true, true>(p, u0, src, aff, o, m, s)
+            }
+            (Some(SpikeStorage::Recompute), false) => {
+                fused::forward_chunk_affine::<Recompute, true, false>(p, u0, src, aff, o, m, s)
+            }
+            (Some(SpikeStorage::Bits), true) => {
+                fused::forward_chunk_affine::<Bits, true, true>(p, u0, src, aff, o, m, s)
+            }
+            (Some(SpikeStorage::Bits), false) => {
+                fused::forward_chunk_affine::<Bits, true, false>(p, u0, src, aff, o, m, s)
+            }
+            (Some(SpikeStorage::Bytes), true) => {
+                fused::forward_chunk_affine::<Bytes, true, true>(p, u0, src, aff, o, m, s)
+            }
+            (Some(SpikeStorage::Bytes), false) => {
+                fused::forward_chunk_affine::<Bytes, true, false>(p, u0, src, aff, o, m, s)
+            }
+        }
+    };
+    let sums: Vec<ForwardSums> = out_rows
+        .par_chunks_mut(timesteps)
+        .zip(m_rows.par_chunks_mut(timesteps))
+        .zip(s_rows.par_chunks_mut(timesteps))
+        .enumerate()
+        .map(body)
+        .collect();
+    sums.into_iter()
+        .fold(ForwardSums::default(), ForwardSums::add)
+}
+
+/// True if [`forward_affine`] takes channel planes of `plane` neurons (a multiple of its 16-lane
+/// groups, so that a group never straddles two channels).
+pub fn affine_fits(plane: usize) -> bool {
+    plane > 0 && plane.is_multiple_of(16)
 }
 
 /// Evaluation forward: like [`forward_train`] but nothing is kept.

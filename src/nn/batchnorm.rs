@@ -7,6 +7,7 @@ use super::{Buffer, ForwardCtx, Layer, Param};
 use crate::dist::{sync_bn, SharedCollective};
 use crate::error::{Error, Result};
 use crate::kernels::bn::{self, BnDims};
+use crate::kernels::lif::ChannelAffine;
 use crate::tensor::Tensor;
 
 /// Batch normalization with PyTorch `BatchNorm2d` conventions (affine, `eps` 1e-5, momentum
@@ -220,6 +221,81 @@ impl BatchNorm2d {
             shift: self.beta.value.data().to_vec(),
         })
     }
+
+    /// The statistics half of a training forward on input `x` of shape `shape` (dims `d`):
+    /// batch mean and variance (all-reduced if synced), `scale`, and the running averages; or
+    /// the running statistics if frozen. Returns whether the batch's own statistics are used.
+    fn train_stats(&mut self, shape: &[usize], x: &[f32], d: BnDims) -> Result<bool> {
+        let batch_stats = !self.frozen_stats;
+        if batch_stats {
+            if d.count() < 2 {
+                return Err(Error::shape(
+                    &self.spec.name,
+                    "more than one value per channel (N·H·W > 1) in training mode",
+                    shape,
+                ));
+            }
+            bn::batch_stats(x, d, &mut self.mean, &mut self.var);
+            self.synced_count = self.sync.as_ref().map(|c| {
+                sync_bn::reduce_stats(c.as_ref(), d.count(), &mut self.mean, &mut self.var)
+            });
+            let eps = self.spec.eps as f64;
+            for (r, &v) in self.invstd.iter_mut().zip(&self.var) {
+                *r = (1.0 / (v as f64 + eps).sqrt()) as f32;
+            }
+            self.fill_scale();
+            bn::update_running(
+                self.running_mean.value.data_mut(),
+                self.running_var.value.data_mut(),
+                &self.mean,
+                &self.var,
+                self.synced_count.unwrap_or(d.count()),
+                self.spec.momentum,
+            );
+        } else {
+            self.use_running_stats();
+        }
+        Ok(batch_stats)
+    }
+
+    /// A training forward whose normalize is left to the consumer (a LIF that applies
+    /// [`BatchNorm2d::train_affine`] as it loads `input`): computes the statistics as
+    /// [`Layer::forward`] does and keeps `input` for backward (or drops it if deferred).
+    pub(crate) fn forward_stats_only(&mut self, input: &Tensor) -> Result<()> {
+        let d = self.dims(input.shape())?;
+        self.check_params()?;
+        let batch_stats = self.train_stats(input.shape(), input.data(), d)?;
+        self.cache = Some(Cached {
+            x: None,
+            shape: input.shape().to_vec(),
+            dims: d,
+            batch_stats,
+        });
+        Ok(())
+    }
+
+    /// Gives a [`BatchNorm2d::forward_stats_only`] its input to keep for backward, unless the
+    /// input is deferred (then the producer rebuilds it).
+    pub(crate) fn keep_input(&mut self, input: Tensor) {
+        if let Some(c) = self.cache.as_mut().filter(|_| !self.input_recomputable) {
+            c.x = Some(input);
+        }
+    }
+
+    /// The kept (or restored) input of the last training forward.
+    pub(crate) fn kept_input(&self) -> Option<&Tensor> {
+        self.cache.as_ref().and_then(|c| c.x.as_ref())
+    }
+
+    /// The per-channel affine of the last training forward (the output is
+    /// `(x − mean)·scale + shift`), borrowed for a kernel to apply.
+    pub(crate) fn train_affine(&self) -> ChannelAffine<'_> {
+        ChannelAffine {
+            mean: &self.mean,
+            scale: &self.scale,
+            shift: self.beta.value.data(),
+        }
+    }
 }
 
 impl Layer for BatchNorm2d {
@@ -241,35 +317,7 @@ impl Layer for BatchNorm2d {
             bn::normalize_inplace(input.data_mut(), d, &self.mean, &self.scale, beta);
             return Ok(input);
         }
-        let batch_stats = !self.frozen_stats;
-        if batch_stats {
-            if d.count() < 2 {
-                return Err(Error::shape(
-                    &self.spec.name,
-                    "more than one value per channel (N·H·W > 1) in training mode",
-                    input.shape(),
-                ));
-            }
-            bn::batch_stats(input.data(), d, &mut self.mean, &mut self.var);
-            self.synced_count = self.sync.as_ref().map(|c| {
-                sync_bn::reduce_stats(c.as_ref(), d.count(), &mut self.mean, &mut self.var)
-            });
-            let eps = self.spec.eps as f64;
-            for (r, &v) in self.invstd.iter_mut().zip(&self.var) {
-                *r = (1.0 / (v as f64 + eps).sqrt()) as f32;
-            }
-            self.fill_scale();
-            bn::update_running(
-                self.running_mean.value.data_mut(),
-                self.running_var.value.data_mut(),
-                &self.mean,
-                &self.var,
-                self.synced_count.unwrap_or(d.count()),
-                self.spec.momentum,
-            );
-        } else {
-            self.use_running_stats();
-        }
+        let batch_stats = self.train_stats(input.shape(), input.data(), d)?;
         let shape = input.shape().to_vec();
         let beta = self.beta.value.data();
         let (x, y) = if self.input_recomputable {

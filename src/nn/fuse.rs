@@ -4,8 +4,9 @@
 //! norm together with the neuron after the block (`bn(body) + shortcut → Lif`, an identity
 //! shortcut over spikes added from its bits); in training, a run `[Repeat] Lif [MaxPool2d]`
 //! runs as one forward and one backward kernel ([`Lif::forward_train_planes`]; the batch norm
-//! stays a layer, it needs batch statistics first). Either way with the same bits as layer by
-//! layer. A fused eval neuron also packs its output spikes to bits when the next layer reads
+//! stays a layer, it needs batch statistics first), and a batch norm before a deferred neuron
+//! with no such run only computes its statistics, the neuron applying it as it loads its input
+//! ([`Lif::forward_affine`]). Either way with the same bits as layer by layer. A fused eval neuron also packs its output spikes to bits when the next layer reads
 //! them ([`Layer::reads_spike_bits`]), while each plane is still in cache.
 //!
 //! Why: the stages between two convolutions are memory passes over the largest activations;
@@ -20,7 +21,7 @@ use super::pool::MaxPool2d;
 use super::repeat::Repeat;
 use super::residual::{Residual, Shortcut};
 use super::{ForwardCtx, Layer};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::lif::Addend;
 use crate::kernels::pool::PoolGeom;
 use crate::tensor::Tensor;
@@ -41,6 +42,11 @@ fn is<T: 'static>(layers: &[Box<dyn Layer>], i: usize) -> bool {
 }
 
 impl Run {
+    /// The batch norm the run starts with, if any.
+    pub fn batch_norm(&self) -> Option<usize> {
+        self.batch_norm
+    }
+
     /// The run's first layer.
     pub fn start(&self) -> usize {
         self.batch_norm.or(self.repeat).unwrap_or(self.lif)
@@ -134,13 +140,64 @@ pub(super) fn forward_train(
     lif.forward_train_planes(input, ctx, run.repeat.is_some(), pool)
 }
 
-/// Backward of the last [`forward_train`] of `run`: `grad` is `∂L/∂(run output)`.
+/// Backward of the last [`forward_train`] or [`forward_bn_lif`] of `run`: `grad` is
+/// `∂L/∂(run output)`. A batch norm's deferred input must have been restored first.
 pub(super) fn backward_train(
     layers: &mut [Box<dyn Layer>],
     run: Run,
     grad: Tensor,
 ) -> Result<Tensor> {
-    downcast::<Lif>(layers[run.lif].as_mut()).backward_train_planes(grad)
+    let Some(b) = run.batch_norm else {
+        return downcast::<Lif>(layers[run.lif].as_mut()).backward_train_planes(grad);
+    };
+    let (head, tail) = layers.split_at_mut(run.lif);
+    let bn = downcast::<BatchNorm2d>(head[b].as_mut());
+    let lif = downcast::<Lif>(tail[0].as_mut());
+    let x = bn.kept_input().ok_or_else(|| Error::NoForwardCache {
+        layer: bn.name().to_string(),
+    })?;
+    lif.restore_affine(x, &bn.train_affine())?;
+    let grad = lif.backward(grad)?;
+    bn.backward(grad)
+}
+
+/// The training run `BatchNorm2d → Lif` at layer `i` for an input of shape `input`, if the
+/// neuron can apply the batch norm itself ([`Lif::can_take_affine`]) and does not start a
+/// [`find_train_run`] run of its own. The caller decides whether the neuron's input may be
+/// deferred at all (the run always defers it).
+pub(super) fn find_bn_lif_run(layers: &[Box<dyn Layer>], i: usize, input: &[usize]) -> Option<Run> {
+    let lif = layers.get(i + 1)?.as_any().downcast_ref::<Lif>()?;
+    let fits = is::<BatchNorm2d>(layers, i)
+        && input.len() == 4
+        && lif.can_take_affine(input)
+        && find_train_run(layers, i + 1, input).is_none();
+    fits.then_some(Run {
+        batch_norm: Some(i),
+        repeat: None,
+        lif: i + 1,
+        pool: None,
+        end: i + 2,
+    })
+}
+
+/// Runs a [`find_bn_lif_run`] run on `input`: the batch norm computes its statistics only and
+/// keeps `input`; the neuron reads `input` through the batch norm's affine
+/// ([`Lif::forward_affine`]), so the normalized activation is never written, in the forward or
+/// in the backward's rebuild of the tape. Same bits as layer by layer.
+pub(super) fn forward_bn_lif(
+    layers: &mut [Box<dyn Layer>],
+    run: Run,
+    input: Tensor,
+    ctx: &ForwardCtx,
+) -> Result<Tensor> {
+    let b = run.batch_norm.expect("a batch-norm run");
+    let (head, tail) = layers.split_at_mut(run.lif);
+    let bn = downcast::<BatchNorm2d>(head[b].as_mut());
+    let lif = downcast::<Lif>(tail[0].as_mut());
+    bn.forward_stats_only(&input)?;
+    let out = lif.forward_affine(&input, &bn.train_affine(), ctx)?;
+    bn.keep_input(input);
+    Ok(out)
 }
 
 /// Runs `run` in eval mode on `input` (the input of its first layer).

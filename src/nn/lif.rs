@@ -24,6 +24,7 @@ use crate::neuron::step::StepParams;
 use crate::neuron::surrogate::Surrogate;
 use crate::tensor::Tensor;
 
+mod affine;
 mod fused;
 pub use fused::EvalStages;
 

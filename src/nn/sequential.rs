@@ -171,7 +171,10 @@ impl Sequential {
     /// True if a fused run starts at layer `i` for an input of shape `input` in `ctx`'s mode.
     fn fuses_at(&self, i: usize, input: &[usize], ctx: &ForwardCtx) -> bool {
         if ctx.is_train() {
-            self.fuse_train && fuse::find_train_run(&self.layers, i, input).is_some()
+            self.fuse_train
+                && (fuse::find_train_run(&self.layers, i, input).is_some()
+                    || (self.recompute != Recompute::Off
+                        && fuse::find_bn_lif_run(&self.layers, i, input).is_some()))
         } else {
             self.fuse_eval
                 && (fuse::is_residual_tail(&self.layers, i, input)
@@ -198,6 +201,17 @@ impl Sequential {
                     i = run.end;
                     continue;
                 }
+                // The run defers the neuron's input, so only where recompute would.
+                if self.recompute != Recompute::Off {
+                    if let Some(run) = fuse::find_bn_lif_run(layers, i, x.shape()) {
+                        let deferred = recomputable(self.recompute, layers, i);
+                        layers[i].set_input_recomputable(deferred);
+                        x = fuse::forward_bn_lif(layers, run, x, ctx)?;
+                        self.fused_runs.push(run);
+                        i = run.end;
+                        continue;
+                    }
+                }
             }
             if !ctx.is_train() && self.fuse_eval {
                 if fuse::is_residual_tail(layers, i, x.shape()) {
@@ -212,22 +226,7 @@ impl Sequential {
                 }
             }
             if ctx.is_train() {
-                let is_lif = layers[i].as_any().is::<Lif>();
-                let recomputable = i > 0
-                    && layers[i - 1].can_recompute_output()
-                    && match self.recompute {
-                        Recompute::Off => false,
-                        Recompute::Lif => is_lif,
-                        Recompute::Pointwise => {
-                            is_lif
-                                || layers[i - 1]
-                                    .as_any()
-                                    .downcast_ref::<Conv2d>()
-                                    .is_some_and(|c| c.spec().kernel == 1)
-                        }
-                        Recompute::Full => true,
-                    };
-                layers[i].set_input_recomputable(recomputable);
+                layers[i].set_input_recomputable(recomputable(self.recompute, layers, i));
             }
             x = layers[i].forward(x, ctx)?;
             i += 1;
@@ -273,6 +272,12 @@ impl Layer for Sequential {
         let mut end = self.layers.len();
         while end > 0 {
             if let Some(run) = self.fused_runs.iter().find(|r| r.end == end).copied() {
+                if let Some(b) = run
+                    .batch_norm()
+                    .filter(|&b| self.layers[b].input_deferred())
+                {
+                    self.restore_input(b)?;
+                }
                 g = fuse::backward_train(&mut self.layers, run, g)?;
                 end = run.start();
                 continue;
@@ -331,4 +336,24 @@ impl Layer for Sequential {
     }
 
     crate::impl_as_any!();
+}
+
+/// Whether layer `i` of `layers` may defer its training input at recompute level `level`:
+/// its predecessor must be able to rebuild its output.
+fn recomputable(level: Recompute, layers: &[Box<dyn Layer>], i: usize) -> bool {
+    let is_lif = layers[i].as_any().is::<Lif>();
+    i > 0
+        && layers[i - 1].can_recompute_output()
+        && match level {
+            Recompute::Off => false,
+            Recompute::Lif => is_lif,
+            Recompute::Pointwise => {
+                is_lif
+                    || layers[i - 1]
+                        .as_any()
+                        .downcast_ref::<Conv2d>()
+                        .is_some_and(|c| c.spec().kernel == 1)
+            }
+            Recompute::Full => true,
+        }
 }

@@ -204,32 +204,91 @@ pub(super) fn forward_chunk_from<F: Format, const TAPE: bool>(
     m: &mut [&mut [f32]],
     s: &mut [&mut [u8]],
 ) -> ForwardSums {
-    // The forward depends on the configuration only through the reset.
-    let (k, sh) = (p.surrogate.kind(), p.surrogate.shape());
-    match p.reset {
-        Reset::Soft => {
-            forward_body::<F, TAPE>(&p.specialized(k, sh, Reset::Soft), u0, src, io, m, s)
-        }
-        Reset::Hard => {
-            forward_body::<F, TAPE>(&p.specialized(k, sh, Reset::Hard), u0, src, io, m, s)
-        }
+    forward_chunk_affine::<F, TAPE, true>(p, u0, src, None, io, m, s)
+}
+
+/// A per-channel affine `(x − mean[c])·scale[c] + shift[c]` applied to the input as it is
+/// loaded (a training batch norm's output, never written out), with the arithmetic of
+/// [`crate::kernels::bn::normalize`] (`bn::affine8` per lane) so the values are the same bits.
+/// Neuron `j` of a chunk (`first + j` within its step) is in channel
+/// `((first + j) / plane) % mean.len()`.
+pub(super) struct InputAffine<'a> {
+    /// Per-channel mean.
+    pub mean: &'a [f32],
+    /// Per-channel scale.
+    pub scale: &'a [f32],
+    /// Per-channel shift.
+    pub shift: &'a [f32],
+    /// Neurons per channel plane: a multiple of 16, so no vector group straddles two planes.
+    pub plane: usize,
+    /// The step index of the chunk's first neuron.
+    pub first: usize,
+}
+
+impl InputAffine<'_> {
+    #[inline(always)]
+    fn channel(&self, j: usize) -> usize {
+        ((self.first + j) / self.plane) % self.mean.len()
     }
 }
 
-#[inline(always)]
-fn forward_body<F: Format, const TAPE: bool>(
+/// [`forward_chunk_from`] with `src` required, `affine` (if given) applied to it, and O written
+/// to `io` only if `OUT` (a tape rebuild needs just M: `io` may then be empty rows).
+pub(super) fn forward_chunk_affine<F: Format, const TAPE: bool, const OUT: bool>(
     p: &StepParams,
     u0: f32,
     src: Option<&[&[f32]]>,
+    affine: Option<&InputAffine>,
     io: &mut [&mut [f32]],
     m: &mut [&mut [f32]],
     s: &mut [&mut [u8]],
 ) -> ForwardSums {
-    if let Some(src) = src {
-        assert!(src.len() >= io.len() && src.iter().all(|r| r.len() == io[0].len()));
+    // The forward depends on the configuration only through the reset.
+    let (k, sh) = (p.surrogate.kind(), p.surrogate.shape());
+    match p.reset {
+        Reset::Soft => forward_body::<F, TAPE, OUT>(
+            &p.specialized(k, sh, Reset::Soft),
+            u0,
+            src,
+            affine,
+            io,
+            m,
+            s,
+        ),
+        Reset::Hard => forward_body::<F, TAPE, OUT>(
+            &p.specialized(k, sh, Reset::Hard),
+            u0,
+            src,
+            affine,
+            io,
+            m,
+            s,
+        ),
     }
+}
+
+#[inline(always)]
+fn forward_body<F: Format, const TAPE: bool, const OUT: bool>(
+    p: &StepParams,
+    u0: f32,
+    src: Option<&[&[f32]]>,
+    affine: Option<&InputAffine>,
+    io: &mut [&mut [f32]],
+    m: &mut [&mut [f32]],
+    s: &mut [&mut [u8]],
+) -> ForwardSums {
+    // `io` has a row per step (empty rows if !OUT); the rows' length comes from the input.
     let steps = io.len();
-    let len = io[0].len();
+    let len = src.map_or_else(|| io[0].len(), |r| r[0].len());
+    if let Some(src) = src {
+        assert!(src.len() >= steps && src.iter().all(|r| r.len() == len));
+    }
+    assert!(
+        OUT || src.is_some(),
+        "a forward without output reads a source"
+    );
+    assert!(!OUT || io.iter().all(|r| r.len() == len));
+    assert!(affine.is_none_or(|a| a.plane.is_multiple_of(LANES) && a.first % LANES == 0));
     let groups = len / LANES;
     let (mut spikes, mut active) = (0u64, 0u64);
     let mut lane_sum = [0f64; LANES];
@@ -239,10 +298,21 @@ fn forward_body<F: Format, const TAPE: bool>(
             let j = v * LANES;
             let mut u = V::splat(u0);
             let mut any = 0u32;
+            let norm = affine.map(|a| {
+                let c = a.channel(j);
+                (
+                    V::splat(a.mean[c]),
+                    V::splat(a.scale[c]),
+                    V::splat(a.shift[c]),
+                )
+            });
             for t in 0..steps {
-                let i = load16(src.map_or(&*io[t], |r| r[t]), j);
+                let x = load16(src.map_or(&*io[t], |r| r[t]), j);
+                let i = norm.map_or(x, |(mv, av, bv)| (x - mv).mul_add(av, bv));
                 let out = step(p, u, i);
-                store16(io[t], j, out.o);
+                if OUT {
+                    store16(io[t], j, out.o);
+                }
                 let bits = out.s.to_bitmask();
                 if TAPE {
                     store16(m[t], j, out.m);
@@ -267,8 +337,15 @@ fn forward_body<F: Format, const TAPE: bool>(
     for j in j0..len {
         let (mut u, mut any) = (u0, false);
         for t in 0..steps {
-            let out = step(p, u, src.map_or(io[t][j], |r| r[t][j]));
-            io[t][j] = out.o;
+            let x = src.map_or(io[t][j], |r| r[t][j]);
+            let i = affine.map_or(x, |a| {
+                let c = a.channel(j);
+                (x - a.mean[c]).mul_add(a.scale[c], a.shift[c])
+            });
+            let out = step(p, u, i);
+            if OUT {
+                io[t][j] = out.o;
+            }
             if TAPE {
                 m[t][j] = out.m;
                 F::put1(s[t], j, out.s);

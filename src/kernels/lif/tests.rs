@@ -304,3 +304,62 @@ proptest! {
         check_against_reference(&p, STORAGES[storage], t, n, seed);
     }
 }
+
+/// `forward_affine` is batch norm's `normalize` followed by `forward_train` (tape) or
+/// `forward_eval` (output), bit for bit: outputs, membranes, spike bytes and sums, over several
+/// chunks, channels and both resets, and with the output and the tape asked for separately.
+#[test]
+fn forward_affine_is_normalize_then_forward() {
+    use crate::kernels::bn::{normalize, BnDims};
+    let (t, b, c, plane) = (3, 7, 7, 48 * 16);
+    let n = b * c * plane;
+    assert!(n > 2 * CHUNK, "spans several chunks");
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    let x = random(&mut rng, t * n, -3.0, 5.0);
+    let mean = random(&mut rng, c, -1.0, 1.0);
+    let scale = random(&mut rng, c, -1.5, 2.0);
+    let shift = random(&mut rng, c, -0.5, 1.0);
+    let affine = ChannelAffine {
+        mean: &mean,
+        scale: &scale,
+        shift: &shift,
+    };
+    let mut y = vec![f32::NAN; x.len()];
+    let d = BnDims {
+        n: t * b,
+        c,
+        hw: plane,
+    };
+    normalize(&x, &mut y, d, &mean, &scale, &shift);
+    for (reset, storage) in [
+        (Reset::Soft, SpikeStorage::Recompute),
+        (Reset::Hard, SpikeStorage::Bits),
+        (Reset::Soft, SpikeStorage::Bytes),
+    ] {
+        let p = params(SurrogateKind::Trsg, SurrogateShape::Tri, reset, 0.7);
+        let mut want_out = y.clone();
+        let mut want_tape = Tape::new(storage);
+        let want = forward_train(&p, 0.2, t, &mut want_out, &mut want_tape);
+        assert!(
+            want.spikes > 0 && want.spikes < (t * n) as u64,
+            "not vacuous"
+        );
+
+        let mut out = vec![f32::NAN; x.len()];
+        let got = forward_affine(&p, 0.2, t, &x, &affine, plane, Some(&mut out), None);
+        assert_eq!(got, want, "{reset:?}: sums with output only");
+        let bits = |v: &[f32]| v.iter().map(|e| e.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&out), bits(&want_out), "{reset:?}: output");
+
+        let mut tape = Tape::new(storage);
+        tape.supply_membrane(vec![f32::NAN; t * n]);
+        let got = forward_affine(&p, 0.2, t, &x, &affine, plane, None, Some(&mut tape));
+        assert_eq!(got, want, "{storage:?}: sums with tape only");
+        assert_eq!(
+            bits(tape.membrane()),
+            bits(want_tape.membrane()),
+            "{storage:?}"
+        );
+        assert_eq!(tape.spike_bytes(), want_tape.spike_bytes(), "{storage:?}");
+    }
+}
