@@ -109,6 +109,32 @@ fn bn_pool_benches(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // mnist-cnn's conv2 output (T·B = 256, 64 × 14 × 14): small planes, 784 bytes each.
+    let dm = BnDims {
+        n: 256,
+        c: 64,
+        hw: 14 * 14,
+    };
+    let (xm, dym) = (data(dm.len(), 6), data(dm.len(), 7));
+    let mut ym = vec![0.0; dm.len()];
+    let (mut mm, mut vm) = (vec![0.0; dm.c], vec![0.0; dm.c]);
+    let (gm, bm) = (vec![1.0; dm.c], vec![0.0; dm.c]);
+    let (mut dgm, mut dbm) = (vec![0.0; dm.c], vec![0.0; dm.c]);
+    group.throughput(Throughput::Elements(dm.len() as u64));
+    group.bench_function("bn_fwd_train_256x64x14x14", |b| {
+        b.iter(|| {
+            bn::batch_stats(black_box(&xm), dm, &mut mm, &mut vm);
+            bn::normalize(&xm, &mut ym, dm, &mm, &vm, &bm);
+        })
+    });
+    group.bench_function("bn_bwd_256x64x14x14", |b| {
+        b.iter_batched_ref(
+            || dym.clone(),
+            |g| bn::backward(&xm, g, dm, &mm, &vm, &gm, true, &mut dgm, &mut dbm),
+            BatchSize::LargeInput,
+        )
+    });
+    group.throughput(Throughput::Elements(d.len() as u64));
     let pg = PoolGeom::new(d.n * d.c, 32, 32, 2, 2, 0).unwrap();
     let mut py = vec![0.0; pg.planes * pg.out_plane()];
     let mut arg = vec![0u32; py.len()];

@@ -32,6 +32,12 @@ const DIMS: &[BnDims] = &[
     BnDims { n: 2, c: 5, hw: 35 },
     BnDims { n: 1, c: 3, hw: 2 },
     BnDims { n: 4, c: 2, hw: 1 },
+    // Several summation tasks, the last one short.
+    BnDims {
+        n: 19,
+        c: 3,
+        hw: 20,
+    },
     BnDims {
         n: 2,
         c: 3,
