@@ -47,6 +47,11 @@ impl Run {
         self.batch_norm
     }
 
+    /// True for a [`find_bn_lif_run`] run (a batch norm and a deferred neuron only).
+    fn is_bn_lif(&self) -> bool {
+        self.batch_norm.is_some() && self.repeat.is_none() && self.pool.is_none()
+    }
+
     /// The run's first layer.
     pub fn start(&self) -> usize {
         self.batch_norm.or(self.repeat).unwrap_or(self.lif)
@@ -60,7 +65,17 @@ pub(super) fn find_run(layers: &[Box<dyn Layer>], i: usize, input: &[usize]) -> 
 }
 
 /// The training run (no batch norm) starting at layer `i`, if there is one worth fusing.
+///
+/// A batch norm before such a run joins it: it computes its statistics only, and the neuron
+/// applies it to the planes in cache ([`Lif::forward_train_planes_affine`]).
 pub(super) fn find_train_run(layers: &[Box<dyn Layer>], i: usize, input: &[usize]) -> Option<Run> {
+    if is::<BatchNorm2d>(layers, i) {
+        let inner = find(layers, i + 1, input, false, Lif::can_fuse_train)?;
+        return Some(Run {
+            batch_norm: Some(i),
+            ..inner
+        });
+    }
     find(layers, i, input, false, Lif::can_fuse_train)
 }
 
@@ -135,9 +150,21 @@ pub(super) fn forward_train(
     input: Tensor,
     ctx: &ForwardCtx,
 ) -> Result<Tensor> {
+    let repeated = run.repeat.is_some();
+    let Some(b) = run.batch_norm else {
+        let pool = prepare(layers, run, input.shape())?;
+        let lif = downcast::<Lif>(layers[run.lif].as_mut());
+        return lif.forward_train_planes(input, ctx, repeated, pool);
+    };
+    downcast::<BatchNorm2d>(layers[b].as_mut()).forward_stats_only(&input)?;
+    // The neuron's input: the batch norm's shape, repeated over T by the run if it has a repeat.
     let pool = prepare(layers, run, input.shape())?;
-    let lif = downcast::<Lif>(layers[run.lif].as_mut());
-    lif.forward_train_planes(input, ctx, run.repeat.is_some(), pool)
+    let (head, tail) = layers.split_at_mut(run.lif);
+    let bn = downcast::<BatchNorm2d>(head[b].as_mut());
+    let lif = downcast::<Lif>(tail[0].as_mut());
+    let out = lif.forward_train_planes_affine(&input, bn.train_affine(), ctx, repeated, pool)?;
+    bn.keep_input(input);
+    Ok(out)
 }
 
 /// Backward of the last [`forward_train`] or [`forward_bn_lif`] of `run`: `grad` is
@@ -156,8 +183,12 @@ pub(super) fn backward_train(
     let x = bn.kept_input().ok_or_else(|| Error::NoForwardCache {
         layer: bn.name().to_string(),
     })?;
-    lif.restore_affine(x, &bn.train_affine())?;
-    let grad = lif.backward(grad)?;
+    let grad = if run.is_bn_lif() {
+        lif.restore_affine(x, &bn.train_affine())?;
+        lif.backward(grad)?
+    } else {
+        lif.backward_train_planes_affine(grad, x, bn.train_affine())?
+    };
     bn.backward(grad)
 }
 
@@ -288,17 +319,23 @@ mod tests {
         );
         let second = find_run(layers, at("conv2_bn"), &[16, 64, 14, 14]).unwrap();
         assert_eq!((second.repeat, second.end), (None, at("pool2") + 1));
-        // Training leaves the batch norm out.
+        // Training takes the same runs (the batch norm computes statistics only), and
+        // without the batch norm if the run starts after it.
+        let train = find_train_run(layers, at("stem_bn"), &[4, 32, 28, 28]).unwrap();
+        assert_eq!(train, stem);
         let train = find_train_run(layers, at("repeat"), &[4, 32, 28, 28]).unwrap();
         assert_eq!((train.start(), train.end), (at("repeat"), at("pool1") + 1));
-        assert_eq!(
-            find_train_run(layers, at("stem_bn"), &[4, 32, 28, 28]),
-            None
-        );
-        let second = find_train_run(layers, at("conv2_lif"), &[16, 64, 14, 14]).unwrap();
+        let second = find_train_run(layers, at("conv2_bn"), &[16, 64, 14, 14]).unwrap();
         assert_eq!(
             (second.start(), second.end),
-            (at("conv2_lif"), at("pool2") + 1)
+            (at("conv2_bn"), at("pool2") + 1)
+        );
+        // These are plane runs, not batch norm → deferred neuron runs, which are only for a
+        // neuron without a run of its own.
+        assert!(!train.is_bn_lif() && !second.is_bn_lif());
+        assert_eq!(
+            find_bn_lif_run(layers, at("conv2_bn"), &[16, 64, 14, 14]),
+            None
         );
         // Not at a conv, and not on a flat input.
         assert_eq!(find_run(layers, at("conv2_conv"), &[16, 32, 14, 14]), None);

@@ -64,7 +64,9 @@ struct Cached {
 /// The input of a fused training forward and the stages around the LIF.
 #[derive(Clone, Debug)]
 struct FusedInput {
-    input: Tensor,
+    /// The kept input; `None` if the batch norm before the neuron keeps it (a forward through
+    /// its affine): the backward borrows it back.
+    input: Option<Tensor>,
     repeated: bool,
     pool: Option<PoolGeom>,
 }

@@ -196,6 +196,10 @@ impl Sequential {
         while i < layers.len() {
             if ctx.is_train() && self.fuse_train {
                 if let Some(run) = fuse::find_train_run(layers, i, x.shape()) {
+                    if let Some(b) = run.batch_norm() {
+                        let deferred = recomputable(self.recompute, layers, b);
+                        layers[b].set_input_recomputable(deferred);
+                    }
                     x = fuse::forward_train(layers, run, x, ctx)?;
                     self.fused_runs.push(run);
                     i = run.end;

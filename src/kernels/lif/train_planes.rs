@@ -1,6 +1,9 @@
-//! The training counterpart of [`super::planes`]: (repeat) → LIF over T → max pool as one
-//! forward pass that keeps nothing, and one backward pass that rebuilds what it needs from the
-//! LIF input: pool backward → LIF backward through time → (sum over T).
+//! The training counterpart of [`super::planes`]: (batch-norm affine) → (repeat) → LIF over T
+//! → max pool as one forward pass that keeps nothing, and one backward pass that rebuilds what
+//! it needs from the input: pool backward → LIF backward through time → (sum over T). The
+//! affine (a training batch norm's coefficients, given its batch statistics) is applied to a
+//! task's planes in L2, so the normalized activation is never written out; its gradient is the
+//! batch norm layer's business, from the `∂L/∂(affine output)` this returns.
 //!
 //! Why: run layer by layer, a training step streams every stage's full `[T·B, C, H, W]`
 //! activation several times (the repeat copy, the LIF forward and its recompute in backward,
@@ -24,6 +27,7 @@ use super::planes::max_pool_spikes;
 use super::{
     chunk_count, split_rows, sum_over_chunks, BackwardSums, ForwardSums, PlaneStages, CHUNK,
 };
+use crate::kernels::bn;
 use crate::kernels::elementwise::add_assign;
 use crate::kernels::pool::{self, PoolGeom};
 use crate::neuron::step::StepParams;
@@ -40,6 +44,8 @@ struct Scratch {
     argmax: Vec<u32>,
     /// One pooled plane (the generic argmax path writes it).
     pooled: Vec<f32>,
+    /// The batch-normalized input planes of a task, if the stages have an affine.
+    norm: Vec<f32>,
 }
 
 thread_local! {
@@ -60,10 +66,6 @@ fn chunk_span(c: usize, n: usize) -> (usize, usize) {
 
 fn check(stages: &PlaneStages, t: usize, input: usize, output: usize) {
     stages.check(t, input, output);
-    assert!(
-        stages.affine.is_none(),
-        "lif train planes: batch norm runs as its own layer in training"
-    );
     assert!(
         stages.addend.is_none(),
         "lif train planes: the residual addition runs as its own layer in training"
@@ -88,19 +90,55 @@ fn input_rows<'a>(
         .collect()
 }
 
+/// [`input_rows`] through `stages.affine`, if set (a training batch norm's coefficients): the
+/// whole planes around `[lo, hi)` are copied to `norm` and normalized there, plane by plane
+/// with [`bn::normalize_plane_inplace`] (so the values are `bn::normalize`'s bits), and the
+/// rows point into it (a repeated input is normalized once).
+fn source_rows<'a>(
+    stages: &PlaneStages,
+    t: usize,
+    input: &'a [f32],
+    lo: usize,
+    hi: usize,
+    norm: &'a mut Vec<f32>,
+) -> Vec<&'a [f32]> {
+    let Some(a) = &stages.affine else {
+        return input_rows(stages, t, input, lo, hi);
+    };
+    let hw = stages.plane_len();
+    let (p0, p1) = (lo / hw, hi.div_ceil(hw));
+    let (start, len) = (p0 * hw, (p1 - p0) * hw);
+    let raw = input_rows(stages, t, input, start, start + len);
+    let rows = if stages.repeated { 1 } else { t };
+    let buf = grow(norm, rows * len);
+    for (dst, src) in buf.chunks_exact_mut(len).zip(&raw) {
+        dst.copy_from_slice(src);
+        for (k, plane) in dst.chunks_exact_mut(hw).enumerate() {
+            let c = (p0 + k) % stages.channels;
+            bn::normalize_plane_inplace(plane, a.mean[c], a.scale[c], a.shift[c]);
+        }
+    }
+    let buf: &'a [f32] = buf;
+    (0..t)
+        .map(|step| {
+            let row = if stages.repeated { 0 } else { step };
+            &buf[row * len + lo - start..row * len + hi - start]
+        })
+        .collect()
+}
+
 /// Splits every row of `rows` at `at`.
 fn split_at(rows: Vec<&mut [f32]>, at: usize) -> (Vec<&mut [f32]>, Vec<&mut [f32]>) {
     rows.into_iter().map(|r| r.split_at_mut(at)).unzip()
 }
 
-/// Training forward of a LIF layer fused with a repeat before it and a max pool after it (per
-/// `stages`; `stages.affine` must be `None`): `input` per [`PlaneStages::repeated`], `out`
+/// Training forward of a LIF layer fused with a batch-norm affine and a repeat before it and a
+/// max pool after it (per `stages`): `input` per [`PlaneStages::repeated`], `out`
 /// `[T·B, C, OH, OW]` (overwritten). Nothing is kept: [`backward_train_planes`] rebuilds it.
 /// Outputs and sums are bit-identical to [`super::forward_train`] and the unfused pool.
 ///
 /// # Panics
-/// If a length disagrees with `stages` and `timesteps`, or `stages.affine` or
-/// `stages.addend` is set.
+/// If a length disagrees with `stages` and `timesteps`, or `stages.addend` is set.
 pub fn forward_train_planes(
     p: &StepParams,
     u0: f32,
@@ -130,7 +168,7 @@ pub fn forward_train_planes(
             // Through the end of the last owned plane (a chunk inside one big plane owns none).
             let end = if p_hi > p_lo { (p_hi * hw).max(hi) } else { hi };
             let len = end - lo;
-            let src = input_rows(stages, t, input, lo, end);
+            let src = source_rows(stages, t, input, lo, end, &mut s.norm);
             let (src_own, src_rest): (Vec<&[f32]>, Vec<&[f32]>) =
                 src.iter().map(|r| r.split_at(hi - lo)).unzip();
             let io = grow(&mut s.io, t * len);
@@ -177,12 +215,12 @@ pub fn forward_train_planes(
 }
 
 /// Backward of [`forward_train_planes`] (same `p`, `u0`, `stages` and `input`): `grad_out`
-/// `∂L/∂out` `[T·B, C, OH, OW]`; `dx` (overwritten) gets `∂L/∂input` — summed over the steps
-/// if the input was repeated. Gradients and sums are bit-identical to the unfused chain.
+/// `∂L/∂out` `[T·B, C, OH, OW]`; `dx` (overwritten) gets the gradient with respect to the
+/// LIF's input (after the affine, if any) — summed over the steps if the input was repeated.
+/// Gradients and sums are bit-identical to the unfused chain.
 ///
 /// # Panics
-/// If a length disagrees with `stages` and `timesteps`, or `stages.affine` or
-/// `stages.addend` is set.
+/// If a length disagrees with `stages` and `timesteps`, or `stages.addend` is set.
 pub fn backward_train_planes(
     p: &StepParams,
     u0: f32,
@@ -212,7 +250,7 @@ pub fn backward_train_planes(
             // Whole planes around the chunk: every window touching it.
             let (p0, p1) = (lo / hw, hi.div_ceil(hw));
             let (start, len) = (p0 * hw, (p1 - p0) * hw);
-            let src = input_rows(stages, t, input, start, start + len);
+            let src = source_rows(stages, t, input, start, start + len, &mut s.norm);
             let io = grow(&mut s.io, t * len);
             let membrane = grow(&mut s.membrane, t * len);
             let mut io_rows: Vec<&mut [f32]> = io.chunks_exact_mut(len).collect();
@@ -382,7 +420,7 @@ fn split_rows_by<'a, E>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{backward, forward_train, SpikeStorage, Tape};
+    use super::super::{backward, forward_train, ChannelAffine, SpikeStorage, Tape};
     use super::*;
     use crate::kernels::elementwise::par_sum_tiles;
     use crate::neuron::surrogate::{Reset, SurrogateKind, SurrogateShape};
@@ -410,6 +448,17 @@ mod tests {
         input: &[f32],
         dy: &[f32],
     ) -> Chain {
+        let mut normalized = input.to_vec();
+        if let Some(a) = &st.affine {
+            let rows = if st.repeated { 1 } else { t };
+            let d = bn::BnDims {
+                n: rows * st.planes / st.channels,
+                c: st.channels,
+                hw: st.plane_len(),
+            };
+            bn::normalize(input, &mut normalized, d, a.mean, a.scale, a.shift);
+        }
+        let input = &normalized[..];
         let mut x = if st.repeated {
             input.repeat(t)
         } else {
@@ -456,13 +505,27 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let (b, c, h, w) = shape;
         let t = 3;
+        // Every other case through a batch-norm affine.
+        let coefficient = |rng: &mut ChaCha8Rng, lo, hi| -> Vec<f32> {
+            (0..c).map(|_| rng.random_range(lo..hi)).collect()
+        };
+        let (mean, scale, shift) = (
+            coefficient(&mut rng, -0.5, 0.5),
+            coefficient(&mut rng, 0.5, 1.5),
+            coefficient(&mut rng, -0.3, 0.6),
+        );
+        let affine = seed.is_multiple_of(2).then_some(ChannelAffine {
+            mean: &mean,
+            scale: &scale,
+            shift: &shift,
+        });
         let st = PlaneStages {
             planes: b * c,
             channels: c,
             height: h,
             width: w,
             repeated,
-            affine: None,
+            affine,
             addend: None,
             pool,
         };
@@ -480,7 +543,8 @@ mod tests {
         let fwd = forward_train_planes(p, 0.2, t, &st, &input, &mut out);
         let mut dx = vec![f32::NAN; input.len()];
         let bwd = backward_train_planes(p, 0.2, t, &st, &input, &dy, &mut dx);
-        let what = format!("{shape:?} {pool:?} repeated {repeated} {p:?}");
+        let bn = affine.is_some();
+        let what = format!("{shape:?} {pool:?} repeated {repeated} bn {bn} {p:?}");
         assert_eq!(bits(&out), bits(&want.out), "output: {what}");
         assert_eq!(bits(&dx), bits(&want.dx), "dx: {what}");
         assert_eq!(fwd.spikes, want.fwd.spikes, "{what}");
@@ -497,7 +561,8 @@ mod tests {
 
     /// Bit for bit against the chain, sums included: planes that straddle chunk boundaries
     /// (6×6 and 5×7 planes over several chunks), planes larger than a chunk, scalar tails,
-    /// odd and overlapping pool windows, repeated or not, every surrogate and reset.
+    /// odd and overlapping pool windows, repeated or not, with a batch-norm affine or not,
+    /// every surrogate and reset.
     #[test]
     fn fused_training_equals_the_unfused_chain() {
         let mut spikes = 0;

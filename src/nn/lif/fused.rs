@@ -57,8 +57,12 @@ impl Lif {
         }
         let t = ctx.timesteps;
         let (repeated, pool) = (around.repeated, around.pool);
-        let (mut stages, batch) =
-            self.plane_stages(input.shape(), t, around.affine, repeated, pool)?;
+        let affine = around.affine.map(|a| ChannelAffine {
+            mean: &a.mean,
+            scale: &a.scale,
+            shift: &a.shift,
+        });
+        let (mut stages, batch) = self.plane_stages(input.shape(), t, affine, repeated, pool)?;
         if let Some(a) = around.addend {
             self.check_addend(&stages, t, a)?;
             stages.addend = Some(a);
@@ -143,6 +147,36 @@ impl Lif {
         repeated: bool,
         pool: Option<PoolGeom>,
     ) -> Result<Tensor> {
+        let out = self.train_planes_forward(&input, None, ctx, repeated, pool)?;
+        if let Some(f) = self.cache.as_mut().and_then(|c| c.fused.as_mut()) {
+            f.input = Some(input);
+        }
+        Ok(out)
+    }
+
+    /// [`Lif::forward_train_planes`] on a training batch norm's input `x`, the neuron applying
+    /// the batch norm's `affine` to each task's planes in cache (the normalized activation is
+    /// never written). Keeps nothing: the batch norm keeps `x`, and
+    /// [`Lif::backward_train_planes_affine`] borrows it back.
+    pub fn forward_train_planes_affine(
+        &mut self,
+        x: &Tensor,
+        affine: ChannelAffine,
+        ctx: &ForwardCtx,
+        repeated: bool,
+        pool: Option<PoolGeom>,
+    ) -> Result<Tensor> {
+        self.train_planes_forward(x, Some(affine), ctx, repeated, pool)
+    }
+
+    fn train_planes_forward(
+        &mut self,
+        input: &Tensor,
+        affine: Option<ChannelAffine>,
+        ctx: &ForwardCtx,
+        repeated: bool,
+        pool: Option<PoolGeom>,
+    ) -> Result<Tensor> {
         if !ctx.is_train() || !self.can_fuse_train() {
             return Err(Error::State(format!(
                 "{}: forward_train_planes needs training mode and no recorder",
@@ -150,7 +184,7 @@ impl Lif {
             )));
         }
         let t = ctx.timesteps;
-        let (stages, batch) = self.plane_stages(input.shape(), t, None, repeated, pool)?;
+        let (stages, batch) = self.plane_stages(input.shape(), t, affine, repeated, pool)?;
         let (params, u0) = self.step_params();
         self.drop_forward_state();
         let out_shape = stages_output_shape(&stages, t, batch);
@@ -169,7 +203,7 @@ impl Lif {
             deferred: false,
             restored: false,
             fused: Some(FusedInput {
-                input,
+                input: None,
                 repeated,
                 pool,
             }),
@@ -181,15 +215,46 @@ impl Lif {
     /// shape); returns `∂L/∂input` (summed over the steps if the input was repeated) and adds
     /// the θ and τ gradients. Frees the kept input.
     pub fn backward_train_planes(&mut self, grad_output: Tensor) -> Result<Tensor> {
+        let input = self
+            .cache
+            .as_mut()
+            .and_then(|c| c.fused.as_mut())
+            .and_then(|f| f.input.take());
+        let Some(input) = input else {
+            return Err(self.not_fused());
+        };
+        self.train_planes_backward(grad_output, &input, None)
+    }
+
+    /// Backward of [`Lif::forward_train_planes_affine`], given the same `x` and `affine`:
+    /// returns the gradient with respect to the affine's output (the batch norm's output
+    /// gradient), summed over the steps if the input was repeated, and adds the θ and τ
+    /// gradients.
+    pub fn backward_train_planes_affine(
+        &mut self,
+        grad_output: Tensor,
+        x: &Tensor,
+        affine: ChannelAffine,
+    ) -> Result<Tensor> {
+        self.train_planes_backward(grad_output, x, Some(affine))
+    }
+
+    fn not_fused(&self) -> Error {
+        Error::State(format!("{}: the last forward was not fused", self.name))
+    }
+
+    fn train_planes_backward(
+        &mut self,
+        grad_output: Tensor,
+        input: &Tensor,
+        affine: Option<ChannelAffine>,
+    ) -> Result<Tensor> {
         let c = self.cached()?;
         let Some(f) = &c.fused else {
-            return Err(Error::State(format!(
-                "{}: the last forward was not fused",
-                self.name
-            )));
+            return Err(self.not_fused());
         };
         let t = c.timesteps;
-        let (stages, batch) = self.plane_stages(f.input.shape(), t, None, f.repeated, f.pool)?;
+        let (stages, batch) = self.plane_stages(input.shape(), t, affine, f.repeated, f.pool)?;
         let want = stages_output_shape(&stages, t, batch);
         if grad_output.shape() != want {
             return Err(Error::shape(
@@ -198,20 +263,20 @@ impl Lif {
                 grad_output.shape(),
             ));
         }
-        let mut dx = crate::buffer_pool::overwritable(f.input.len());
+        let mut dx = crate::buffer_pool::overwritable(input.len());
         let sums = kernel::backward_train_planes(
             &c.params,
             c.u0,
             t,
             &stages,
-            f.input.data(),
+            input.data(),
             grad_output.data(),
             &mut dx,
         );
-        let (shape, derived) = (f.input.shape().to_vec(), c.derived);
+        let derived = c.derived;
         self.cache = None;
         self.add_param_grads(&sums, &derived);
-        Tensor::from_vec(&shape, dx)
+        Tensor::from_vec(input.shape(), dx)
     }
 
     /// The kernel's view of an `[N, C, H, W]` input and the fused stages, and the batch B.
@@ -219,7 +284,7 @@ impl Lif {
         &self,
         shape: &[usize],
         t: usize,
-        affine: Option<&'a EvalAffine>,
+        affine: Option<ChannelAffine<'a>>,
         repeated: bool,
         pool: Option<PoolGeom>,
     ) -> Result<(PlaneStages<'a>, usize)> {
@@ -233,7 +298,7 @@ impl Lif {
                 shape,
             ));
         }
-        if affine.is_some_and(|a| a.mean.len() != c)
+        if affine.is_some_and(|a| [a.mean, a.scale, a.shift].iter().any(|v| v.len() != c))
             || pool.is_some_and(|g| (g.planes, g.h, g.w) != (1, h, w))
         {
             return Err(Error::shape(
@@ -249,11 +314,7 @@ impl Lif {
             height: h,
             width: w,
             repeated,
-            affine: affine.map(|a| ChannelAffine {
-                mean: &a.mean,
-                scale: &a.scale,
-                shift: &a.shift,
-            }),
+            affine,
             pool,
             addend: None,
         };
