@@ -137,7 +137,14 @@ fn conv2d_gradients_match_finite_differences() {
 #[test]
 fn linear_gradients_match_finite_differences() {
     let mut rng = init_rng(2);
-    for &(n, i, o, bias) in &[(3, 7, 5, true), (1, 4, 3, false), (70, 3, 2, true)] {
+    // Few outputs (the transposed product, split over the inputs) and many (over the outputs).
+    for &(n, i, o, bias) in &[
+        (3, 7, 5, true),
+        (1, 4, 3, false),
+        (70, 3, 2, true),
+        (3, 130, 4, true),
+        (2, 3, 70, true),
+    ] {
         let spec = LinearSpec {
             name: "fc".into(),
             in_features: i,
