@@ -322,29 +322,20 @@ pub fn forward_affine(
             first: lo,
         };
         let (src, aff) = (Some(&src[..]), Some(&aff));
+        macro_rules! chunk {
+            ($format:ty, $tape:literal, $out:literal) => {
+                fused::forward_chunk_affine::<$format, $tape, $out>(p, u0, src, aff, o, m, s)
+            };
+        }
         match (storage, has_out) {
-            (None, true) => {
-                fused::forward_chunk_affine::<Recompute, false, true>(p, u0, src, aff, o, m, s)
-            }
+            (None, true) => chunk!(Recompute, false, true),
             (None, false) => unreachable!("checked above"),
-            (Some(SpikeStorage::Recompute), true) => {
-                fused::forward_chunk_affine::<Recompute, true, true>(p, u0, src, aff, o, m, s)
-            }
-            (Some(SpikeStorage::Recompute), false) => {
-                fused::forward_chunk_affine::<Recompute, true, false>(p, u0, src, aff, o, m, s)
-            }
-            (Some(SpikeStorage::Bits), true) => {
-                fused::forward_chunk_affine::<Bits, true, true>(p, u0, src, aff, o, m, s)
-            }
-            (Some(SpikeStorage::Bits), false) => {
-                fused::forward_chunk_affine::<Bits, true, false>(p, u0, src, aff, o, m, s)
-            }
-            (Some(SpikeStorage::Bytes), true) => {
-                fused::forward_chunk_affine::<Bytes, true, true>(p, u0, src, aff, o, m, s)
-            }
-            (Some(SpikeStorage::Bytes), false) => {
-                fused::forward_chunk_affine::<Bytes, true, false>(p, u0, src, aff, o, m, s)
-            }
+            (Some(SpikeStorage::Recompute), true) => chunk!(Recompute, true, true),
+            (Some(SpikeStorage::Recompute), false) => chunk!(Recompute, true, false),
+            (Some(SpikeStorage::Bits), true) => chunk!(Bits, true, true),
+            (Some(SpikeStorage::Bits), false) => chunk!(Bits, true, false),
+            (Some(SpikeStorage::Bytes), true) => chunk!(Bytes, true, true),
+            (Some(SpikeStorage::Bytes), false) => chunk!(Bytes, true, false),
         }
     };
     let sums: Vec<ForwardSums> = out_rows

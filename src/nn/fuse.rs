@@ -125,6 +125,19 @@ fn downcast<T: 'static>(layer: &mut dyn Layer) -> &mut T {
         .expect("find_run checked the layer type")
 }
 
+/// The batch norm at `b` and the neuron at `lif` (`b < lif`), both borrowed.
+fn batch_norm_and_lif(
+    layers: &mut [Box<dyn Layer>],
+    b: usize,
+    lif: usize,
+) -> (&mut BatchNorm2d, &mut Lif) {
+    let (head, tail) = layers.split_at_mut(lif);
+    (
+        downcast::<BatchNorm2d>(head[b].as_mut()),
+        downcast::<Lif>(tail[0].as_mut()),
+    )
+}
+
 /// Clears the caches of `run`'s repeat and pool (the fused kernel replaces them) and returns
 /// the pool's plane geometry for `input` (the LIF's input shape).
 fn prepare(layers: &mut [Box<dyn Layer>], run: Run, input: &[usize]) -> Result<Option<PoolGeom>> {
@@ -142,14 +155,17 @@ fn prepare(layers: &mut [Box<dyn Layer>], run: Run, input: &[usize]) -> Result<O
     }
 }
 
-/// Runs training run `run` (from [`find_train_run`]) on `input`; [`backward_train`] must
-/// follow.
+/// Runs training run `run` (from [`find_train_run`] or [`find_bn_lif_run`]) on `input`;
+/// [`backward_train`] must follow.
 pub(super) fn forward_train(
     layers: &mut [Box<dyn Layer>],
     run: Run,
     input: Tensor,
     ctx: &ForwardCtx,
 ) -> Result<Tensor> {
+    if run.is_bn_lif() {
+        return forward_bn_lif(layers, run, input, ctx);
+    }
     let repeated = run.repeat.is_some();
     let Some(b) = run.batch_norm else {
         let pool = prepare(layers, run, input.shape())?;
@@ -159,9 +175,7 @@ pub(super) fn forward_train(
     downcast::<BatchNorm2d>(layers[b].as_mut()).forward_stats_only(&input)?;
     // The neuron's input: the batch norm's shape, repeated over T by the run if it has a repeat.
     let pool = prepare(layers, run, input.shape())?;
-    let (head, tail) = layers.split_at_mut(run.lif);
-    let bn = downcast::<BatchNorm2d>(head[b].as_mut());
-    let lif = downcast::<Lif>(tail[0].as_mut());
+    let (bn, lif) = batch_norm_and_lif(layers, b, run.lif);
     let out = lif.forward_train_planes_affine(&input, bn.train_affine(), ctx, repeated, pool)?;
     bn.keep_input(input);
     Ok(out)
@@ -177,9 +191,7 @@ pub(super) fn backward_train(
     let Some(b) = run.batch_norm else {
         return downcast::<Lif>(layers[run.lif].as_mut()).backward_train_planes(grad);
     };
-    let (head, tail) = layers.split_at_mut(run.lif);
-    let bn = downcast::<BatchNorm2d>(head[b].as_mut());
-    let lif = downcast::<Lif>(tail[0].as_mut());
+    let (bn, lif) = batch_norm_and_lif(layers, b, run.lif);
     let x = bn.kept_input().ok_or_else(|| Error::NoForwardCache {
         layer: bn.name().to_string(),
     })?;
@@ -215,16 +227,14 @@ pub(super) fn find_bn_lif_run(layers: &[Box<dyn Layer>], i: usize, input: &[usiz
 /// keeps `input`; the neuron reads `input` through the batch norm's affine
 /// ([`Lif::forward_affine`]), so the normalized activation is never written, in the forward or
 /// in the backward's rebuild of the tape. Same bits as layer by layer.
-pub(super) fn forward_bn_lif(
+fn forward_bn_lif(
     layers: &mut [Box<dyn Layer>],
     run: Run,
     input: Tensor,
     ctx: &ForwardCtx,
 ) -> Result<Tensor> {
     let b = run.batch_norm.expect("a batch-norm run");
-    let (head, tail) = layers.split_at_mut(run.lif);
-    let bn = downcast::<BatchNorm2d>(head[b].as_mut());
-    let lif = downcast::<Lif>(tail[0].as_mut());
+    let (bn, lif) = batch_norm_and_lif(layers, b, run.lif);
     bn.forward_stats_only(&input)?;
     let out = lif.forward_affine(&input, &bn.train_affine(), ctx)?;
     bn.keep_input(input);

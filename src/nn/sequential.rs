@@ -171,10 +171,7 @@ impl Sequential {
     /// True if a fused run starts at layer `i` for an input of shape `input` in `ctx`'s mode.
     fn fuses_at(&self, i: usize, input: &[usize], ctx: &ForwardCtx) -> bool {
         if ctx.is_train() {
-            self.fuse_train
-                && (fuse::find_train_run(&self.layers, i, input).is_some()
-                    || (self.recompute != Recompute::Off
-                        && fuse::find_bn_lif_run(&self.layers, i, input).is_some()))
+            self.fuse_train && train_run_at(self.recompute, &self.layers, i, input).is_some()
         } else {
             self.fuse_eval
                 && (fuse::is_residual_tail(&self.layers, i, input)
@@ -195,7 +192,7 @@ impl Sequential {
         let layers = &mut self.layers[..end];
         while i < layers.len() {
             if ctx.is_train() && self.fuse_train {
-                if let Some(run) = fuse::find_train_run(layers, i, x.shape()) {
+                if let Some(run) = train_run_at(self.recompute, layers, i, x.shape()) {
                     if let Some(b) = run.batch_norm() {
                         let deferred = recomputable(self.recompute, layers, b);
                         layers[b].set_input_recomputable(deferred);
@@ -204,17 +201,6 @@ impl Sequential {
                     self.fused_runs.push(run);
                     i = run.end;
                     continue;
-                }
-                // The run defers the neuron's input, so only where recompute would.
-                if self.recompute != Recompute::Off {
-                    if let Some(run) = fuse::find_bn_lif_run(layers, i, x.shape()) {
-                        let deferred = recomputable(self.recompute, layers, i);
-                        layers[i].set_input_recomputable(deferred);
-                        x = fuse::forward_bn_lif(layers, run, x, ctx)?;
-                        self.fused_runs.push(run);
-                        i = run.end;
-                        continue;
-                    }
                 }
             }
             if !ctx.is_train() && self.fuse_eval {
@@ -340,6 +326,21 @@ impl Layer for Sequential {
     }
 
     crate::impl_as_any!();
+}
+
+/// The training run starting at layer `i` for an input of shape `input`, if any: a plane run,
+/// else a batch norm → deferred neuron run where `level` defers neurons at all.
+fn train_run_at(
+    level: Recompute,
+    layers: &[Box<dyn Layer>],
+    i: usize,
+    input: &[usize],
+) -> Option<fuse::Run> {
+    fuse::find_train_run(layers, i, input).or_else(|| {
+        (level != Recompute::Off)
+            .then(|| fuse::find_bn_lif_run(layers, i, input))
+            .flatten()
+    })
 }
 
 /// Whether layer `i` of `layers` may defer its training input at recompute level `level`:
