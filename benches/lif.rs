@@ -1,7 +1,8 @@
 //! Fused LIF kernels at ResNet-19 layer sizes (T = 4, B = 64; METHOD.md §6.1): training forward,
 //! backward, forward+backward, eval forward, the three spike storages, a STREAM-like triad
 //! over the same bytes as a same-run bandwidth reference, an L2-resident size that shows
-//! the compute rate, and the fused eval kernel against the layer-by-layer chain it replaces.
+//! the compute rate, and the fused eval and training kernels (plane runs, batch norm → LIF)
+//! against the layer-by-layer chains they replace.
 //!
 //! Throughput is reported in neuron-steps (T·N) and in counted bytes (each f32 read or written
 //! once, no write-allocate traffic, like STREAM): training forward 12 B per neuron-step
@@ -353,6 +354,50 @@ fn train_planes(c: &mut Criterion) {
     g.finish();
 }
 
+/// A training batch norm before a deferred LIF at ResNet-19's layer 1 (T·B = 256, 128 × 32 × 32):
+/// layer by layer (normalize into a fresh buffer, LIF forward in place on it; in backward the
+/// normalize again and the tape rebuild) against the fused kernel reading the batch norm's
+/// input through its affine (`forward_affine`, once with output and once with the tape).
+fn bn_lif(c: &mut Criterion) {
+    use mpsnn::kernels::bn::{normalize, BnDims};
+    use mpsnn::kernels::lif::{forward_affine, ChannelAffine};
+    let d = BnDims {
+        n: T * B,
+        c: 128,
+        hw: 32 * 32,
+    };
+    let x = data(d.len(), -1.0, 3.0, 31);
+    let mean = data(d.c, -0.2, 0.2, 32);
+    let scale = data(d.c, 0.5, 1.5, 33);
+    let shift = data(d.c, -0.2, 0.4, 34);
+    let p = params();
+    let mut g = c.benchmark_group("bn_lif/128x32x32");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(d.len() as u64));
+    let mut y = vec![0.0; d.len()];
+    let mut tape = Tape::new(SpikeStorage::Recompute);
+    g.bench_function("layer_by_layer", |bch| {
+        bch.iter(|| {
+            normalize(&x, &mut y, d, &mean, &scale, &shift);
+            forward_eval(&p, 0.0, T, &mut y);
+            normalize(&x, &mut y, d, &mean, &scale, &shift);
+            forward_train(&p, 0.0, T, &mut y, &mut tape)
+        })
+    });
+    let affine = ChannelAffine {
+        mean: &mean,
+        scale: &scale,
+        shift: &shift,
+    };
+    g.bench_function("fused", |bch| {
+        bch.iter(|| {
+            forward_affine(&p, 0.0, T, &x, &affine, d.hw, Some(&mut y), None);
+            forward_affine(&p, 0.0, T, &x, &affine, d.hw, None, Some(&mut tape))
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     lif,
@@ -360,6 +405,7 @@ criterion_group!(
     l2_resident,
     eval_planes,
     residual_tail,
-    train_planes
+    train_planes,
+    bn_lif
 );
 criterion_main!(benches);
