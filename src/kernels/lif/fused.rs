@@ -232,8 +232,9 @@ impl InputAffine<'_> {
     }
 }
 
-/// [`forward_chunk_from`] with `src` required, `affine` (if given) applied to it, and O written
-/// to `io` only if `OUT` (a tape rebuild needs just M: `io` may then be empty rows).
+/// [`forward_chunk_from`] with `affine` (if given) applied to the input as it is loaded, and O
+/// written to `io` only if `OUT` (a tape rebuild needs just M: `io` may then be empty rows,
+/// and `src` is required).
 pub(super) fn forward_chunk_affine<F: Format, const TAPE: bool, const OUT: bool>(
     p: &StepParams,
     u0: f32,

@@ -223,7 +223,14 @@ impl Lif {
         let Some(input) = input else {
             return Err(self.not_fused());
         };
-        self.train_planes_backward(grad_output, &input, None)
+        let dx = self.train_planes_backward(grad_output, &input, None);
+        if dx.is_err() {
+            // A rejected gradient loses nothing: the forward's input stays for a retry.
+            if let Some(f) = self.cache.as_mut().and_then(|c| c.fused.as_mut()) {
+                f.input = Some(input);
+            }
+        }
+        dx
     }
 
     /// Backward of [`Lif::forward_train_planes_affine`], given the same `x` and `affine`:
@@ -342,6 +349,27 @@ fn overwritable_tensor(shape: &[usize; 4]) -> Result<Tensor> {
 mod tests {
     use super::*;
     use crate::nn::spec::LifSpec;
+
+    /// A fused training backward given a gradient of the wrong shape fails without losing the
+    /// forward's input: the right gradient afterwards still gets the input gradient.
+    #[test]
+    fn a_rejected_gradient_keeps_the_fused_input() {
+        let mut lif = Lif::from_spec(&LifSpec::new("lif")).unwrap();
+        let ctx = ForwardCtx::train(2);
+        let pool = PoolGeom::new(1, 4, 4, 2, 2, 0);
+        let input = Tensor::from_vec(&[4, 2, 4, 4], vec![1.5; 128]).unwrap();
+        let out = lif.forward_train_planes(input, &ctx, false, pool).unwrap();
+        let wrong = Tensor::from_vec(&[4, 2, 2, 3], vec![1.0; 48]).unwrap();
+        let err = lif.backward_train_planes(wrong).unwrap_err();
+        assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+        let grad = Tensor::from_vec(out.shape(), vec![1.0; out.len()]).unwrap();
+        let dx = lif.backward_train_planes(grad).unwrap();
+        assert_eq!(dx.shape(), &[4, 2, 4, 4]);
+        assert!(
+            dx.data().iter().any(|&g| g != 0.0),
+            "the gradient reaches the input"
+        );
+    }
 
     /// An addend that does not fit the input, or one on a repeated input, is a shape error
     /// before any kernel runs; one that fits is added.
