@@ -35,6 +35,7 @@
 
 pub mod im2col;
 pub mod sparse;
+pub mod winograd;
 
 use super::elementwise::{add_assign, sum};
 use super::gemm::{sgemm, MatLayout};
@@ -275,6 +276,18 @@ pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32], bias: Option<&[f32]>, y:
 /// If a slice length disagrees with `g`.
 pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) {
     check_lens(g, dx.len(), weight.len(), dy.len(), "backward_input");
+    if g.n == 0 {
+        return;
+    }
+    if winograd::preferred(g) {
+        return winograd::backward_input(g, dy, weight, dx);
+    }
+    backward_input_im2col(g, dy, weight, dx);
+}
+
+/// [`backward_input`] as `Wᵀ·dY` GEMMs and col2im, for any shape (lengths checked by the
+/// caller).
+pub fn backward_input_im2col(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) {
     if g.n == 0 {
         return;
     }

@@ -111,6 +111,8 @@ const SHAPES: &[[usize; 8]] = &[
     [2, 3, 2, 3, 4, 3, 1, 2],
     [9, 2, 4, 5, 3, 3, 1, 1],
     [2, 64, 6, 6, 8, 3, 1, 1],
+    // Winograd's input gradient (both channel counts ≥ winograd::MIN_CHANNELS).
+    [2, 32, 6, 5, 33, 3, 1, 1],
     [3, 130, 5, 5, 3, 3, 1, 1],
     [2, 300, 3, 3, 4, 1, 1, 0],
     [2, 3, 6, 6, 4, 3, 3, 0],
@@ -275,4 +277,41 @@ fn empty_batch_is_a_no_op() {
     backward_input(&g, &[], &w, &mut []);
     backward_weight(&g, &[], &[], &mut dw, &mut ws);
     assert!(dw.iter().all(|&v| v == 0.5));
+}
+
+#[test]
+fn winograd_and_im2col_input_gradients_match_the_direct_convolution() {
+    // 3×3 "same" shapes: odd heights and widths (edge tiles half outside), several image
+    // groups with a short last one (16×16: 64 tiles, 4 images per group), a 1×1 plane, the
+    // widest plane Winograd takes, and channel counts on both sides of a GEMM tile.
+    let shapes: &[[usize; 5]] = &[
+        // n, c_in, h, w, c_out
+        [9, 3, 16, 16, 5],
+        [3, 17, 7, 5, 33],
+        [2, 4, 1, 1, 3],
+        [1, 2, 3, 128, 3],
+        [5, 32, 14, 14, 64],
+        [70, 2, 2, 3, 2],
+    ];
+    let mut seed = 21;
+    for s in shapes {
+        let g = ConvGeom::new(s[0], s[1], s[2], s[3], s[4], 3, 1, 1).unwrap();
+        assert!(winograd::fits(&g), "{s:?}");
+        let x = rand_vec(g.n * g.in_img(), &mut seed);
+        let wt = rand_vec(g.weight_len(), &mut seed);
+        let b = vec![0.0; g.c_out];
+        let dy = rand_vec(g.n * g.out_img(), &mut seed);
+        let r = reference(&g, &x, &wt, &b, &dy);
+        let mut dx = vec![f32::NAN; g.n * g.in_img()];
+        winograd::backward_input(&g, &dy, &wt, &mut dx);
+        assert_close(&format!("{s:?} winograd dx"), &dx, &r.dx, &[]);
+        let mut dx = vec![f32::NAN; g.n * g.in_img()];
+        backward_input_im2col(&g, &dy, &wt, &mut dx);
+        assert_close(&format!("{s:?} im2col dx"), &dx, &r.dx, &[]);
+    }
+    // Only 3×3, stride 1, padding 1, at most MAX_WIDTH wide.
+    let fits = |h, w, k, s, p| winograd::fits(&ConvGeom::new(1, 1, h, w, 1, k, s, p).unwrap());
+    assert!(fits(8, winograd::MAX_WIDTH, 3, 1, 1));
+    assert!(!fits(8, winograd::MAX_WIDTH + 1, 3, 1, 1));
+    assert!(!fits(8, 8, 3, 2, 1) && !fits(8, 8, 3, 1, 0) && !fits(8, 8, 5, 1, 1));
 }
