@@ -280,7 +280,7 @@ fn empty_batch_is_a_no_op() {
 }
 
 #[test]
-fn winograd_and_im2col_input_gradients_match_the_direct_convolution() {
+fn winograd_and_im2col_gradients_match_the_direct_convolution() {
     // 3×3 "same" shapes: odd heights and widths (edge tiles half outside), several image
     // groups with a short last one (16×16: 64 tiles, 4 images per group), a 1×1 plane, the
     // widest plane Winograd takes, and channel counts on both sides of a GEMM tile.
@@ -308,6 +308,15 @@ fn winograd_and_im2col_input_gradients_match_the_direct_convolution() {
         let mut dx = vec![f32::NAN; g.n * g.in_img()];
         backward_input_im2col(&g, &dy, &wt, &mut dx);
         assert_close(&format!("{s:?} im2col dx"), &dx, &r.dx, &[]);
+        // Weight gradients accumulate: both start from the same random values.
+        let acc0 = rand_vec(g.weight_len(), &mut seed);
+        let mut ws = ConvWorkspace::default();
+        let mut dw = acc0.clone();
+        winograd::backward_weight(&g, &x, &dy, &mut dw, &mut ws);
+        assert_close(&format!("{s:?} winograd dw"), &dw, &r.dw, &acc0);
+        let mut dw = acc0.clone();
+        backward_weight_im2col(&g, &x, &dy, &mut dw, &mut ws);
+        assert_close(&format!("{s:?} im2col dw"), &dw, &r.dw, &acc0);
     }
     // Only 3×3, stride 1, padding 1, at most MAX_WIDTH wide.
     let fits = |h, w, k, s, p| winograd::fits(&ConvGeom::new(1, 1, h, w, 1, k, s, p).unwrap());

@@ -21,6 +21,9 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod weight;
+
+pub use weight::backward_weight;
 
 /// Which tile transforms run: the portable loops, or AVX-512 (planes at most 32 wide).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +50,15 @@ impl Transforms {
             // the slice bounds are asserted inside.
             #[cfg(target_arch = "x86_64")]
             Transforms::Avx512 => unsafe { avx512::transform_input(plane, h, w, v, ld) },
+        }
+    }
+
+    fn grad(self, plane: &[f32], h: usize, w: usize, u: &mut [f32], ld: usize) {
+        match self {
+            Transforms::Portable => weight::transform_grad(plane, h, w, u, ld),
+            // SAFETY: as for `input`.
+            #[cfg(target_arch = "x86_64")]
+            Transforms::Avx512 => unsafe { avx512::transform_grad(plane, h, w, u, ld) },
         }
     }
 
@@ -345,12 +357,20 @@ mod tests {
                 let mut b = vec![f32::NAN; g.n * g.in_img()];
                 backward_input_with(Transforms::Portable, &g, &dy, &w8, &mut a);
                 backward_input_with(Transforms::Avx512, &g, &dy, &w8, &mut b);
-                let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
-                assert!(same, "{h}x{w}");
+                let same =
+                    |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same(&a, &b), "{h}x{w} input gradient");
                 assert!(
                     a.iter().all(|v| v.is_finite()),
                     "{h}x{w}: element not written"
                 );
+                // The weight gradient's transforms (the input one shared, the 2×2 one its own).
+                let x = data(g.n * g.in_img());
+                let mut ws = super::super::ConvWorkspace::default();
+                let (mut dwa, mut dwb) = (w8.clone(), w8.clone());
+                weight::backward_weight_with(Transforms::Portable, &g, &x, &dy, &mut dwa, &mut ws);
+                weight::backward_weight_with(Transforms::Avx512, &g, &x, &dy, &mut dwb, &mut ws);
+                assert!(same(&dwa, &dwb), "{h}x{w} weight gradient");
             }
         }
     }

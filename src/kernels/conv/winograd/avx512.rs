@@ -5,8 +5,8 @@
 
 use std::arch::x86_64::{
     __m512, __m512i, _mm512_add_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
-    _mm512_maskz_permutex2var_ps, _mm512_permutex2var_ps, _mm512_setr_epi32, _mm512_setzero_ps,
-    _mm512_sub_ps,
+    _mm512_maskz_permutex2var_ps, _mm512_mul_ps, _mm512_permutex2var_ps, _mm512_set1_ps,
+    _mm512_setr_epi32, _mm512_setzero_ps, _mm512_sub_ps,
 };
 
 /// Widest plane these transforms take: a row is two 16-lane vectors.
@@ -159,6 +159,57 @@ pub unsafe fn transform_output(m: &[f32], ld: usize, h: usize, w: usize, out: &m
                     let hi = _mm512_permutex2var_ps(y0, zip_hi, y1);
                     _mm512_mask_storeu_ps(dst.add(16), lanes(w - 16), hi);
                 }
+            }
+        }
+    }
+}
+
+/// [`super::weight`]'s `transform_grad` for `w ≤ MAX_W`: `G·y·Gᵀ` of every 2×2 tile.
+///
+/// # Safety
+/// AVX-512F; `plane` holds `h·w` elements, `u` at least `15·ld + ⌈h/2⌉·⌈w/2⌉`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn transform_grad(plane: &[f32], h: usize, w: usize, u: &mut [f32], ld: usize) {
+    let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+    assert!(w <= MAX_W && plane.len() >= h * w && u.len() >= 15 * ld + th * tw);
+    let keep = lanes(tw);
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let half = _mm512_set1_ps(0.5);
+    for ty in 0..th {
+        // (even, odd) columns of rows 2ty and 2ty + 1; zeros past the plane.
+        let mut rows = [[_mm512_setzero_ps(); 2]; 2];
+        for (i, r) in rows.iter_mut().enumerate() {
+            let y = 2 * ty + i;
+            if y < h {
+                // SAFETY: AVX-512F (this function's contract); row `y` is inside `plane`.
+                let (lo, hi) = unsafe { load_row(&plane[y * w..], w) };
+                *r = [
+                    _mm512_permutex2var_ps(lo, even, hi),
+                    _mm512_permutex2var_ps(lo, odd, hi),
+                ];
+            }
+        }
+        // G on the rows (y0, (y0 + y1)/2, (y0 − y1)/2, y1), then on the columns
+        // (e, (e + o)/2, (e − o)/2, o): the portable transform's order.
+        let [y0, y1] = rows;
+        let comb = [
+            y0,
+            [0, 1].map(|c| _mm512_mul_ps(half, _mm512_add_ps(y0[c], y1[c]))),
+            [0, 1].map(|c| _mm512_mul_ps(half, _mm512_sub_ps(y0[c], y1[c]))),
+            y1,
+        ];
+        for (i, [e, o]) in comb.into_iter().enumerate() {
+            let out = [
+                e,
+                _mm512_mul_ps(half, _mm512_add_ps(e, o)),
+                _mm512_mul_ps(half, _mm512_sub_ps(e, o)),
+                o,
+            ];
+            for (j, v) in out.into_iter().enumerate() {
+                let at = (4 * i + j) * ld + ty * tw;
+                // SAFETY: `at + tw ≤ 15·ld + th·tw ≤ u.len()` (asserted); only `tw` lanes.
+                unsafe { _mm512_mask_storeu_ps(u.as_mut_ptr().add(at), keep, v) };
             }
         }
     }

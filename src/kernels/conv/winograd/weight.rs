@@ -1,0 +1,185 @@
+//! The weight gradient of a 3×3, stride-1, padding-1 conv by Winograd's F(3×3, 2×2).
+//!
+//! `dW[o][c][a][b] = Σ dY[o][y][x]·X[c][y + a − 1][x + b − 1]` is, per 2×2 tile of `dY`, a
+//! 3×3 correlation of the 4×4 input tile with the 2×2 gradient tile: F(3×3, 2×2) computes it
+//! with 16 products instead of 36, `dW = Aᵀ[(G·dy·Gᵀ) ⊙ (Bᵀ·x·B)]A`, where `Bᵀ` is F(2×2,
+//! 3×3)'s (the input transform is shared with [`super::backward_input`]), `G` its 4×2 and
+//! `Aᵀ = [[1,1,1,0],[0,1,−1,0],[0,1,1,−1]]`. Summed over tiles, the products become 16
+//! GEMMs `D_ξ += U_ξ·V_ξᵀ` (`C_out × tiles` times `tiles × C_in`), 16/36 of im2col's work.
+//!
+//! Deterministic for any thread count: the image ranges are fixed by the shape, each range
+//! sums its groups in order into its own partial `D`, and the partials are added in range
+//! order before the output transform.
+
+use super::super::{with_scratch, ConvGeom, ConvWorkspace};
+use super::{fits, group, tile_grid, Transforms, MAX_SPLIT, XI_PAD};
+use crate::kernels::gemm::{sgemm, MatLayout};
+use rayon::prelude::*;
+
+/// Image ranges (tasks) of the weight gradient: a constant, so the summation order does not
+/// depend on the thread count.
+const TASKS: usize = 8;
+
+/// `G·y·Gᵀ` of every 2×2 tile of one `dY` plane (zeros past the edge), written to
+/// `u[ξ·ld + tile]`.
+pub(super) fn transform_grad(plane: &[f32], h: usize, w: usize, u: &mut [f32], ld: usize) {
+    let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+    // Rows 2ty and 2ty + 1 of the tile row, each split into even and odd columns.
+    let mut rows = [[0.0f32; 2 * MAX_SPLIT]; 2];
+    let mut comb = [[0.0f32; 2 * MAX_SPLIT]; 4];
+    for ty in 0..th {
+        for (i, buf) in rows.iter_mut().enumerate() {
+            let (even, odd) = buf[..2 * tw].split_at_mut(tw);
+            let y = 2 * ty + i;
+            if y >= h {
+                even.fill(0.0);
+                odd.fill(0.0);
+                continue;
+            }
+            let row = &plane[y * w..][..w];
+            let pairs = row.chunks_exact(2);
+            if let [last] = pairs.remainder() {
+                even[w / 2] = *last;
+                odd[w / 2] = 0.0;
+            }
+            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                *e = pair[0];
+                *o = pair[1];
+            }
+        }
+        // G on the rows: y0, (y0 + y1)/2, (y0 − y1)/2, y1.
+        let [y0, y1] = &rows;
+        for k in 0..2 * tw {
+            comb[0][k] = y0[k];
+            comb[1][k] = 0.5 * (y0[k] + y1[k]);
+            comb[2][k] = 0.5 * (y0[k] - y1[k]);
+            comb[3][k] = y1[k];
+        }
+        // G on the columns: e, (e + o)/2, (e − o)/2, o.
+        for (i, r) in comb.iter().enumerate() {
+            let (e, o) = r[..2 * tw].split_at(tw);
+            let at = |j: usize| (4 * i + j) * ld + ty * tw;
+            u[at(0)..][..tw].copy_from_slice(e);
+            for (x, d) in u[at(1)..][..tw].iter_mut().enumerate() {
+                *d = 0.5 * (e[x] + o[x]);
+            }
+            for (x, d) in u[at(2)..][..tw].iter_mut().enumerate() {
+                *d = 0.5 * (e[x] - o[x]);
+            }
+            u[at(3)..][..tw].copy_from_slice(o);
+        }
+    }
+}
+
+/// `k[a·3 + b] += (Aᵀ·d·A)[a][b]` for the 4×4 `d[4i + j]`.
+fn add_output(d: &[f32; 16], k: &mut [f32]) {
+    let col = |j: usize| {
+        let (d0, d1, d2, d3) = (d[j], d[4 + j], d[8 + j], d[12 + j]);
+        [d0 + d1 + d2, d1 - d2, d1 + d2 - d3]
+    };
+    let s = [col(0), col(1), col(2), col(3)];
+    for (a, out) in k.chunks_exact_mut(3).enumerate() {
+        let (s0, s1, s2, s3) = (s[0][a], s[1][a], s[2][a], s[3][a]);
+        out[0] += s0 + s1 + s2;
+        out[1] += s1 - s2;
+        out[2] += s1 + s2 - s3;
+    }
+}
+
+/// `dw += ∂L/∂W` from the input `x` and `dy = ∂L/∂y` for a conv that [`fits`].
+///
+/// # Panics
+/// If `g` does not fit or a slice length disagrees with `g`.
+pub fn backward_weight(
+    g: &ConvGeom,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    ws: &mut ConvWorkspace,
+) {
+    backward_weight_with(Transforms::detect(g), g, x, dy, dw, ws);
+}
+
+/// [`backward_weight`] with the given transforms.
+pub(super) fn backward_weight_with(
+    tf: Transforms,
+    g: &ConvGeom,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    ws: &mut ConvWorkspace,
+) {
+    assert!(
+        fits(g),
+        "winograd: needs a 3x3 stride-1 pad-1 conv, got {g:?}"
+    );
+    assert!(
+        x.len() == g.n * g.in_img() && dw.len() == g.weight_len() && dy.len() == g.n * g.out_img(),
+        "winograd backward_weight: slice lengths do not match {g:?}"
+    );
+    if g.n == 0 {
+        return;
+    }
+    let (th, tw) = tile_grid(g);
+    let (tiles, gs, plane) = (th * tw, group(g), g.h * g.w);
+    let ncols = gs * tiles;
+    let per = g.n.div_ceil(TASKS).div_ceil(gs) * gs;
+    let tasks = g.n.div_ceil(per);
+    let slot = 16 * g.c_out * g.c_in;
+    if ws.partials.len() < tasks * slot {
+        ws.partials.resize(tasks * slot, 0.0);
+    }
+    let (v_ld, u_ld) = (g.c_in * ncols + XI_PAD, g.c_out * ncols + XI_PAD);
+    let d_layout = MatLayout::row_major(g.c_out, g.c_in);
+    ws.partials[..tasks * slot]
+        .par_chunks_mut(slot)
+        .enumerate()
+        .for_each(|(t, part)| {
+            with_scratch(16 * v_ld, 16 * u_ld, |s| {
+                let (n0, n1) = (t * per, ((t + 1) * per).min(g.n));
+                for i0 in (n0..n1).step_by(gs) {
+                    let cnt = gs.min(n1 - i0);
+                    let cols = cnt * tiles;
+                    for j in 0..cnt {
+                        let xi = &x[(i0 + j) * g.in_img()..][..g.in_img()];
+                        for (c, pl) in xi.chunks_exact(plane).enumerate() {
+                            tf.input(pl, g.h, g.w, &mut s.col[c * ncols + j * tiles..], v_ld);
+                        }
+                        let di = &dy[(i0 + j) * g.out_img()..][..g.out_img()];
+                        for (o, pl) in di.chunks_exact(plane).enumerate() {
+                            let u = &mut s.tmp[o * ncols + j * tiles..];
+                            tf.grad(pl, g.h, g.w, u, u_ld);
+                        }
+                    }
+                    let beta = if i0 == n0 { 0.0 } else { 1.0 };
+                    for xi in 0..16 {
+                        sgemm(
+                            1.0,
+                            &s.tmp[xi * u_ld..],
+                            MatLayout::strided(g.c_out, cols, ncols),
+                            &s.col[xi * v_ld..],
+                            MatLayout::strided(g.c_in, cols, ncols).t(),
+                            beta,
+                            &mut part[xi * g.c_out * g.c_in..][..g.c_out * g.c_in],
+                            d_layout,
+                        );
+                    }
+                }
+            })
+        });
+    let partials = &ws.partials[..tasks * slot];
+    let mat = g.c_out * g.c_in;
+    dw.par_chunks_mut(g.c_in * 9)
+        .enumerate()
+        .for_each(|(o, row)| {
+            for (c, k) in row.chunks_exact_mut(9).enumerate() {
+                let mut d = [0.0f32; 16];
+                for part in partials.chunks_exact(slot) {
+                    for (xi, v) in d.iter_mut().enumerate() {
+                        *v += part[xi * mat + o * g.c_in + c];
+                    }
+                }
+                add_output(&d, k);
+            }
+        });
+}
