@@ -33,10 +33,12 @@
 //! zero-filling it and adding all taps: criterion `conv2d/dx` −10 to −17 % on the ResNet-19
 //! shapes, −10 % on `mnist-cnn`'s conv2.
 //!
-//! The input gradient of 3×3, stride-1, padding-1 convs with at least 32 channels on both
-//! sides runs as Winograd F(2×2, 3×3) instead ([`winograd`]): 16/36 of the GEMM work and no
-//! col2im, −40 to −45 % on the ResNet-19 shapes, −18 % on `mnist-cnn`'s conv2
-//! ([`backward_input_im2col`] stays the path for every other shape).
+//! The input and weight gradients of 3×3, stride-1, padding-1 convs with at least 32
+//! channels on both sides run as Winograd F(2×2, 3×3) and F(3×3, 2×2) instead
+//! ([`winograd`]): 16/36 of the GEMM work and no im2col or col2im. Input gradient −40 to −45 %
+//! on the ResNet-19 shapes and −18 % on `mnist-cnn`'s conv2; weight gradient −43 to −51 %
+//! and −25 % ([`backward_input_im2col`] and [`backward_weight_im2col`] stay the paths for
+//! every other shape).
 
 pub mod im2col;
 pub mod sparse;
@@ -374,7 +376,7 @@ pub fn backward_weight(
     ws: &mut ConvWorkspace,
 ) {
     check_lens(g, x.len(), dw.len(), dy.len(), "backward_weight");
-    if winograd::preferred(g) {
+    if winograd::preferred_for_weight(g) {
         return winograd::backward_weight(g, x, dy, dw, ws);
     }
     backward_weight_im2col(g, x, dy, dw, ws);

@@ -323,4 +323,13 @@ fn winograd_and_im2col_gradients_match_the_direct_convolution() {
     assert!(fits(8, winograd::MAX_WIDTH, 3, 1, 1));
     assert!(!fits(8, winograd::MAX_WIDTH + 1, 3, 1, 1));
     assert!(!fits(8, 8, 3, 2, 1) && !fits(8, 8, 3, 1, 0) && !fits(8, 8, 5, 1, 1));
+    // Both channel counts ≥ MIN_CHANNELS; the weight gradient only where the AVX-512
+    // transforms apply (never past 32 columns).
+    let geom = |c_in, w, c_out| ConvGeom::new(1, c_in, 8, w, c_out, 3, 1, 1).unwrap();
+    assert!(winograd::preferred(&geom(32, 14, 64)) && !winograd::preferred(&geom(31, 14, 64)));
+    assert!(!winograd::preferred(&geom(64, 14, 3)));
+    assert!(
+        winograd::preferred(&geom(32, 64, 64))
+            && !winograd::preferred_for_weight(&geom(32, 64, 64))
+    );
 }

@@ -1,4 +1,5 @@
-//! The input gradient of a 3×3, stride-1, padding-1 conv by Winograd's F(2×2, 3×3).
+//! The input gradient of a 3×3, stride-1, padding-1 conv by Winograd's F(2×2, 3×3), and (in
+//! [`weight`]) its weight gradient by F(3×3, 2×2), which shares the input transform.
 //!
 //! `dX` is a "same" correlation of `dY` with the flipped, transposed weight
 //! `W'[c][o][a][b] = W[o][c][2−a][2−b]`. F(2×2, 3×3) (Lavin & Gray 2016) computes a 2×2 output
@@ -21,7 +22,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-mod weight;
+pub mod weight;
 
 pub use weight::backward_weight;
 
@@ -73,15 +74,25 @@ impl Transforms {
 }
 
 /// Fewest input and output channels for which [`preferred`] picks Winograd. Measured with
-/// criterion `conv2d/dx` against `dx_im2col`: 32 → 64 channels at 14×14 (mnist-cnn's conv2)
-/// −17 %, 128–512 channels (ResNet-19) −40 %; with 1 or 3 channels the transforms cost more
-/// than the 16-row GEMMs save (4× slower).
+/// criterion `conv2d/dx` against `dx_im2col` (and `dw` against `dw_im2col`): 32 → 64
+/// channels at 14×14 (mnist-cnn's conv2) −17 % (−25 %), 128–512 channels (ResNet-19) −40 %
+/// (−43 to −51 %); with 1 or 3 channels the transforms cost more than the 16-row GEMMs save
+/// (the input gradient 4× slower).
 pub const MIN_CHANNELS: usize = 32;
 
 /// True if [`backward_input`] should be used for `g`: it [`fits`] and has at least
 /// [`MIN_CHANNELS`] input and output channels.
 pub fn preferred(g: &ConvGeom) -> bool {
     fits(g) && g.c_in.min(g.c_out) >= MIN_CHANNELS
+}
+
+/// True if [`backward_weight`] should be used for `g`: it is [`preferred`] and the AVX-512
+/// transforms apply (at most 32 wide, AVX-512F). With the portable 2×2 gradient transform
+/// mnist-cnn's conv2 weight gradient was slower than im2col's (12.5 vs 9.6 ms), so without
+/// them the weight gradient stays on im2col; the input gradient's portable transforms still
+/// won (67 vs 83 ms at ResNet-19 layer 1).
+pub fn preferred_for_weight(g: &ConvGeom) -> bool {
+    preferred(g) && Transforms::detect(g) != Transforms::Portable
 }
 
 /// Extra floats between the 16 transformed matrices (one cache line).
