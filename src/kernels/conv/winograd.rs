@@ -174,7 +174,8 @@ fn split_row(plane: &[f32], w: usize, h: usize, iy: isize, even: &mut [f32], odd
     }
 }
 
-/// `Bᵀ·d·B` of every tile of one `dY` plane, written to `v[ξ·ld + tile]`.
+/// `Bᵀ·d·B` of every 4×4 tile of one plane (`dY` for the input gradient, `X` for the weight
+/// gradient), written to `v[ξ·ld + tile]`.
 fn transform_input(plane: &[f32], h: usize, w: usize, v: &mut [f32], ld: usize) {
     let tw = w.div_ceil(2);
     let th = h.div_ceil(2);
