@@ -292,9 +292,12 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) 
     backward_input_im2col(g, dy, weight, dx);
 }
 
-/// [`backward_input`] as `Wᵀ·dY` GEMMs and col2im, for any shape (lengths checked by the
-/// caller).
+/// [`backward_input`] as `Wᵀ·dY` GEMMs and col2im, for any shape.
+///
+/// # Panics
+/// If a slice length disagrees with `g`.
 pub fn backward_input_im2col(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) {
+    check_lens(g, dx.len(), weight.len(), dy.len(), "backward_input");
     if g.n == 0 {
         return;
     }
@@ -383,7 +386,10 @@ pub fn backward_weight(
 }
 
 /// [`backward_weight`] as `dY·colᵀ` GEMMs over a fixed grid of channel blocks and image
-/// ranges, for any shape (lengths checked by the caller).
+/// ranges, for any shape.
+///
+/// # Panics
+/// If a slice length disagrees with `g`.
 pub fn backward_weight_im2col(
     g: &ConvGeom,
     x: &[f32],
@@ -391,6 +397,7 @@ pub fn backward_weight_im2col(
     dw: &mut [f32],
     ws: &mut ConvWorkspace,
 ) {
+    check_lens(g, x.len(), dw.len(), dy.len(), "backward_weight");
     if g.n == 0 {
         return;
     }

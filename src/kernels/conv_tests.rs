@@ -277,6 +277,31 @@ fn empty_batch_is_a_no_op() {
     backward_input(&g, &[], &w, &mut []);
     backward_weight(&g, &[], &[], &mut dw, &mut ws);
     assert!(dw.iter().all(|&v| v == 0.5));
+    // The Winograd paths too.
+    let g = ConvGeom::new(0, 32, 4, 4, 32, 3, 1, 1).unwrap();
+    let w = vec![1.0; g.weight_len()];
+    let mut dw = vec![0.5; g.weight_len()];
+    backward_input(&g, &[], &w, &mut []);
+    backward_weight(&g, &[], &[], &mut dw, &mut ws);
+    winograd::backward_weight(&g, &[], &[], &mut dw, &mut ws);
+    assert!(dw.iter().all(|&v| v == 0.5));
+}
+
+#[test]
+#[should_panic(expected = "slice lengths")]
+fn im2col_input_gradient_rejects_a_short_output() {
+    let g = ConvGeom::new(1, 2, 4, 4, 3, 3, 1, 1).unwrap();
+    let (dy, w) = (vec![0.0; g.out_img()], vec![0.0; g.weight_len()]);
+    backward_input_im2col(&g, &dy, &w, &mut vec![0.0; g.in_img() - 1]);
+}
+
+#[test]
+#[should_panic(expected = "slice lengths")]
+fn im2col_weight_gradient_rejects_a_short_weight() {
+    let g = ConvGeom::new(1, 2, 4, 4, 3, 3, 1, 1).unwrap();
+    let (x, dy) = (vec![0.0; g.in_img()], vec![0.0; g.out_img()]);
+    let mut dw = vec![0.0; g.weight_len() - 1];
+    backward_weight_im2col(&g, &x, &dy, &mut dw, &mut ConvWorkspace::default());
 }
 
 #[test]
