@@ -18,6 +18,8 @@
 
 mod fused;
 mod planes;
+#[cfg(target_arch = "x86_64")]
+mod pool2x2;
 mod reference;
 #[cfg(test)]
 mod tests;

@@ -492,6 +492,16 @@ fn lif_step_plane(
 /// so a window's maximum is the bitwise OR of its elements' bits (`s` if any is `s`), which
 /// vectorizes where a NaN-aware `max` does not.
 pub(super) fn max_pool_spikes(g: &PoolGeom, o: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::pool2x2::applies(g) {
+        // SAFETY: `applies` checked AVX-512F and the geometry; lengths are asserted inside.
+        return unsafe { super::pool2x2::max_pool(g, o, y) };
+    }
+    max_pool_spikes_portable(g, o, y)
+}
+
+/// [`max_pool_spikes`] without AVX-512 (the reference its AVX-512 kernel matches).
+pub(super) fn max_pool_spikes_portable(g: &PoolGeom, o: &[f32], y: &mut [f32]) {
     if g.k == 2 && g.stride == 2 && g.pad == 0 {
         for (oy, yr) in y.chunks_exact_mut(g.ow).enumerate() {
             let r0 = &o[2 * oy * g.w..][..2 * g.ow];

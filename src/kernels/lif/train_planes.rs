@@ -343,6 +343,16 @@ fn route(
 /// window's four gradients are written at once. The selected one is `0.0 + dy`, as
 /// `max_backward`'s `+=` on a zeroed plane computes it (−0.0 becomes +0.0 there too).
 fn route_2x2(g: &PoolGeom, o: &mut [f32], dy: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::pool2x2::applies(g) {
+        // SAFETY: `applies` checked AVX-512F and the geometry; lengths are asserted inside.
+        return unsafe { super::pool2x2::route(g, o, dy) };
+    }
+    route_2x2_portable(g, o, dy)
+}
+
+/// [`route_2x2`] without AVX-512 (the reference its AVX-512 kernel matches).
+pub(super) fn route_2x2_portable(g: &PoolGeom, o: &mut [f32], dy: &[f32]) {
     let w = g.w;
     for (oy, dy_row) in dy.chunks_exact(g.ow).enumerate() {
         let (r0, r1) = o[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
