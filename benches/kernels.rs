@@ -183,6 +183,7 @@ fn sparse_benches(c: &mut Criterion) {
     group.sample_size(10);
     let shapes: &[(&str, [usize; 7])] = &[
         ("r19_l1_128x32x32_k3", [16, 128, 32, 128, 3, 1, 1]),
+        ("r19_l2_256x16x16_k3", [32, 256, 16, 256, 3, 1, 1]),
         ("r19_l3_512x8x8_k3", [64, 512, 8, 512, 3, 1, 1]),
         ("r19_short_128to256_32x32_k1s2", [16, 128, 32, 256, 1, 2, 0]),
         ("mnist_c2_32to64_14x14_k3", [256, 32, 14, 64, 3, 1, 1]),
@@ -203,7 +204,7 @@ fn sparse_benches(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("dense_dw", label), |b| {
             b.iter(|| conv::backward_weight(&g, black_box(&x), &dy, &mut dw, &mut ws))
         });
-        for density in [0.05, 0.1, 0.2, 0.3, 0.5, 0.7] {
+        for density in [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.7] {
             let x = spikes(n * g.in_img(), density);
             let bits = SpikeBits::from_f32(&x, n, ci, hw * hw, 1.0);
             let id = format!("{label}_d{density}");
