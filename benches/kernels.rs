@@ -70,9 +70,12 @@ fn conv_benches(c: &mut Criterion) {
             b.iter(|| conv::backward_input(&g, black_box(&dy), &w, &mut dx))
         });
         if conv::winograd::preferred(&g) {
-            // The path `dx` replaced for 3×3 "same" convs, for the ratio in the same run.
+            // The paths `dx` replaced for 3×3 "same" convs, for the ratios in the same run.
             group.bench_function(BenchmarkId::new("dx_im2col", label), |b| {
                 b.iter(|| conv::backward_input_im2col(&g, black_box(&dy), &w, &mut dx))
+            });
+            group.bench_function(BenchmarkId::new("dx_f2x2", label), |b| {
+                b.iter(|| conv::winograd::backward_input_f2x2(&g, black_box(&dy), &w, &mut dx))
             });
         }
         group.bench_function(BenchmarkId::new("dw", label), |b| {

@@ -1,5 +1,6 @@
-//! The input gradient of a 3×3, stride-1, padding-1 conv by Winograd's F(2×2, 3×3), and (in
-//! [`weight`]) its weight gradient by F(3×3, 2×2), which shares the input transform.
+//! The input gradient of a 3×3, stride-1, padding-1 conv by Winograd's F(2×2, 3×3) or (in
+//! [`f43`], where its AVX-512 transforms apply) F(4×4, 3×3), and (in [`weight`]) its weight
+//! gradient by F(3×3, 2×2), which shares F(2×2)'s input transform.
 //!
 //! `dX` is a "same" correlation of `dY` with the flipped, transposed weight
 //! `W'[c][o][a][b] = W[o][c][2−a][2−b]`. F(2×2, 3×3) (Lavin & Gray 2016) computes a 2×2 output
@@ -10,7 +11,8 @@
 //!
 //! Per task (a group of images, fixed by the shape): transform every 4×4 tile of `dY` into
 //! `V` (16 matrices, tiles as columns), run the 16 GEMMs into `M`, and transform each 4×4 of
-//! `M` back into a 2×2 block of `dX`. The weight transform runs once per call. Tile edges
+//! `M` back into a 2×2 block of `dX` (`InputVariant` abstracts the tile size, so F(4×4)
+//! shares this driver). The weight transform runs once per call. Tile edges
 //! past the image read zeros (the padding) and write nothing, so odd sizes work.
 //!
 //! Numerics: the transforms add and halve, so the result differs from im2col's in rounding
@@ -22,6 +24,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod f43;
 pub mod weight;
 
 pub use weight::backward_weight;
@@ -254,18 +257,69 @@ fn transform_output(m: &[f32], ld: usize, h: usize, w: usize, out: &mut [f32]) {
     }
 }
 
-/// `dx ← ∂L/∂x` from `dy = ∂L/∂y` for a conv that [`fits`] (`dx` overwritten, never read).
+/// `dx ← ∂L/∂x` from `dy = ∂L/∂y` for a conv that [`fits`] (`dx` overwritten, never read),
+/// by F(4×4, 3×3) ([`f43`]) where [`f43::preferred`], otherwise by F(2×2, 3×3).
 ///
 /// Deterministic for any thread count: groups are fixed by the shape.
 ///
 /// # Panics
 /// If `g` does not fit or a slice length disagrees with `g`.
 pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) {
-    backward_input_with(Transforms::detect(g), g, dy, weight, dx);
+    if f43::preferred(g) {
+        f43::backward_input(g, dy, weight, dx);
+    } else {
+        backward_input_f2x2(g, dy, weight, dx);
+    }
 }
 
-/// [`backward_input`] with the given transforms.
-fn backward_input_with(tf: Transforms, g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) {
+/// [`backward_input`] by F(2×2, 3×3) whatever the shape (for benches and tests).
+///
+/// # Panics
+/// As [`backward_input`].
+pub fn backward_input_f2x2(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) {
+    input_gradient(Transforms::detect(g), g, dy, weight, dx);
+}
+
+/// One Winograd algorithm F(m×m, 3×3) for the input gradient: its tile size and transforms.
+pub(super) trait InputVariant: Copy + Sync {
+    /// Output tile edge `m`; the input tile is `(m + 2)²` and there are `(m + 2)²` GEMMs.
+    const TILE: usize;
+    /// Target tile columns per GEMM: images whose tile count is smaller are grouped.
+    const COLS: usize;
+    /// The transformed weight `Ŵ[o][ξ][c]`: `Ŵ_ξ` the `C_in × C_out` matrix at `ξ·C_in`,
+    /// stored by columns `(m + 2)²·C_in` apart.
+    fn weight(g: &ConvGeom, weight: &[f32], out: &mut [f32]);
+    /// `Bᵀ·d·B` of every tile of one `dY` plane into `v[ξ·ld + tile]`.
+    fn input(self, plane: &[f32], h: usize, w: usize, v: &mut [f32], ld: usize);
+    /// `Aᵀ·m·A` of every tile of `m[ξ·ld + tile]` into the `h × w` plane `out` (every element
+    /// written).
+    fn output(self, m: &[f32], ld: usize, h: usize, w: usize, out: &mut [f32]);
+}
+
+impl InputVariant for Transforms {
+    const TILE: usize = 2;
+    const COLS: usize = WINOGRAD_COLS;
+    fn weight(g: &ConvGeom, weight: &[f32], out: &mut [f32]) {
+        transform_weight(g, weight, out);
+    }
+    fn input(self, plane: &[f32], h: usize, w: usize, v: &mut [f32], ld: usize) {
+        Transforms::input(self, plane, h, w, v, ld);
+    }
+    fn output(self, m: &[f32], ld: usize, h: usize, w: usize, out: &mut [f32]) {
+        Transforms::output(self, m, ld, h, w, out);
+    }
+}
+
+/// The input gradient by the Winograd algorithm `tf`: per group of images, the tile
+/// transforms of `dY` into `V`, `(m + 2)²` GEMMs `M_ξ = Ŵ_ξ·V_ξ`, the output transforms of
+/// `M` into `dX`.
+fn input_gradient<V: InputVariant>(
+    tf: V,
+    g: &ConvGeom,
+    dy: &[f32],
+    weight: &[f32],
+    dx: &mut [f32],
+) {
     assert!(
         fits(g),
         "winograd: needs a 3x3 stride-1 pad-1 conv, got {g:?}"
@@ -279,16 +333,19 @@ fn backward_input_with(tf: Transforms, g: &ConvGeom, dy: &[f32], weight: &[f32],
     if g.n == 0 {
         return;
     }
-    let mut wt = crate::buffer_pool::overwritable(16 * g.c_in * g.c_out);
-    transform_weight(g, weight, &mut wt);
-    let (th, tw) = tile_grid(g);
-    let tiles = th * tw;
-    let gs = group(g);
+    let xis = (V::TILE + 2) * (V::TILE + 2);
+    let mut wt = crate::buffer_pool::overwritable(xis * g.c_in * g.c_out);
+    V::weight(g, weight, &mut wt);
+    let tiles = g.h.div_ceil(V::TILE) * g.w.div_ceil(V::TILE);
+    // At least four groups where there are the images, so both threads have work (F(4×4)
+    // at 8×8 would otherwise put a 64-image batch in one group).
+    let gs = (V::COLS / tiles).min(g.n.div_ceil(4)).max(1);
     let ncols = gs * tiles;
-    // The 16 matrices of V (and of M) sit `XI_PAD` floats further apart than their size: a
-    // tile transform touches all 16 at once, and power-of-two distances put them in one L1 set.
+    // The matrices of V (and of M) sit `XI_PAD` floats further apart than their size: a
+    // tile transform touches all of them at once, and power-of-two distances put them in one
+    // L1 set.
     let (v_ld, m_ld) = (g.c_out * ncols + XI_PAD, g.c_in * ncols + XI_PAD);
-    let (v_len, m_len) = (16 * v_ld, 16 * m_ld);
+    let (v_len, m_len) = (xis * v_ld, xis * m_ld);
     let plane = g.h * g.w;
     let per = super::groups_per_task(g.n.div_ceil(gs)) * gs;
     dx.par_chunks_mut(per * g.in_img())
@@ -301,21 +358,25 @@ fn backward_input_with(tf: Transforms, g: &ConvGeom, dy: &[f32], weight: &[f32],
                 {
                     let cnt = dyg.len() / g.out_img();
                     let cols = cnt * tiles;
-                    // V_ξ is `C_out × cols` at `ξ·v_ld`, rows `ncols` apart.
-                    for (j, img) in dyg.chunks_exact(g.out_img()).enumerate() {
-                        for (o, pl) in img.chunks_exact(plane).enumerate() {
+                    // V_ξ is `C_out × cols` at `ξ·v_ld`, rows `ncols` apart. Channel by
+                    // channel, so each row of V_ξ is written from start to end: with few
+                    // tiles per image, image by image would leave partial cache lines
+                    // in 36 matrices at once (F(4×4) at 8×8: 16 bytes per image).
+                    for o in 0..g.c_out {
+                        for j in 0..cnt {
+                            let pl = &dyg[j * g.out_img() + o * plane..][..plane];
                             let v = &mut s.col[o * ncols + j * tiles..];
                             tf.input(pl, g.h, g.w, v, v_ld);
                         }
                     }
-                    for xi in 0..16 {
+                    for xi in 0..xis {
                         let a = &wt[xi * g.c_in..];
                         let b = &s.col[xi * v_ld..];
                         let c = &mut s.tmp[xi * m_ld..];
                         sgemm(
                             1.0,
                             a,
-                            MatLayout::strided(g.c_out, g.c_in, 16 * g.c_in).t(),
+                            MatLayout::strided(g.c_out, g.c_in, xis * g.c_in).t(),
                             b,
                             MatLayout::strided(g.c_out, cols, ncols),
                             0.0,
@@ -323,8 +384,9 @@ fn backward_input_with(tf: Transforms, g: &ConvGeom, dy: &[f32], weight: &[f32],
                             MatLayout::strided(g.c_in, cols, ncols),
                         );
                     }
-                    for (j, img) in dxg.chunks_exact_mut(g.in_img()).enumerate() {
-                        for (c, pl) in img.chunks_exact_mut(plane).enumerate() {
+                    for c in 0..g.c_in {
+                        for j in 0..cnt {
+                            let pl = &mut dxg[j * g.in_img() + c * plane..][..plane];
                             let m = &s.tmp[c * ncols + j * tiles..];
                             tf.output(m, m_ld, g.h, g.w, pl);
                         }
@@ -367,8 +429,8 @@ mod tests {
                 let (dy, w8) = (data(g.n * g.out_img()), data(g.weight_len()));
                 let mut a = vec![f32::NAN; g.n * g.in_img()];
                 let mut b = vec![f32::NAN; g.n * g.in_img()];
-                backward_input_with(Transforms::Portable, &g, &dy, &w8, &mut a);
-                backward_input_with(Transforms::Avx512, &g, &dy, &w8, &mut b);
+                input_gradient(Transforms::Portable, &g, &dy, &w8, &mut a);
+                input_gradient(Transforms::Avx512, &g, &dy, &w8, &mut b);
                 let same =
                     |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(same(&a, &b), "{h}x{w} input gradient");

@@ -1,0 +1,348 @@
+//! The input gradient of 3×3 "same" convs by Winograd F(4×4, 3×3): 36 GEMMs per group of
+//! images instead of F(2×2, 3×3)'s 16, each over a quarter of the tiles, so 36/64 of
+//! [`super`]'s GEMM work, and 2.25 instead of 4 transformed values stored per output.
+//!
+//! Each 4×4 block of `dX` is `Aᵀ·[(G·w'·Gᵀ) ⊙ (Bᵀ·d·B)]·A`, `d` the 6×6 window of the padded
+//! `dY` around it and `w'` the flipped, transposed weight (see [`super`]), with the
+//! interpolation points 0, ±1, ±2 (Lavin & Gray 2016):
+//!
+//! ```text
+//! Bᵀ = [4  0 −5  0 1 0]   G = [ 1/4     0    0]   Aᵀ = [1 1  1 1  1 0]
+//!      [0 −4 −4  1 1 0]       [−1/6 −1/6 −1/6]        [0 1 −1 2 −2 0]
+//!      [0  4 −4 −1 1 0]       [−1/6  1/6 −1/6]        [0 1  1 4  4 0]
+//!      [0 −2 −1  2 1 0]       [1/24 1/12  1/6]        [0 1 −1 8 −8 1]
+//!      [0  2 −1 −2 1 0]       [1/24 −1/12 1/6]
+//!      [0  4  0 −5 0 1]       [   0    0    1]
+//! ```
+//!
+//! The rounding grows with the larger coefficients: in f32 over 512 channels the error stayed
+//! below 1e-7 of `Σ|products|` (checked against PyTorch in f64), inside the kernels'
+//! `1e-5·Σ|products|` test bound.
+//!
+//! The arithmetic of a transform (`bt`, `at`) is written once, generic over `Lanes`:
+//! the portable loops run it on `f32`, the AVX-512 transforms on a vector with a lane per
+//! tile, in the same order, so both give the same bits (tested). Both apply `Bᵀ` to the rows
+//! of a window first (whole padded rows at once), then to its columns.
+
+use super::super::ConvGeom;
+use super::{input_gradient, InputVariant};
+use rayon::prelude::*;
+use std::ops::{Add, Mul, Sub};
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+/// Most tiles in one tile row of the portable transforms: `⌈MAX_WIDTH / 4⌉`.
+const MAX_TILES: usize = super::MAX_WIDTH.div_ceil(4);
+
+/// Narrowest plane for which [`preferred`] picks this path over F(2×2, 3×3). Measured with
+/// criterion `conv2d/dx` against `dx_f2x2` (see `docs/perf.md`).
+pub const MIN_WIDTH: usize = 8;
+
+/// True if [`super::backward_input`] takes this path for `g`: the conv [`super::fits`], has at
+/// least [`super::MIN_CHANNELS`] channels each way, is at least [`MIN_WIDTH`] wide, and the
+/// AVX-512 transforms apply (the portable ones are the tests' reference, not a fast path).
+pub fn preferred(g: &ConvGeom) -> bool {
+    super::preferred(g) && g.w >= MIN_WIDTH && Transforms::detect(g) != Transforms::Portable
+}
+
+/// Values a transform works on: `f32`, or a vector of them (a lane per tile).
+pub(super) trait Lanes:
+    Copy + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self>
+{
+    /// Every lane `x`.
+    fn splat(x: f32) -> Self;
+}
+
+impl Lanes for f32 {
+    #[inline(always)]
+    fn splat(x: f32) -> Self {
+        x
+    }
+}
+
+impl Lanes for wide::f32x16 {
+    #[inline(always)]
+    fn splat(x: f32) -> Self {
+        wide::f32x16::splat(x)
+    }
+}
+
+/// `Bᵀ·x`: the six transformed values of one window row or column.
+#[inline(always)]
+pub(super) fn bt<T: Lanes>(x: [T; 6]) -> [T; 6] {
+    let [x0, x1, x2, x3, x4, x5] = x;
+    let (two, four, five) = (T::splat(2.0), T::splat(4.0), T::splat(5.0));
+    // Rows 1–4 share `x4 − 4·x2`, `x3 − 4·x1`, `x4 − x2` and `2·(x3 − x1)`.
+    let (a, b) = (x4 - four * x2, x3 - four * x1);
+    let (c, d) = (x4 - x2, two * (x3 - x1));
+    [
+        four * x0 - five * x2 + x4,
+        a + b,
+        a - b,
+        c + d,
+        c - d,
+        four * x1 - five * x3 + x5,
+    ]
+}
+
+/// `Aᵀ·x`: four outputs from six transformed values.
+#[inline(always)]
+pub(super) fn at<T: Lanes>(x: [T; 6]) -> [T; 4] {
+    let [x0, x1, x2, x3, x4, x5] = x;
+    let (p, q) = (x1 + x2, x1 - x2);
+    let (r, s) = (x3 + x4, x3 - x4);
+    [
+        x0 + p + r,
+        q + T::splat(2.0) * s,
+        p + T::splat(4.0) * r,
+        q + T::splat(8.0) * s + x5,
+    ]
+}
+
+/// `G·x`: six values from one kernel row or column.
+fn g3(x: [f32; 3]) -> [f32; 6] {
+    [
+        x[0] / 4.0,
+        -(x[0] + x[1] + x[2]) / 6.0,
+        -(x[0] - x[1] + x[2]) / 6.0,
+        x[0] / 24.0 + x[1] / 12.0 + x[2] / 6.0,
+        x[0] / 24.0 - x[1] / 12.0 + x[2] / 6.0,
+        x[2],
+    ]
+}
+
+/// `Ŵ[o][ξ][c] = (G·w'·Gᵀ)[ξ]` for `w'[a][b] = W[o][c][2−a][2−b]`: `Ŵ_ξ` is the `C_in × C_out`
+/// matrix at `ξ·C_in`, stored by columns `36·C_in` apart (as in [`super`]).
+fn transform_weight(g: &ConvGeom, weight: &[f32], out: &mut [f32]) {
+    let ci = g.c_in;
+    out.par_chunks_mut(36 * ci)
+        .enumerate()
+        .for_each(|(o, strip)| {
+            for (c, k) in weight[o * ci * 9..][..ci * 9].chunks_exact(9).enumerate() {
+                let w = |a: usize, b: usize| k[(2 - a) * 3 + (2 - b)];
+                // G on the columns of w', then on the rows of the result.
+                let col = [0, 1, 2].map(|b| g3([w(0, b), w(1, b), w(2, b)]));
+                for i in 0..6 {
+                    let u = g3([col[0][i], col[1][i], col[2][i]]);
+                    for (j, &v) in u.iter().enumerate() {
+                        strip[(6 * i + j) * ci + c] = v;
+                    }
+                }
+            }
+        });
+}
+
+/// `V[ξ][ty·tw + tx] = (Bᵀ·d·B)[ξ]` for every 6×6 window `d` (rows and columns from
+/// `4·ty − 1`, `4·tx − 1`; zeros outside) of one `h × w` plane, `V_ξ` at `ξ·ld`.
+fn transform_input(plane: &[f32], h: usize, w: usize, v: &mut [f32], ld: usize) {
+    let (th, tw) = (h.div_ceil(4), w.div_ceil(4));
+    // The padded columns a tile row reads: `p[x + 1] = row[x]`.
+    let n = 4 * tw + 2;
+    let mut rows = [[0.0f32; 4 * MAX_TILES + 2]; 6];
+    let mut vert = [[0.0f32; 4 * MAX_TILES + 2]; 6];
+    for ty in 0..th {
+        for (r, p) in rows.iter_mut().enumerate() {
+            p[..n].fill(0.0);
+            let y = (4 * ty + r).wrapping_sub(1);
+            if y < h {
+                p[1..w + 1].copy_from_slice(&plane[y * w..][..w]);
+            }
+        }
+        // Bᵀ down the six rows, column by column.
+        for x in 0..n {
+            let u = bt(std::array::from_fn(|r| rows[r][x]));
+            for (vr, &val) in vert.iter_mut().zip(&u) {
+                vr[x] = val;
+            }
+        }
+        // B along each transformed row, tile by tile.
+        for (i, vr) in vert.iter().enumerate() {
+            for t in 0..tw {
+                let u = bt(vr[4 * t..4 * t + 6].try_into().unwrap());
+                for (j, &val) in u.iter().enumerate() {
+                    v[(6 * i + j) * ld + ty * tw + t] = val;
+                }
+            }
+        }
+    }
+}
+
+/// The 4×4 output blocks `Aᵀ·M·A` of one `h × w` plane from `M[ξ][ty·tw + tx]` (`M_ξ` at
+/// `ξ·ld`), clipped at the plane's edges (every element of `out` written).
+fn transform_output(m: &[f32], ld: usize, h: usize, w: usize, out: &mut [f32]) {
+    let (th, tw) = (h.div_ceil(4), w.div_ceil(4));
+    // `rows[a][tx][j]`: row a of block tx after Aᵀ down the columns of M.
+    let mut rows = [[[0.0f32; 6]; MAX_TILES]; 4];
+    let mut line = [0.0f32; 4 * MAX_TILES];
+    for ty in 0..th {
+        let base = ty * tw;
+        for j in 0..6 {
+            for t in 0..tw {
+                let s = at(std::array::from_fn(|i| m[(6 * i + j) * ld + base + t]));
+                for (a, &val) in s.iter().enumerate() {
+                    rows[a][t][j] = val;
+                }
+            }
+        }
+        for (a, row) in rows.iter().enumerate() {
+            let oy = 4 * ty + a;
+            if oy >= h {
+                break;
+            }
+            for (t, x) in row[..tw].iter().enumerate() {
+                line[4 * t..4 * t + 4].copy_from_slice(&at(*x));
+            }
+            out[oy * w..][..w].copy_from_slice(&line[..w]);
+        }
+    }
+}
+
+/// Which tile transforms run: the portable loops, or AVX-512 (planes at most 32 wide).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transforms {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Transforms {
+    fn detect(g: &ConvGeom) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if g.w <= avx512::MAX_W && std::arch::is_x86_feature_detected!("avx512f") {
+            return Transforms::Avx512;
+        }
+        let _ = g;
+        Transforms::Portable
+    }
+}
+
+impl InputVariant for Transforms {
+    const TILE: usize = 4;
+    const COLS: usize = COLS;
+    fn weight(g: &ConvGeom, weight: &[f32], out: &mut [f32]) {
+        transform_weight(g, weight, out);
+    }
+    fn input(self, plane: &[f32], h: usize, w: usize, v: &mut [f32], ld: usize) {
+        match self {
+            Transforms::Portable => transform_input(plane, h, w, v, ld),
+            // SAFETY: `Avx512` is only chosen for planes ≤ 32 wide on a CPU with AVX-512F;
+            // the slice bounds are asserted inside.
+            #[cfg(target_arch = "x86_64")]
+            Transforms::Avx512 => unsafe { avx512::transform_input(plane, h, w, v, ld) },
+        }
+    }
+    fn output(self, m: &[f32], ld: usize, h: usize, w: usize, out: &mut [f32]) {
+        match self {
+            Transforms::Portable => transform_output(m, ld, h, w, out),
+            // SAFETY: as for `input`.
+            #[cfg(target_arch = "x86_64")]
+            Transforms::Avx512 => unsafe { avx512::transform_output(m, ld, h, w, out) },
+        }
+    }
+}
+
+/// Target tile columns per GEMM: images whose tile count is smaller are grouped.
+pub const COLS: usize = 256;
+
+/// `dx ← ∂L/∂x` from `dy = ∂L/∂y` by F(4×4, 3×3) for a conv that [`super::fits`] (`dx` overwritten,
+/// never read); the contract of [`super::backward_input`].
+///
+/// # Panics
+/// If `g` does not fit or a slice length disagrees with `g`.
+pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) {
+    input_gradient(Transforms::detect(g), g, dy, weight, dx);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: &mut u32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                (*seed >> 8) as f32 / (1 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// The direct correlation `dX[c][y][x] = Σ dY[o][y+1−a][x+1−b]·W[o][c][a][b]` in f64,
+    /// with `Σ|products|` for the error bound.
+    fn direct(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<(f64, f64)> {
+        let mut out = vec![(0.0, 0.0); g.n * g.in_img()];
+        for n in 0..g.n {
+            for c in 0..g.c_in {
+                for y in 0..g.h {
+                    for x in 0..g.w {
+                        let (mut s, mut abs) = (0.0f64, 0.0f64);
+                        for o in 0..g.c_out {
+                            for a in 0..3 {
+                                for b in 0..3 {
+                                    let (oy, ox) =
+                                        ((y + 1).wrapping_sub(a), (x + 1).wrapping_sub(b));
+                                    if oy < g.h && ox < g.w {
+                                        let p = dy[((n * g.c_out + o) * g.h + oy) * g.w + ox]
+                                            as f64
+                                            * w[((o * g.c_in + c) * 3 + a) * 3 + b] as f64;
+                                        s += p;
+                                        abs += p.abs();
+                                    }
+                                }
+                            }
+                        }
+                        out[((n * g.c_in + c) * g.h + y) * g.w + x] = (s, abs);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_the_direct_correlation_and_the_avx512_bits_match_the_portable() {
+        let mut seed = 11u32;
+        // Widths on both sides of 16 and up to 32 (odd ones: edge tiles partly outside),
+        // heights that are not multiples of 4, groups with a short last one (8×8: 4 tiles).
+        for &(n, ci, h, w, co) in &[
+            (2, 3, 1, 1, 2),
+            (3, 5, 7, 5, 4),
+            (70, 4, 8, 8, 3),
+            (2, 6, 6, 16, 5),
+            (2, 3, 9, 17, 7),
+            (1, 4, 14, 14, 6),
+            (1, 3, 32, 32, 4),
+            (2, 2, 5, 31, 3),
+            (1, 2, 3, 40, 2),
+        ] {
+            let g = ConvGeom::new(n, ci, h, w, co, 3, 1, 1).unwrap();
+            let (dy, wt) = (
+                data(g.n * g.out_img(), &mut seed),
+                data(g.weight_len(), &mut seed),
+            );
+            let want = direct(&g, &dy, &wt);
+            let mut portable = vec![f32::NAN; g.n * g.in_img()];
+            input_gradient(Transforms::Portable, &g, &dy, &wt, &mut portable);
+            for (i, (&got, &(s, abs))) in portable.iter().zip(&want).enumerate() {
+                let err = (got as f64 - s).abs();
+                assert!(
+                    err <= 1e-5 * abs.max(1e-30),
+                    "{h}x{w} element {i}: {got} vs {s} (Σ|p| {abs})"
+                );
+            }
+            #[cfg(target_arch = "x86_64")]
+            if Transforms::detect(&g) == Transforms::Avx512 {
+                let mut vector = vec![f32::NAN; g.n * g.in_img()];
+                input_gradient(Transforms::Avx512, &g, &dy, &wt, &mut vector);
+                let same = portable
+                    .iter()
+                    .zip(&vector)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{h}x{w}: AVX-512 bits differ from the portable transforms"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The F(4×4, 3×3) tile transforms with AVX-512F for planes at most [`MAX_W`] wide: a lane
+//! per tile of a tile row (at most 8). A row of the plane is two 16-lane vectors; `Bᵀ` runs
+//! down six of them at once, then six permutes pick each tile's window columns out of a
+//! transformed row. The arithmetic is [`super::bt`] and [`super::at`] on `f32x16`, in the
+//! portable transforms' order, so the bits are theirs (`super`'s tests compare them).
+
+use super::{at, bt};
+use std::arch::x86_64::{
+    __m512, __m512i, _mm512_loadu_si512, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
+    _mm512_maskz_permutex2var_ps, _mm512_permutex2var_ps, _mm512_setr_epi32, _mm512_setzero_ps,
+};
+use wide::f32x16;
+
+/// Widest plane these transforms take: a row is two 16-lane vectors.
+pub const MAX_W: usize = 32;
+
+/// The first `n ≤ 16` lanes.
+fn lanes(n: usize) -> u16 {
+    ((1u32 << n) - 1) as u16
+}
+
+/// A row `row[0..w]` (zeros past `w`), as two 16-lane vectors.
+///
+/// # Safety
+/// AVX-512F; `row` holds `w ≤ 32` elements.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn load_row(row: &[f32], w: usize) -> [f32x16; 2] {
+    debug_assert!(w <= MAX_W && row.len() >= w);
+    // SAFETY: the masks cover `row[0..w]` only; masked-off lanes are not read.
+    unsafe {
+        let lo = _mm512_maskz_loadu_ps(lanes(w.min(16)), row.as_ptr());
+        let hi = if w > 16 {
+            _mm512_maskz_loadu_ps(lanes(w - 16), row.as_ptr().add(16))
+        } else {
+            _mm512_setzero_ps()
+        };
+        [lo.into(), hi.into()]
+    }
+}
+
+/// For window column `j`, the permute indices (lane `t` reads padded column `4t + j`, i.e.
+/// row element `4t + j − 1` of the 32 in `(lo, hi)`) and the lanes whose element exists.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn window_column(j: usize) -> (__m512i, u16) {
+    let mut idx = [0i32; 16];
+    let mut keep = 0u16;
+    for (t, i) in idx.iter_mut().enumerate() {
+        let x = 4 * t as i32 + j as i32 - 1;
+        *i = x & 31;
+        if (0..32).contains(&x) {
+            keep |= 1 << t;
+        }
+    }
+    // SAFETY: `idx` is 64 bytes; the load is unaligned.
+    (unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }, keep)
+}
+
+/// [`super::transform_input`] for `w ≤ MAX_W`.
+///
+/// # Safety
+/// AVX-512F; `plane` holds `h·w` elements, `v` at least `35·ld + ⌈h/4⌉·⌈w/4⌉`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn transform_input(plane: &[f32], h: usize, w: usize, v: &mut [f32], ld: usize) {
+    let (th, tw) = (h.div_ceil(4), w.div_ceil(4));
+    assert!(w <= MAX_W && plane.len() >= h * w && v.len() >= 35 * ld + th * tw);
+    let keep = lanes(tw);
+    let cols = [
+        window_column(0),
+        window_column(1),
+        window_column(2),
+        window_column(3),
+        window_column(4),
+        window_column(5),
+    ];
+    let zero = f32x16::splat(0.0);
+    for ty in 0..th {
+        let mut rows = [[zero; 2]; 6];
+        for (r, halves) in rows.iter_mut().enumerate() {
+            let y = (4 * ty + r).wrapping_sub(1);
+            if y < h {
+                // SAFETY: AVX-512F (this function's contract); row `y` is inside `plane`.
+                *halves = unsafe { load_row(&plane[y * w..], w) };
+            }
+        }
+        // Bᵀ down the rows, each half of the row at once (the right half is zero below 17).
+        // (Explicit arrays, not `map`: `map`'s closures are not inlined into this
+        // `target_feature` function, and the arrays then go through memory.)
+        let half = |k: usize| {
+            let r = &rows;
+            [r[0][k], r[1][k], r[2][k], r[3][k], r[4][k], r[5][k]]
+        };
+        let lo = bt(half(0));
+        let hi = if w > 16 { bt(half(1)) } else { [zero; 6] };
+        for i in 0..6 {
+            let (l, h): (__m512, __m512) = (lo[i].into(), hi[i].into());
+            let pick = |j: usize| {
+                let (idx, k) = cols[j];
+                f32x16::from(_mm512_maskz_permutex2var_ps(k, l, idx, h))
+            };
+            let window = [pick(0), pick(1), pick(2), pick(3), pick(4), pick(5)];
+            for (j, x) in bt(window).into_iter().enumerate() {
+                let at = (6 * i + j) * ld + ty * tw;
+                // SAFETY: `at + tw ≤ 35·ld + th·tw ≤ v.len()` (asserted); only `tw` lanes.
+                unsafe { _mm512_mask_storeu_ps(v.as_mut_ptr().add(at), keep, x.into()) };
+            }
+        }
+    }
+}
+
+/// [`super::transform_output`] for `w ≤ MAX_W`.
+///
+/// # Safety
+/// AVX-512F; `m` holds at least `35·ld + ⌈h/4⌉·⌈w/4⌉` elements, `out` `h·w`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn transform_output(m: &[f32], ld: usize, h: usize, w: usize, out: &mut [f32]) {
+    let (th, tw) = (h.div_ceil(4), w.div_ceil(4));
+    assert!(w <= MAX_W && out.len() >= h * w && m.len() >= 35 * ld + th * tw);
+    let keep = lanes(tw);
+    // Interleave the four output columns of each block: first pairs (y0, y1) and (y2, y3)
+    // lane by lane, then the pairs two by two: blocks 0–3 in the low vector, 4–7 the high.
+    let zip2 = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let zip4_lo = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+    let zip4_hi = _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+    for ty in 0..th {
+        let base = ty * tw;
+        // SAFETY: `xi·ld + base + tw ≤ 35·ld + th·tw ≤ m.len()` (asserted); `tw` lanes.
+        let row = |xi: usize| -> f32x16 {
+            unsafe { _mm512_maskz_loadu_ps(keep, m.as_ptr().add(xi * ld + base)) }.into()
+        };
+        // `down[j][a]`: Aᵀ down column j of the blocks' M (explicit arrays: see
+        // `transform_input`).
+        let col = |j: usize| {
+            [
+                row(j),
+                row(6 + j),
+                row(12 + j),
+                row(18 + j),
+                row(24 + j),
+                row(30 + j),
+            ]
+        };
+        let down = [
+            at(col(0)),
+            at(col(1)),
+            at(col(2)),
+            at(col(3)),
+            at(col(4)),
+            at(col(5)),
+        ];
+        for a in 0..4 {
+            let oy = 4 * ty + a;
+            if oy >= h {
+                break;
+            }
+            let d = &down;
+            let [y0, y1, y2, y3] = at([d[0][a], d[1][a], d[2][a], d[3][a], d[4][a], d[5][a]]);
+            let (y0, y1, y2, y3): (__m512, __m512, __m512, __m512) =
+                (y0.into(), y1.into(), y2.into(), y3.into());
+            let p01 = _mm512_permutex2var_ps(y0, zip2, y1);
+            let p23 = _mm512_permutex2var_ps(y2, zip2, y3);
+            let dst = out[oy * w..].as_mut_ptr();
+            // SAFETY: the masks cover `out[oy·w..oy·w + w]`, inside `out` (asserted).
+            unsafe {
+                let lo = _mm512_permutex2var_ps(p01, zip4_lo, p23);
+                _mm512_mask_storeu_ps(dst, lanes(w.min(16)), lo);
+                if w > 16 {
+                    let hi = _mm512_permutex2var_ps(p01, zip4_hi, p23);
+                    _mm512_mask_storeu_ps(dst.add(16), lanes(w - 16), hi);
+                }
+            }
+        }
+    }
+}
