@@ -36,8 +36,10 @@ mod avx512;
 const MAX_TILES: usize = super::MAX_WIDTH.div_ceil(4);
 
 /// Narrowest plane for which [`preferred`] picks this path over F(2×2, 3×3). Measured with
-/// criterion `conv2d/dx` against `dx_f2x2` (see `docs/perf.md`).
-pub const MIN_WIDTH: usize = 8;
+/// criterion `conv2d/dx` against `dx_f2x2` (see `docs/perf.md`): at 8×8 (ResNet-19's 512
+/// channels, two tiles a row) F(4×4) was no faster at 1 thread (132 vs 129 ms) and slower at
+/// 2 (82 vs 70 ms); from 14 wide on it wins at both.
+pub const MIN_WIDTH: usize = 12;
 
 /// True if [`super::backward_input`] takes this path for `g`: the conv [`super::fits`], has at
 /// least [`super::MIN_CHANNELS`] channels each way, is at least [`MIN_WIDTH`] wide, and the
