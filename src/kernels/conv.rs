@@ -39,8 +39,9 @@
 //! on the ResNet-19 shapes and −18 % on `mnist-cnn`'s conv2; weight gradient −43 to −51 %
 //! and −25 % ([`backward_input_im2col`] and [`backward_weight_im2col`] stay the paths for
 //! every other shape). Where the AVX-512 transforms apply, the input gradient runs as
-//! F(4×4, 3×3) ([`winograd::f43`]): 36/64 of F(2×2)'s GEMM work; a further −34 % at
-//! ResNet-19's 32×32 layer, −27 % at 16×16, equal at 8×8, −8 % on `mnist-cnn`'s conv2.
+//! F(4×4, 3×3) ([`winograd::f43`]) on planes at least 12 wide: 36/64 of F(2×2)'s GEMM work;
+//! a further −34 % at ResNet-19's 32×32 layer, −27 % at 16×16, −8 % on `mnist-cnn`'s conv2
+//! (its 8×8 layer stays on F(2×2)).
 
 pub mod im2col;
 pub mod sparse;
