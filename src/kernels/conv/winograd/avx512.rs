@@ -13,7 +13,7 @@ use std::arch::x86_64::{
 pub const MAX_W: usize = 32;
 
 /// The first `n ≤ 16` lanes.
-fn lanes(n: usize) -> u16 {
+pub(super) fn lanes(n: usize) -> u16 {
     ((1u32 << n) - 1) as u16
 }
 
@@ -23,7 +23,7 @@ fn lanes(n: usize) -> u16 {
 /// AVX-512F; `row` holds `w ≤ 32` elements.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn load_row(row: &[f32], w: usize) -> (__m512, __m512) {
+pub(super) unsafe fn load_row(row: &[f32], w: usize) -> (__m512, __m512) {
     debug_assert!(w <= MAX_W && row.len() >= w);
     // SAFETY: the masks cover `row[0..w]` only; masked-off lanes are not read.
     unsafe {

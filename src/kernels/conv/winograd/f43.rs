@@ -25,7 +25,7 @@
 //! of a window first (whole padded rows at once), then to its columns.
 
 use super::super::ConvGeom;
-use super::{input_gradient, InputVariant};
+use super::{input_gradient, InputVariant, Transforms};
 use rayon::prelude::*;
 use std::ops::{Add, Mul, Sub};
 
@@ -200,33 +200,19 @@ fn transform_output(m: &[f32], ld: usize, h: usize, w: usize, out: &mut [f32]) {
     }
 }
 
-/// Which tile transforms run: the portable loops, or AVX-512 (planes at most 32 wide).
+/// F(4×4)'s tile transforms: the portable loops, or AVX-512 where [`super`]'s detection
+/// picks its AVX-512 transforms (the same condition: at most 32 wide, AVX-512F).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Transforms {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
+struct F43(Transforms);
 
-impl Transforms {
-    fn detect(g: &ConvGeom) -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if g.w <= avx512::MAX_W && std::arch::is_x86_feature_detected!("avx512f") {
-            return Transforms::Avx512;
-        }
-        let _ = g;
-        Transforms::Portable
-    }
-}
-
-impl InputVariant for Transforms {
+impl InputVariant for F43 {
     const TILE: usize = 4;
     const COLS: usize = COLS;
     fn weight(g: &ConvGeom, weight: &[f32], out: &mut [f32]) {
         transform_weight(g, weight, out);
     }
     fn input(self, plane: &[f32], h: usize, w: usize, v: &mut [f32], ld: usize) {
-        match self {
+        match self.0 {
             Transforms::Portable => transform_input(plane, h, w, v, ld),
             // SAFETY: `Avx512` is only chosen for planes ≤ 32 wide on a CPU with AVX-512F;
             // the slice bounds are asserted inside.
@@ -235,7 +221,7 @@ impl InputVariant for Transforms {
         }
     }
     fn output(self, m: &[f32], ld: usize, h: usize, w: usize, out: &mut [f32]) {
-        match self {
+        match self.0 {
             Transforms::Portable => transform_output(m, ld, h, w, out),
             // SAFETY: as for `input`.
             #[cfg(target_arch = "x86_64")]
@@ -253,7 +239,7 @@ pub const COLS: usize = 256;
 /// # Panics
 /// If `g` does not fit or a slice length disagrees with `g`.
 pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) {
-    input_gradient(Transforms::detect(g), g, dy, weight, dx);
+    input_gradient(F43(Transforms::detect(g)), g, dy, weight, dx);
 }
 
 #[cfg(test)]
@@ -324,7 +310,7 @@ mod tests {
             );
             let want = direct(&g, &dy, &wt);
             let mut portable = vec![f32::NAN; g.n * g.in_img()];
-            input_gradient(Transforms::Portable, &g, &dy, &wt, &mut portable);
+            input_gradient(F43(Transforms::Portable), &g, &dy, &wt, &mut portable);
             for (i, (&got, &(s, abs))) in portable.iter().zip(&want).enumerate() {
                 let err = (got as f64 - s).abs();
                 assert!(
@@ -335,7 +321,7 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             if Transforms::detect(&g) == Transforms::Avx512 {
                 let mut vector = vec![f32::NAN; g.n * g.in_img()];
-                input_gradient(Transforms::Avx512, &g, &dy, &wt, &mut vector);
+                input_gradient(F43(Transforms::Avx512), &g, &dy, &wt, &mut vector);
                 let same = portable
                     .iter()
                     .zip(&vector)

@@ -4,40 +4,17 @@
 //! transformed row. The arithmetic is [`super::bt`] and [`super::at`] on `f32x16`, in the
 //! portable transforms' order, so the bits are theirs (`super`'s tests compare them).
 
+use super::super::avx512::{lanes, load_row};
 use super::{at, bt};
 use std::arch::x86_64::{
     __m512, __m512i, _mm512_loadu_si512, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
-    _mm512_maskz_permutex2var_ps, _mm512_permutex2var_ps, _mm512_setr_epi32, _mm512_setzero_ps,
+    _mm512_maskz_permutex2var_ps, _mm512_permutex2var_ps, _mm512_setr_epi32,
 };
 use wide::f32x16;
 
-/// Widest plane these transforms take: a row is two 16-lane vectors.
-pub const MAX_W: usize = 32;
-
-/// The first `n ≤ 16` lanes.
-fn lanes(n: usize) -> u16 {
-    ((1u32 << n) - 1) as u16
-}
-
-/// A row `row[0..w]` (zeros past `w`), as two 16-lane vectors.
-///
-/// # Safety
-/// AVX-512F; `row` holds `w ≤ 32` elements.
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn load_row(row: &[f32], w: usize) -> [f32x16; 2] {
-    debug_assert!(w <= MAX_W && row.len() >= w);
-    // SAFETY: the masks cover `row[0..w]` only; masked-off lanes are not read.
-    unsafe {
-        let lo = _mm512_maskz_loadu_ps(lanes(w.min(16)), row.as_ptr());
-        let hi = if w > 16 {
-            _mm512_maskz_loadu_ps(lanes(w - 16), row.as_ptr().add(16))
-        } else {
-            _mm512_setzero_ps()
-        };
-        [lo.into(), hi.into()]
-    }
-}
+/// Widest plane these transforms take (a row is two 16-lane vectors): the F(2×2) ones',
+/// so one detection serves both.
+pub const MAX_W: usize = super::super::avx512::MAX_W;
 
 /// For window column `j`, the permute indices (lane `t` reads padded column `4t + j`, i.e.
 /// row element `4t + j − 1` of the 32 in `(lo, hi)`) and the lanes whose element exists.
@@ -81,7 +58,8 @@ pub unsafe fn transform_input(plane: &[f32], h: usize, w: usize, v: &mut [f32], 
             let y = (4 * ty + r).wrapping_sub(1);
             if y < h {
                 // SAFETY: AVX-512F (this function's contract); row `y` is inside `plane`.
-                *halves = unsafe { load_row(&plane[y * w..], w) };
+                let (lo, hi) = unsafe { load_row(&plane[y * w..], w) };
+                *halves = [lo.into(), hi.into()];
             }
         }
         // Bᵀ down the rows, each half of the row at once (the right half is zero below 17).
