@@ -271,7 +271,7 @@ impl Tensor {
     /// Sets every element to zero (keeps the allocation).
     pub fn fill_zero(&mut self) {
         self.mark_written();
-        self.data.fill(0.0);
+        crate::kernels::elementwise::par_fill_zero(&mut self.data);
     }
 
     /// Largest absolute element-wise difference to `other` (shapes must match).

@@ -8,6 +8,7 @@ use super::loss::{predict_upto, Loss};
 use super::optim::{cosine_lr, Optimizer, OptimizerConfig};
 use super::record::Recorder;
 use crate::error::{Error, Result};
+use crate::kernels::elementwise::par_all_finite;
 use crate::nn::{ForwardCtx, Network};
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -177,7 +178,7 @@ impl Trainer {
         }
         let mut bad = None;
         self.net.visit_params(&mut |p| {
-            if bad.is_none() && p.trainable && !p.grad.data().iter().all(|g| g.is_finite()) {
+            if bad.is_none() && p.trainable && !par_all_finite(p.grad.data()) {
                 bad = Some(p.name.clone());
             }
         });

@@ -254,6 +254,24 @@ fn packed_weight_rows_are_cache_line_aligned() {
     }
 }
 
+/// A repack reuses the buffer without refilling it: it must equal a fresh pack, also when the
+/// previous shape had the same length but wrote the lanes that are now padding (72 outputs,
+/// then 70), and across blocks packed on different tasks (130 outputs: three blocks).
+#[test]
+fn a_repacked_weight_equals_a_fresh_pack() {
+    let mut seed = 21;
+    let g72 = ConvGeom::new(1, 3, 5, 5, 72, 3, 1, 1).unwrap();
+    let g70 = ConvGeom::new(1, 3, 5, 5, 70, 3, 1, 1).unwrap();
+    let g130 = ConvGeom::new(1, 5, 5, 5, 130, 3, 1, 1).unwrap();
+    let mut wp = PackedWeight::new(&g72, &signed(g72.weight_len(), &mut seed));
+    for g in [g70, g70, g130, g130, g72] {
+        let w = signed(g.weight_len(), &mut seed);
+        wp.pack(&g, &w);
+        assert!(wp.packed_for(&g));
+        assert_eq!(wp.data(), PackedWeight::new(&g, &w).data(), "{g:?}");
+    }
+}
+
 /// The 16-lane compare and the scalar tail agree with `e != 0.0` on full words, partial words,
 /// and the values a spike tensor can hold (±0, the scale), plus stray non-zeros.
 #[test]
