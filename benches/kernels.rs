@@ -14,7 +14,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use mpsnn::kernels::bn::{self, BnDims};
 use mpsnn::kernels::conv::sparse::{self, SpikeBits};
-use mpsnn::kernels::conv::{self, ConvGeom, ConvWorkspace};
+use mpsnn::kernels::conv::{self, direct, ConvGeom, ConvWorkspace};
 use mpsnn::kernels::gemm::{sgemm_rows_par, MatLayout};
 use mpsnn::kernels::pool::{self, PoolGeom};
 use std::hint::black_box;
@@ -38,6 +38,8 @@ const CONVS: &[(&str, [usize; 7])] = &[
     ("r19_stem_3to64_32x32_k3", [64, 3, 32, 64, 3, 1, 1]),
     ("mnist_c1_1to32_28x28_k3", [256, 1, 28, 32, 3, 1, 1]),
     ("mnist_c2_32to64_14x14_k3", [256, 32, 14, 64, 3, 1, 1]),
+    // A wider 14×14 layer, where the direct kernels meet GEMMs with more work per call.
+    ("w14_128to128_14x14_k3", [64, 128, 14, 128, 3, 1, 1]),
 ];
 
 fn conv_benches(c: &mut Criterion) {
@@ -84,6 +86,12 @@ fn conv_benches(c: &mut Criterion) {
         if conv::winograd::preferred_for_weight(&g) {
             group.bench_function(BenchmarkId::new("dw_im2col", label), |b| {
                 b.iter(|| conv::backward_weight_im2col(&g, black_box(&x), &dy, &mut dw, &mut ws))
+            });
+        }
+        if direct::preferred(&g) {
+            // The path `fwd` replaced for narrow 3×3 "same" convs, for the ratio in the same run.
+            group.bench_function(BenchmarkId::new("fwd_im2col", label), |b| {
+                b.iter(|| conv::forward_im2col(&g, black_box(&x), &w, None, &mut y))
             });
         }
     }
@@ -207,6 +215,21 @@ fn sparse_benches(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("dense_dw", label), |b| {
             b.iter(|| conv::backward_weight(&g, black_box(&x), &dy, &mut dw, &mut ws))
         });
+        if direct::preferred(&g) {
+            // Dense from the bits themselves: the alternative to the event path here.
+            let bits = SpikeBits::from_f32(&x, n, ci, hw * hw, 1.0);
+            group.bench_function(BenchmarkId::new("direct_fwd_bits", label), |b| {
+                b.iter(|| {
+                    direct::forward(
+                        &g,
+                        direct::Input::Spikes(black_box(&bits)),
+                        &w,
+                        None,
+                        &mut y,
+                    )
+                })
+            });
+        }
         for density in [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.7] {
             let x = spikes(n * g.in_img(), density);
             let bits = SpikeBits::from_f32(&x, n, ci, hw * hw, 1.0);

@@ -41,8 +41,14 @@
 //! every other shape). Where the AVX-512 transforms apply, the input gradient runs as
 //! F(4×4, 3×3) ([`winograd::f43`]) on planes at least 12 wide: 36/64 of F(2×2)'s GEMM work;
 //! a further −34 % at ResNet-19's 32×32 layer, −27 % at 16×16, −8 % on `mnist-cnn`'s conv2
-//! (its 8×8 layer stays on F(2×2)).
+//! (its 8×8 layer stays on F(2×2)). With at most 64 output channels the Winograd input
+//! gradient's products skip `matrixmultiply`'s packing ([`winograd`]'s `tile_gemm`: −19 to
+//! −21 % on `mnist-cnn`'s conv2).
+//!
+//! The dense forward of 3×3 "same" convs on planes 12–14 wide runs [`direct`] (no im2col,
+//! no packing; from spike bits too): −37 to −47 % against im2col at 14×14.
 
+pub mod direct;
 pub mod im2col;
 pub mod sparse;
 pub mod winograd;
@@ -229,11 +235,29 @@ fn check_lens(g: &ConvGeom, x: usize, w: usize, y: usize, what: &str) {
 }
 
 /// `y ← conv(x, weight) + bias`; `x` is `[N, C_in, H, W]`, `weight` `[C_out, C_in, k, k]`,
-/// `y` `[N, C_out, OH, OW]` (overwritten, never read).
+/// `y` `[N, C_out, OH, OW]` (overwritten, never read). Narrow 3×3 "same" convs run
+/// [`direct::forward`] where it is [`direct::preferred`], every other shape im2col + GEMM.
 ///
 /// # Panics
 /// If a slice length disagrees with `g`, or `bias` is not `C_out` long.
 pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    if direct::preferred(g) {
+        return direct::forward(g, direct::Input::Dense(x), weight, bias, y);
+    }
+    forward_im2col(g, x, weight, bias, y);
+}
+
+/// [`forward`] as im2col + GEMM, for any shape.
+///
+/// # Panics
+/// As [`forward`].
+pub fn forward_im2col(
+    g: &ConvGeom,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     check_lens(g, x.len(), weight.len(), y.len(), "forward");
     assert!(
         bias.is_none_or(|b| b.len() == g.c_out),

@@ -4,7 +4,7 @@
 use super::im2col::{col2im, im2col, valid_range};
 use super::*;
 
-fn rand_vec(n: usize, seed: &mut u64) -> Vec<f32> {
+pub(super) fn rand_vec(n: usize, seed: &mut u64) -> Vec<f32> {
     (0..n)
         .map(|_| {
             *seed = seed
@@ -16,14 +16,14 @@ fn rand_vec(n: usize, seed: &mut u64) -> Vec<f32> {
 }
 
 /// (value, Σ|terms|) per element: the second bounds the f32 summation error.
-struct Ref {
-    y: Vec<(f64, f64)>,
-    dx: Vec<(f64, f64)>,
-    dw: Vec<(f64, f64)>,
-    db: Vec<(f64, f64)>,
+pub(super) struct Ref {
+    pub(super) y: Vec<(f64, f64)>,
+    pub(super) dx: Vec<(f64, f64)>,
+    pub(super) dw: Vec<(f64, f64)>,
+    pub(super) db: Vec<(f64, f64)>,
 }
 
-fn reference(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], dy: &[f32]) -> Ref {
+pub(super) fn reference(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], dy: &[f32]) -> Ref {
     let mut r = Ref {
         y: vec![(0.0, 0.0); g.n * g.out_img()],
         dx: vec![(0.0, 0.0); g.n * g.in_img()],
@@ -64,7 +64,7 @@ fn reference(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], dy: &[f32]) -> Ref {
     r
 }
 
-fn assert_close(what: &str, got: &[f32], want: &[(f64, f64)], offset: &[f32]) {
+pub(super) fn assert_close(what: &str, got: &[f32], want: &[(f64, f64)], offset: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (&gv, &(wv, mag))) in got.iter().zip(want).enumerate() {
         let wv = wv + offset.get(i).map_or(0.0, |&v| v as f64);

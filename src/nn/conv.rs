@@ -5,7 +5,7 @@ use super::spec::Conv2dSpec;
 use super::{ForwardCtx, Layer, Param};
 use crate::error::{Error, Result};
 use crate::kernels::conv::sparse::{self, PackedWeight, SpikeBits};
-use crate::kernels::conv::{self, ConvGeom, ConvWorkspace};
+use crate::kernels::conv::{self, direct, ConvGeom, ConvWorkspace};
 use crate::tensor::Tensor;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -233,6 +233,8 @@ impl Conv2d {
             if keep_packed {
                 self.packed = Some((id, std::mem::take(&mut packed)));
             }
+        } else if direct::preferred(g) {
+            direct::forward(g, direct::Input::Spikes(bits), weight.data(), bias, y);
         } else if let Some(x) = dense {
             conv::forward(g, x, weight.data(), bias, y);
         } else {

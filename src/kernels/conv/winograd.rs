@@ -25,6 +25,7 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod f43;
+mod tile_gemm;
 pub mod weight;
 
 pub use weight::backward_weight;
@@ -348,6 +349,7 @@ fn input_gradient<V: InputVariant>(
     let (v_len, m_len) = (xis * v_ld, xis * m_ld);
     let plane = g.h * g.w;
     let per = super::groups_per_task(g.n.div_ceil(gs)) * gs;
+    let unpacked = tile_gemm::applies(g.c_in, g.c_out);
     dx.par_chunks_mut(per * g.in_img())
         .zip(dy.par_chunks(per * g.out_img()))
         .for_each(|(dxc, dyc)| {
@@ -373,6 +375,11 @@ fn input_gradient<V: InputVariant>(
                         let a = &wt[xi * g.c_in..];
                         let b = &s.col[xi * v_ld..];
                         let c = &mut s.tmp[xi * m_ld..];
+                        if unpacked {
+                            let dims = (g.c_in, g.c_out, cols);
+                            tile_gemm::gemm(dims, a, xis * g.c_in, b, ncols, c, ncols);
+                            continue;
+                        }
                         sgemm(
                             1.0,
                             a,
