@@ -238,6 +238,25 @@ pub fn normalize_plane_inplace(x: &mut [f32], m: f32, a: f32, b: f32) {
     }
 }
 
+/// `y = (x − m)·a + b`: [`normalize_plane_inplace`] from one buffer into another, the same
+/// lane groups and so the same bits, without first copying `x` into `y`.
+///
+/// # Panics
+/// If the lengths differ.
+#[inline]
+pub fn normalize_plane(x: &[f32], y: &mut [f32], m: f32, a: f32, b: f32) {
+    assert_eq!(x.len(), y.len(), "normalize_plane: lengths");
+    let mut groups = y.chunks_exact_mut(LANES);
+    let mut src = x.chunks_exact(LANES);
+    for (g, xs) in (&mut groups).zip(&mut src) {
+        let v = affine8(f32x8::new(xs.try_into().unwrap()), m, a, b);
+        g.copy_from_slice(&v.to_array());
+    }
+    for (v, &xv) in groups.into_remainder().iter_mut().zip(src.remainder()) {
+        *v = affine1(xv, m, a, b);
+    }
+}
+
 /// `(x − m)·a + b` on 8 lanes.
 #[inline(always)]
 pub fn affine8(x: f32x8, m: f32, a: f32, b: f32) -> f32x8 {

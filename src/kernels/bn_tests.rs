@@ -176,3 +176,23 @@ fn results_are_bit_identical_for_1_and_4_threads() {
     let (a, b) = (run(1), run(4));
     assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
 }
+
+#[test]
+fn out_of_place_normalize_gives_the_in_place_bits() {
+    let mut seed = 41;
+    // Lengths with and without a lane remainder, and an empty plane.
+    for len in [0, 1, 7, 8, 13, 196, 784] {
+        let x = rand_vec(len, &mut seed, -3.0, 3.0);
+        let mut inplace = x.clone();
+        normalize_plane_inplace(&mut inplace, 0.3, 1.7, -0.2);
+        let mut out = vec![f32::NAN; len];
+        normalize_plane(&x, &mut out, 0.3, 1.7, -0.2);
+        assert!(
+            inplace
+                .iter()
+                .zip(&out)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "length {len}"
+        );
+    }
+}

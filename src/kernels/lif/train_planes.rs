@@ -112,10 +112,10 @@ fn source_rows<'a>(
     let rows = if stages.repeated { 1 } else { t };
     let buf = grow(norm, rows * len);
     for (dst, src) in buf.chunks_exact_mut(len).zip(&raw) {
-        dst.copy_from_slice(src);
-        for (k, plane) in dst.chunks_exact_mut(hw).enumerate() {
+        let planes = dst.chunks_exact_mut(hw).zip(src.chunks_exact(hw));
+        for (k, (plane, x)) in planes.enumerate() {
             let c = (p0 + k) % stages.channels;
-            bn::normalize_plane_inplace(plane, a.mean[c], a.scale[c], a.shift[c]);
+            bn::normalize_plane(x, plane, a.mean[c], a.scale[c], a.shift[c]);
         }
     }
     let buf: &'a [f32] = buf;
