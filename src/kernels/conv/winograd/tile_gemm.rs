@@ -124,37 +124,11 @@ mod avx512 {
                 // SAFETY: rows r0..r0 + 8 ≤ m, columns t0..t0 + cols ≤ n (masked lanes are
                 // neither read nor written), κ < k: inside the caller's bounds.
                 unsafe {
+                    let (ar, br, cr) = (a.add(r0), b.add(t0), c.add(r0 * ldc + t0));
                     match vecs {
-                        3 => block::<3>(
-                            k,
-                            a.add(r0),
-                            lda,
-                            b.add(t0),
-                            ldb,
-                            c.add(r0 * ldc + t0),
-                            ldc,
-                            masks,
-                        ),
-                        2 => block::<2>(
-                            k,
-                            a.add(r0),
-                            lda,
-                            b.add(t0),
-                            ldb,
-                            c.add(r0 * ldc + t0),
-                            ldc,
-                            masks,
-                        ),
-                        _ => block::<1>(
-                            k,
-                            a.add(r0),
-                            lda,
-                            b.add(t0),
-                            ldb,
-                            c.add(r0 * ldc + t0),
-                            ldc,
-                            masks,
-                        ),
+                        3 => block::<3>(k, ar, lda, br, ldb, cr, ldc, masks),
+                        2 => block::<2>(k, ar, lda, br, ldb, cr, ldc, masks),
+                        _ => block::<1>(k, ar, lda, br, ldb, cr, ldc, masks),
                     }
                 }
             }
@@ -214,15 +188,8 @@ mod tests {
             eprintln!("no AVX-512F: tile_gemm not tested");
             return;
         }
-        let mut seed = 11u32;
-        let mut data = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
-                    (seed >> 8) as f32 / (1 << 23) as f32 - 1.0
-                })
-                .collect()
-        };
+        let mut seed = 11;
+        let mut data = |n: usize| super::super::super::tests::rand_vec(n, &mut seed);
         // Column tails of 1, 15, 16, 17 and 47 lanes, one to four row blocks, K from 1 to 64,
         // leading dimensions past the block.
         for &(m, k, n) in &[
