@@ -109,9 +109,9 @@ fn pad_image(x: Input, n: usize, (c, h, w): (usize, usize, usize), xp: &mut [f32
 }
 
 /// The weight in the kernel's order, `[C_out/4][C_in][kx][ky][4]`: the 12 weights one
-/// `(ci, kx)` step broadcasts are adjacent.
+/// `(ci, kx)` step broadcasts are adjacent. A pooled buffer: [`forward`] gives it back.
 fn block_weights(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
-    let mut wk = vec![0.0; c_out * c_in * 9];
+    let mut wk = crate::buffer_pool::overwritable(c_out * c_in * 9);
     for (i, v) in wk.iter_mut().enumerate() {
         let (j, rest) = (i % CO_BLOCK, i / CO_BLOCK);
         let (ky, rest) = (rest % 3, rest / 3);
@@ -186,6 +186,7 @@ pub fn forward(g: &ConvGeom, x: Input, weight: &[f32], bias: Option<&[f32]>, y: 
     );
     let wk = block_weights(weight, g.c_out, g.c_in);
     conv_images(x, (g.n, g.c_in, g.h, g.w), &wk, g.c_out, bias, y);
+    crate::buffer_pool::give_back(wk);
 }
 
 #[cfg(test)]
