@@ -23,7 +23,8 @@ use std::sync::Arc;
 /// The forward pass and the weight gradient then take the event-driven kernels of
 /// [`crate::kernels::conv::sparse`] when the input density is at most
 /// [`sparse::fwd_max_density`] / [`sparse::wgrad_max_density`] (per-shape switch points), and
-/// the dense GEMM path above.
+/// the dense paths above (for the forward of narrow 3×3 "same" convs, [`direct`] straight from
+/// the bits; otherwise im2col + GEMM).
 /// That cache is the whole input, so the output can be rebuilt ([`Layer::recompute_output`]):
 /// a batch norm after such a conv keeps no f32 input ([`crate::nn::Sequential`]).
 ///
