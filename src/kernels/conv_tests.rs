@@ -114,6 +114,8 @@ const SHAPES: &[[usize; 8]] = &[
     // Winograd's input gradient (both channel counts ≥ winograd::MIN_CHANNELS).
     [2, 32, 6, 5, 33, 3, 1, 1],
     [3, 130, 5, 5, 3, 3, 1, 1],
+    // Winograd F(4×4)'s forward and input gradient (≥ 32 channels, at least 12 wide).
+    [2, 32, 13, 14, 40, 3, 1, 1],
     [2, 300, 3, 3, 4, 1, 1, 0],
     [2, 3, 6, 6, 4, 3, 3, 0],
     [1, 2, 4, 2, 3, 5, 1, 2],

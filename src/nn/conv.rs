@@ -5,7 +5,7 @@ use super::spec::Conv2dSpec;
 use super::{ForwardCtx, Layer, Param};
 use crate::error::{Error, Result};
 use crate::kernels::conv::sparse::{self, PackedWeight, SpikeBits};
-use crate::kernels::conv::{self, direct, ConvGeom, ConvWorkspace};
+use crate::kernels::conv::{self, direct, winograd, ConvGeom, ConvWorkspace};
 use crate::tensor::Tensor;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -23,8 +23,9 @@ use std::sync::Arc;
 /// The forward pass and the weight gradient then take the event-driven kernels of
 /// [`crate::kernels::conv::sparse`] when the input density is at most
 /// [`sparse::fwd_max_density`] / [`sparse::wgrad_max_density`] (per-shape switch points), and
-/// the dense paths above (for the forward of narrow 3×3 "same" convs, [`direct`] straight from
-/// the bits; otherwise im2col + GEMM).
+/// the dense paths above (for the forward of 3×3 "same" convs with at least 32 channels,
+/// Winograd F(4×4, 3×3); of other narrow ones, [`direct`] straight from the bits; otherwise
+/// im2col + GEMM).
 /// That cache is the whole input, so the output can be rebuilt ([`Layer::recompute_output`]):
 /// a batch norm after such a conv keeps no f32 input ([`crate::nn::Sequential`]).
 ///
@@ -234,7 +235,7 @@ impl Conv2d {
             if keep_packed {
                 self.packed = Some((id, std::mem::take(&mut packed)));
             }
-        } else if direct::preferred(g) {
+        } else if direct::preferred(g) && !winograd::f43::preferred(g) {
             direct::forward(g, direct::Input::Spikes(bits), weight.data(), bias, y);
         } else if let Some(x) = dense {
             conv::forward(g, x, weight.data(), bias, y);
@@ -389,6 +390,53 @@ mod tests {
                 }
             }
         });
+    }
+
+    /// A training forward's output is rebuilt bit for bit from the cached bits on each side of
+    /// the switch point: the event path, and the dense one (Winograd F(4×4) at this shape
+    /// where AVX-512 is, which takes the f32 input in the forward and unpacked bits here).
+    #[test]
+    fn recompute_output_gives_the_forward_bits_on_both_paths() {
+        let spec = Conv2dSpec {
+            name: "c".into(),
+            in_channels: 32,
+            out_channels: 32,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            bias: true,
+        };
+        for (threshold, sparse_side) in [(1u32, true), (8, false)] {
+            let mut seed = 9u32;
+            let x: Vec<f32> = (0..2 * 32 * 14 * 14)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                    if seed >> 28 < threshold {
+                        0.5
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let x = Tensor::from_vec(&[2, 32, 14, 14], x)
+                .unwrap()
+                .with_spike_scale(Some(0.5));
+            let mut conv = Conv2d::from_spec(&spec, &mut init_rng(5)).unwrap();
+            let y = conv.forward(x, &ForwardCtx::train(1)).unwrap();
+            let (density, max) = conv.last_density.unwrap();
+            assert_eq!(
+                density <= max,
+                sparse_side,
+                "density {density}, switch {max}"
+            );
+            let again = conv.recompute_output().unwrap();
+            let same = y
+                .data()
+                .iter()
+                .zip(again.data())
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "density {density}: recomputed output differs");
+        }
     }
 
     /// The packed weight kept between eval forwards is repacked after every change of the

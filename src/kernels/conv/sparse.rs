@@ -42,8 +42,19 @@ pub const FWD_MAX_DENSITY: f64 = 0.5;
 /// Fitted to `benches/kernels.rs` (`conv2d_sparse`, 2 threads; see `docs/perf.md`): measured
 /// break-even ≈ 0.5 at ResNet-19 layers 1 and 3 (`k²·C_in` = 1152, 4608), ≈ 0.45 at the MNIST
 /// conv2 (288), ≈ 0.2 at the 1×1 shortcut (128).
+///
+/// Where the dense forward is Winograd F(4×4, 3×3) ([`super::winograd::f43::preferred`]) it
+/// does 36/144 of the multiplies, and the switch point is `0.15 + 4/C_in` instead (if lower):
+/// measured break-even (`conv2d_sparse`, `sparse_fwd` against `dense_fwd`, 1 and 2 threads)
+/// ≈ 0.27–0.30 at the MNIST conv2 (`C_in` = 32), ≈ 0.15–0.18 at ResNet-19 layer 1 (128),
+/// ≈ 0.23 at layer 2 (256).
 pub fn fwd_max_density(g: &ConvGeom) -> f64 {
-    (FWD_MAX_DENSITY - 38.0 / g.col_rows() as f64).max(0.0)
+    let im2col = (FWD_MAX_DENSITY - 38.0 / g.col_rows() as f64).max(0.0);
+    if super::winograd::f43::preferred(g) {
+        im2col.min(0.15 + 4.0 / g.c_in as f64)
+    } else {
+        im2col
+    }
 }
 
 /// The input density up to which the weight gradient of geometry `g` takes the event-driven

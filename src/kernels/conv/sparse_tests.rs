@@ -73,7 +73,8 @@ const SHAPES: &[[usize; 8]] = &[
     [2, 2, 5, 7, 3, 1, 1, 0],
     [1, 3, 6, 6, 4, 5, 1, 2],
     [2, 2, 7, 7, 9, 3, 3, 0],
-    [1, 2, 13, 13, 24, 3, 1, 1], // planes longer than one u64 word
+    [1, 2, 13, 13, 24, 3, 1, 1],  // planes longer than one u64 word
+    [2, 32, 14, 14, 40, 3, 1, 1], // dense side: Winograd F(4×4) where AVX-512 is
     // Channel masks of more than one word, C_in not a multiple of 64; C_out over one
     // register block (64) with a partial last block and a partial last vector.
     [2, 70, 7, 9, 75, 3, 1, 1],
@@ -241,6 +242,18 @@ fn forward_switch_point_follows_the_measured_shapes() {
     assert!((d(128, 1) - 0.203).abs() < 0.01);
     assert_eq!(d(3, 1), 0.0);
     assert!(d(4096, 3) <= FWD_MAX_DENSITY);
+    // Against Winograd F(4×4) (at least 12 wide, AVX-512): the MNIST conv2 at 14×14 and
+    // ResNet-19 layers 1 and 2 at their own sizes.
+    let at = |ci, hw| fwd_max_density(&ConvGeom::new(1, ci, hw, hw, 64, 3, 1, 1).unwrap());
+    if crate::kernels::conv::winograd::f43::preferred(
+        &ConvGeom::new(1, 32, 14, 14, 64, 3, 1, 1).unwrap(),
+    ) {
+        assert!((at(32, 14) - 0.275).abs() < 0.01);
+        assert!((at(128, 32) - 0.181).abs() < 0.01);
+        assert!((at(256, 16) - 0.166).abs() < 0.01);
+    } else {
+        assert!((at(32, 14) - 0.368).abs() < 0.01);
+    }
 }
 
 #[test]

@@ -337,6 +337,17 @@ fn input_gradient<V: InputVariant>(
     let xis = (V::TILE + 2) * (V::TILE + 2);
     let mut wt = crate::buffer_pool::overwritable(xis * g.c_in * g.c_out);
     V::weight(g, weight, &mut wt);
+    transformed_conv(tf, g, dy, &wt, dx);
+    crate::buffer_pool::give_back(wt);
+}
+
+/// The body of [`input_gradient`] with the weight already transformed (`wt`, as
+/// [`InputVariant::weight`] writes it): `dx` ← the "same" correlation of `dy` (`C_out`
+/// channels) that `wt` stands for, `C_in` channels. The forward runs through here too, with
+/// the channel counts swapped ([`f43::forward`]).
+fn transformed_conv<V: InputVariant>(tf: V, g: &ConvGeom, dy: &[f32], wt: &[f32], dx: &mut [f32]) {
+    let xis = (V::TILE + 2) * (V::TILE + 2);
+    debug_assert_eq!(wt.len(), xis * g.c_in * g.c_out);
     let tiles = g.h.div_ceil(V::TILE) * g.w.div_ceil(V::TILE);
     // At least four groups where there are the images, so both threads have work (F(4×4)
     // at 8×8 would otherwise put a 64-image batch in one group).
@@ -401,7 +412,6 @@ fn input_gradient<V: InputVariant>(
                 }
             })
         });
-    crate::buffer_pool::give_back(wt);
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@
 //! of a window first (whole padded rows at once), then to its columns.
 
 use super::super::ConvGeom;
-use super::{input_gradient, InputVariant, Transforms};
+use super::{input_gradient, transformed_conv, InputVariant, Transforms};
 use rayon::prelude::*;
 use std::ops::{Add, Mul, Sub};
 
@@ -118,17 +118,44 @@ fn g3(x: [f32; 3]) -> [f32; 6] {
 /// matrix at `ξ·C_in`, stored by columns `36·C_in` apart (as in [`super`]).
 fn transform_weight(g: &ConvGeom, weight: &[f32], out: &mut [f32]) {
     let ci = g.c_in;
-    out.par_chunks_mut(36 * ci)
+    transform_kernels(g.c_out, ci, out, |o, c| {
+        let k = &weight[(o * ci + c) * 9..][..9];
+        std::array::from_fn(|i| k[8 - i])
+    });
+}
+
+/// The forward's [`transform_weight`]: the forward of `g` is the input gradient of `g` with
+/// its channel counts swapped and the weight `W'[c][o] = W[o][c]` rotated by 180°, so the
+/// strips run over input channels and the kernels are not flipped:
+/// `Ŵ[c][ξ][o] = (G·W[o][c]·Gᵀ)[ξ]`, `Ŵ_ξ` the `C_out × C_in` matrix at `ξ·C_out`.
+fn transform_weight_forward(g: &ConvGeom, weight: &[f32], out: &mut [f32]) {
+    let ci = g.c_in;
+    transform_kernels(g.c_in, g.c_out, out, |c, o| {
+        let k = &weight[(o * ci + c) * 9..][..9];
+        std::array::from_fn(|i| k[i])
+    });
+}
+
+/// `out[(s·36 + ξ)·per + j] = (G·w·Gᵀ)[ξ]` for `w = kernel(s, j)` (row-major 3×3), `strips`
+/// strips of `36·per` floats.
+fn transform_kernels(
+    strips: usize,
+    per: usize,
+    out: &mut [f32],
+    kernel: impl Fn(usize, usize) -> [f32; 9] + Sync,
+) {
+    out[..strips * 36 * per]
+        .par_chunks_mut(36 * per)
         .enumerate()
-        .for_each(|(o, strip)| {
-            for (c, k) in weight[o * ci * 9..][..ci * 9].chunks_exact(9).enumerate() {
-                let w = |a: usize, b: usize| k[(2 - a) * 3 + (2 - b)];
-                // G on the columns of w', then on the rows of the result.
-                let col = [0, 1, 2].map(|b| g3([w(0, b), w(1, b), w(2, b)]));
+        .for_each(|(s, strip)| {
+            for j in 0..per {
+                let k = kernel(s, j);
+                // G on the columns of w, then on the rows of the result.
+                let col = [0, 1, 2].map(|b| g3([k[b], k[3 + b], k[6 + b]]));
                 for i in 0..6 {
                     let u = g3([col[0][i], col[1][i], col[2][i]]);
-                    for (j, &v) in u.iter().enumerate() {
-                        strip[(6 * i + j) * ci + c] = v;
+                    for (jj, &v) in u.iter().enumerate() {
+                        strip[(6 * i + jj) * per + j] = v;
                     }
                 }
             }
@@ -242,6 +269,60 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) 
     input_gradient(F43(Transforms::detect(g)), g, dy, weight, dx);
 }
 
+/// `y ← conv(x, W) + bias` by F(4×4, 3×3) for a conv that [`super::fits`]; the contract of
+/// [`crate::kernels::conv::forward`]. Runs as the input gradient of the conv with the channel
+/// counts swapped ([`transform_weight_forward`]), so the forward shares its transforms and
+/// GEMMs. The result differs from im2col's in rounding only (the tests' bound).
+///
+/// # Panics
+/// If `g` does not fit, a slice length disagrees with `g`, or `bias` is not `C_out` long.
+pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    forward_with(F43(Transforms::detect(g)), g, x, weight, bias, y);
+}
+
+/// [`forward`] with the transforms `tf`.
+fn forward_with(
+    tf: F43,
+    g: &ConvGeom,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    assert!(
+        super::fits(g),
+        "winograd: needs a 3x3 stride-1 pad-1 conv, got {g:?}"
+    );
+    assert!(
+        x.len() == g.n * g.in_img()
+            && weight.len() == g.weight_len()
+            && y.len() == g.n * g.out_img()
+            && bias.is_none_or(|b| b.len() == g.c_out),
+        "winograd forward: slice lengths do not match {g:?}"
+    );
+    if g.n == 0 {
+        return;
+    }
+    // The swapped geometry: `x` plays `dY` (C_in channels), `y` plays `dX` (C_out).
+    let swapped = ConvGeom {
+        c_in: g.c_out,
+        c_out: g.c_in,
+        ..*g
+    };
+    let mut wt = crate::buffer_pool::overwritable(36 * g.c_in * g.c_out);
+    transform_weight_forward(g, weight, &mut wt);
+    transformed_conv(tf, &swapped, x, &wt, y);
+    crate::buffer_pool::give_back(wt);
+    if let Some(b) = bias {
+        let plane = g.oh * g.ow;
+        y.par_chunks_mut(g.out_img()).for_each(|img| {
+            for (p, &bo) in img.chunks_exact_mut(plane).zip(b) {
+                p.iter_mut().for_each(|v| *v += bo);
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +366,46 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn forward_matches_the_reference_convolution_and_the_avx512_bits_match_the_portable() {
+        use crate::kernels::conv::tests::{assert_close, rand_vec, reference};
+        let mut seed = 7u64;
+        // mnist-cnn's conv2 shape with a short last image group, odd sizes (edge tiles partly
+        // outside), channel counts off the GEMM blocks, a 1×1 plane, the widest AVX-512 plane.
+        for &(n, ci, h, w, co) in &[
+            (5, 32, 14, 14, 64),
+            (3, 5, 7, 13, 9),
+            (2, 3, 1, 1, 2),
+            (2, 4, 9, 32, 6),
+            (70, 2, 8, 8, 3),
+        ] {
+            let g = ConvGeom::new(n, ci, h, w, co, 3, 1, 1).unwrap();
+            let x = rand_vec(g.n * g.in_img(), &mut seed);
+            let wt = rand_vec(g.weight_len(), &mut seed);
+            let b = rand_vec(g.c_out, &mut seed);
+            let dy = vec![0.0; g.n * g.out_img()];
+            let want = reference(&g, &x, &wt, &b, &dy).y;
+            let run = |tf| {
+                let mut y = vec![f32::NAN; g.n * g.out_img()];
+                forward_with(tf, &g, &x, &wt, Some(&b), &mut y);
+                y
+            };
+            let portable = run(F43(Transforms::Portable));
+            assert_close(&format!("{n}x{ci}x{h}x{w}->{co} y"), &portable, &want, &[]);
+            #[cfg(target_arch = "x86_64")]
+            if Transforms::detect(&g) == Transforms::Avx512 {
+                let same = portable
+                    .iter()
+                    .zip(&run(F43(Transforms::Avx512)))
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{h}x{w}: AVX-512 forward bits differ from the portable"
+                );
+            }
+        }
     }
 
     #[test]
