@@ -271,7 +271,7 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) 
 
 /// `y ← conv(x, W) + bias` by F(4×4, 3×3) for a conv that [`super::fits`]; the contract of
 /// [`crate::kernels::conv::forward`]. Runs as the input gradient of the conv with the channel
-/// counts swapped ([`transform_weight_forward`]), so the forward shares its transforms and
+/// counts swapped (its weight transposed, not flipped), so the forward shares its transforms and
 /// GEMMs. The result differs from im2col's in rounding only (the tests' bound).
 ///
 /// # Panics
