@@ -25,6 +25,8 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod f43;
+#[cfg(target_arch = "x86_64")]
+mod outer;
 mod tile_gemm;
 pub mod weight;
 

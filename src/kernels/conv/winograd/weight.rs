@@ -6,12 +6,16 @@
 //! 3×3)'s (the input transform is shared with [`super::backward_input`]), `G` its 4×2 and
 //! `Aᵀ = [[1,1,1,0],[0,1,−1,0],[0,1,1,−1]]`. Summed over tiles, the products become 16
 //! GEMMs `D_ξ += U_ξ·V_ξᵀ` (`C_out × tiles` times `tiles × C_in`), 16/36 of im2col's work.
+//! With AVX-512 and channel counts that fit its blocks they run as outer products on
+//! transposed transforms (`winograd::outer`), without `matrixmultiply`'s packing.
 //!
 //! Deterministic for any thread count: the image ranges are fixed by the shape, each range
 //! sums its groups in order into its own partial `D`, and the partials are added in range
 //! order before the output transform.
 
 use super::super::{with_scratch, ConvGeom, ConvWorkspace};
+#[cfg(target_arch = "x86_64")]
+use super::outer;
 use super::{fits, group, tile_grid, Transforms, MAX_SPLIT, XI_PAD};
 use crate::kernels::gemm::{sgemm, MatLayout};
 use rayon::prelude::*;
@@ -131,21 +135,45 @@ pub(super) fn backward_weight_with(
     }
     let (v_ld, u_ld) = (g.c_in * ncols + XI_PAD, g.c_out * ncols + XI_PAD);
     let d_layout = MatLayout::row_major(g.c_out, g.c_in);
+    // Where the outer-product kernel applies, the transforms write `Vᵀ` and `Uᵀ` (the same
+    // sizes) and the `col` scratch also holds the channels-last image grid after `Vᵀ`.
+    #[cfg(target_arch = "x86_64")]
+    let (outer, padded) = {
+        let outer = tf == Transforms::Avx512 && outer::applies(g.c_in, g.c_out);
+        let padded = outer::padded_len(g.c_in.max(g.c_out), g.h, g.w);
+        (outer, if outer { padded } else { 0 })
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let (outer, padded) = (false, 0);
     ws.partials[..tasks * slot]
         .par_chunks_mut(slot)
         .enumerate()
         .for_each(|(t, part)| {
-            with_scratch(16 * v_ld, 16 * u_ld, |s| {
+            with_scratch(16 * v_ld + padded, 16 * u_ld, |s| {
                 let (n0, n1) = (t * per, ((t + 1) * per).min(g.n));
+                if outer {
+                    part.fill(0.0);
+                }
                 for i0 in (n0..n1).step_by(gs) {
                     let cnt = gs.min(n1 - i0);
                     let cols = cnt * tiles;
                     for j in 0..cnt {
                         let xi = &x[(i0 + j) * g.in_img()..][..g.in_img()];
+                        let di = &dy[(i0 + j) * g.out_img()..][..g.out_img()];
+                        #[cfg(target_arch = "x86_64")]
+                        if outer {
+                            use outer::Transform;
+                            let (vt, pad) = s.col.split_at_mut(16 * v_ld);
+                            let (dims, col0) = ((g.c_in, g.h, g.w), j * tiles);
+                            outer::transform_t(Transform::Input, xi, dims, pad, vt, v_ld, col0);
+                            let dims = (g.c_out, g.h, g.w);
+                            let ut = &mut s.tmp;
+                            outer::transform_t(Transform::Grad, di, dims, pad, ut, u_ld, col0);
+                            continue;
+                        }
                         for (c, pl) in xi.chunks_exact(plane).enumerate() {
                             tf.input(pl, g.h, g.w, &mut s.col[c * ncols + j * tiles..], v_ld);
                         }
-                        let di = &dy[(i0 + j) * g.out_img()..][..g.out_img()];
                         for (o, pl) in di.chunks_exact(plane).enumerate() {
                             let u = &mut s.tmp[o * ncols + j * tiles..];
                             tf.grad(pl, g.h, g.w, u, u_ld);
@@ -153,6 +181,16 @@ pub(super) fn backward_weight_with(
                     }
                     let beta = if i0 == n0 { 0.0 } else { 1.0 };
                     for xi in 0..16 {
+                        #[cfg(target_arch = "x86_64")]
+                        if outer {
+                            outer::gemm(
+                                (g.c_out, g.c_in, cols),
+                                &s.tmp[xi * u_ld..],
+                                &s.col[xi * v_ld..],
+                                &mut part[xi * g.c_out * g.c_in..][..g.c_out * g.c_in],
+                            );
+                            continue;
+                        }
                         sgemm(
                             1.0,
                             &s.tmp[xi * u_ld..],

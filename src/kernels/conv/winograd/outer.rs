@@ -1,0 +1,529 @@
+//! The Winograd weight gradient's 16 products `D_ξ += U_ξ·V_ξᵀ` without packing: both
+//! transforms write their output transposed (`Vᵀ_ξ` and `Uᵀ_ξ`, a row of channels per tile),
+//! so each product is a sum of outer products that a broadcast kernel reads in place.
+//!
+//! With a lane per tile (the transforms of [`super`]) both operands of the product run along
+//! the tiles (`K`), so `matrixmultiply` had to transpose both while packing them, element by
+//! element: packing was ≈ 6 % of a `mnist-cnn` training step, the GEMM micro-kernel 10 %
+//! (`perf`, see `docs/perf.md`). Here:
+//!
+//! - each image of `X` and of `dY` is copied once into a zero-bordered channels-last grid
+//!   (16×16 register transposes: 16 channels × 16 pixels at a time), and the tile transforms
+//!   run on 16-channel vectors, tile by tile, writing a row of channels contiguously (the
+//!   same additions, in the same order, as the portable transforms: the same bits);
+//! - the kernel keeps a 12-row × 32-channel block of `D_ξ` in 24 registers and, per tile,
+//!   loads two channel vectors of `Vᵀ_ξ` and broadcasts twelve contiguous values of `Uᵀ_ξ`.
+//!
+//! Numerics: each element of `D` is one FMA chain over the tiles in order, so the result
+//! differs from the GEMM's in rounding only (the Winograd tests bound it).
+
+use std::arch::x86_64::{
+    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps, _mm512_mul_ps,
+    _mm512_set1_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_storeu_ps,
+    _mm512_sub_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps,
+};
+
+/// Rows of `D` (output channels) per register block.
+const ROWS: usize = 12;
+/// Channels per register block: two 16-lane vectors.
+const CHANNELS: usize = 32;
+
+/// True if this module takes a weight gradient with `c_in` input and `c_out` output channels
+/// on this CPU: AVX-512F, `C_in` a multiple of 32 and `C_out` of 16.
+pub(super) fn applies(c_in: usize, c_out: usize) -> bool {
+    c_in.is_multiple_of(CHANNELS)
+        && c_out.is_multiple_of(16)
+        && c_in > 0
+        && c_out > 0
+        && std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// Floats of the channels-last buffer the transforms need for `c` channels of an `h × w`
+/// plane.
+pub(super) fn padded_len(c: usize, h: usize, w: usize) -> usize {
+    (2 * h.div_ceil(2) + 2) * (2 * w.div_ceil(2) + 2) * c
+}
+
+/// The two transposed transforms of one image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Transform {
+    /// F(2×2)'s `Bᵀ·d·B` of the 4×4 windows of the input `X` (rows and columns from
+    /// `2ty − 1`, `2tx − 1`), as [`super::transform_input`].
+    Input,
+    /// `G·y·Gᵀ` of the 2×2 tiles of `dY`, as [`super::weight::transform_grad`].
+    Grad,
+}
+
+/// `out[ξ·ld + (col0 + tile)·C + c] = transform(img[c])[ξ][tile]` for every channel `c` of the
+/// image `img` (`[C, h, w]`): the portable transform of every plane, transposed (the same
+/// bits). `padded` is scratch of [`padded_len`] floats.
+///
+/// # Panics
+/// If `C` is not a multiple of 16 or AVX-512F is missing, or a slice is too short.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn transform_t(
+    kind: Transform,
+    img: &[f32],
+    (c, h, w): (usize, usize, usize),
+    padded: &mut [f32],
+    out: &mut [f32],
+    ld: usize,
+    col0: usize,
+) {
+    assert!(
+        c.is_multiple_of(16) && c > 0 && std::arch::is_x86_feature_detected!("avx512f"),
+        "outer: {c} channels not taken here"
+    );
+    let tiles = h.div_ceil(2) * w.div_ceil(2);
+    assert!(
+        img.len() >= c * h * w
+            && padded.len() >= padded_len(c, h, w)
+            && ld >= (col0 + tiles) * c
+            && out.len() >= 15 * ld + (col0 + tiles) * c,
+        "outer transform_t: slices too short for {c}x{h}x{w}"
+    );
+    // SAFETY: AVX-512F was detected; the lengths are asserted above and the kernels read
+    // and write within them (see their comments).
+    unsafe {
+        let off = match kind {
+            Transform::Input => 1,
+            Transform::Grad => 0,
+        };
+        let pw = to_channels_last(img, (c, h, w), off, padded);
+        match kind {
+            Transform::Input => input_tiles(padded, (c, h, w), pw, out, ld, col0),
+            Transform::Grad => grad_tiles(padded, (c, h, w), pw, out, ld, col0),
+        }
+    }
+}
+
+/// The 16 vectors `r` transposed: lane `j` of result `i` is lane `i` of `r[j]`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    // Pairs of rows interleaved, then pairs of pairs, then 128-bit lanes twice.
+    let t: [__m512; 16] = std::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    let u: [__m512; 16] = std::array::from_fn(|i| {
+        // i = 4q + k: k = 0, 1 from t[4q] and t[4q + 2], k = 2, 3 from t[4q + 1], t[4q + 3].
+        let (q, k) = (i / 4, i % 4);
+        let (a, b) = (t[4 * q + k / 2], t[4 * q + k / 2 + 2]);
+        if k % 2 == 0 {
+            _mm512_shuffle_ps::<0x44>(a, b)
+        } else {
+            _mm512_shuffle_ps::<0xEE>(a, b)
+        }
+    });
+    // u[4q + k] holds element k of rows 4q..4q + 4, per 128-bit lane.
+    let v: [__m512; 16] = std::array::from_fn(|i| {
+        // i = 8h + 4m + k: rows 8h..8h + 8, 128-bit lanes (0, 2) for m = 0 and (1, 3) for 1.
+        let (h, m, k) = (i / 8, (i / 4) % 2, i % 4);
+        let (a, b) = (u[8 * h + k], u[8 * h + 4 + k]);
+        if m == 0 {
+            _mm512_shuffle_f32x4::<0x88>(a, b)
+        } else {
+            _mm512_shuffle_f32x4::<0xDD>(a, b)
+        }
+    });
+    std::array::from_fn(|i| {
+        // Result i: the 128-bit lane i / 4 of every row, element i % 4.
+        let (m, k) = ((i / 4) % 2, i % 4);
+        let hi = i / 8;
+        let (a, b) = (v[4 * m + k], v[8 + 4 * m + k]);
+        if hi == 0 {
+            _mm512_shuffle_f32x4::<0x88>(a, b)
+        } else {
+            _mm512_shuffle_f32x4::<0xDD>(a, b)
+        }
+    })
+}
+
+/// Copies the image `img` (`[c, h, w]`) into `padded` channels-last, pixel `(y, x)` at row
+/// `y + off`, column `x + off` of a grid `pw = 2⌈w/2⌉ + 2` wide; everything else zero. Returns
+/// `pw`.
+///
+/// # Safety
+/// AVX-512F; `c` a multiple of 16; `img` holds `c·h·w` floats, `padded` [`padded_len`].
+#[target_feature(enable = "avx512f")]
+unsafe fn to_channels_last(
+    img: &[f32],
+    (c, h, w): (usize, usize, usize),
+    off: usize,
+    padded: &mut [f32],
+) -> usize {
+    let pw = 2 * w.div_ceil(2) + 2;
+    let padded = &mut padded[..padded_len(c, h, w)];
+    // Zeros wherever the image does not land (the copy below overwrites the rest).
+    for (y, row) in padded.chunks_exact_mut(pw * c).enumerate() {
+        if (off..off + h).contains(&y) {
+            row[..off * c].fill(0.0);
+            row[(off + w) * c..].fill(0.0);
+        } else {
+            row.fill(0.0);
+        }
+    }
+    let (hw, ip, pp) = (h * w, img.as_ptr(), padded.as_mut_ptr());
+    for cv in (0..c).step_by(16) {
+        for p0 in (0..hw).step_by(16) {
+            let n = 16.min(hw - p0);
+            let mask = ((1u32 << n) - 1) as u16;
+            // SAFETY: row l reads img[(cv + l)·hw + p0..][..n] within `c·h·w`; the stores
+            // write 16 floats at pixel (y + off, x + off) ≤ (h, w) of the grid, within its
+            // (2⌈h/2⌉ + 2)·pw·c floats.
+            unsafe {
+                let rows = std::array::from_fn(|l| {
+                    _mm512_maskz_loadu_ps(mask, ip.add((cv + l) * hw + p0))
+                });
+                let cols = transpose16(rows);
+                let (mut y, mut x) = (p0 / w, p0 % w);
+                for v in &cols[..n] {
+                    _mm512_storeu_ps(pp.add(((y + off) * pw + x + off) * c + cv), *v);
+                    x += 1;
+                    if x == w {
+                        (y, x) = (y + 1, 0);
+                    }
+                }
+            }
+        }
+    }
+    pw
+}
+
+/// F(2×2)'s `Bᵀ·d·B` of every 4×4 window of the channels-last grid (see [`transform_t`]).
+///
+/// # Safety
+/// As [`transform_t`] asserts; `padded` filled by [`to_channels_last`] with `off = 1`.
+#[target_feature(enable = "avx512f")]
+unsafe fn input_tiles(
+    padded: &[f32],
+    (c, h, w): (usize, usize, usize),
+    pw: usize,
+    out: &mut [f32],
+    ld: usize,
+    col0: usize,
+) {
+    let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+    let (pp, op) = (padded.as_ptr(), out.as_mut_ptr());
+    for ty in 0..th {
+        for tx in 0..tw {
+            let col = col0 + ty * tw + tx;
+            for cv in (0..c).step_by(16) {
+                // SAFETY: the window's pixels (2ty + r, 2tx + s) are rows ≤ 2th + 1 and
+                // columns ≤ 2tw + 1 of the grid; each store writes 16 floats at
+                // ξ·ld + col·c + cv, below 15·ld + (col0 + th·tw)·c (asserted).
+                unsafe {
+                    let at = |r: usize, s: usize| {
+                        _mm512_loadu_ps(pp.add(((2 * ty + r) * pw + 2 * tx + s) * c + cv))
+                    };
+                    // Bᵀ on the rows of the window (r0 − r2, r1 + r2, r2 − r1, r1 − r3), then
+                    // on its columns: the order of `super::transform_input`.
+                    let d: [[__m512; 4]; 4] =
+                        std::array::from_fn(|r| [0, 1, 2, 3].map(|s| at(r, s)));
+                    let t = [
+                        [0, 1, 2, 3].map(|s| _mm512_sub_ps(d[0][s], d[2][s])),
+                        [0, 1, 2, 3].map(|s| _mm512_add_ps(d[1][s], d[2][s])),
+                        [0, 1, 2, 3].map(|s| _mm512_sub_ps(d[2][s], d[1][s])),
+                        [0, 1, 2, 3].map(|s| _mm512_sub_ps(d[1][s], d[3][s])),
+                    ];
+                    for (a, r) in t.iter().enumerate() {
+                        let v = [
+                            _mm512_sub_ps(r[0], r[2]),
+                            _mm512_add_ps(r[1], r[2]),
+                            _mm512_sub_ps(r[2], r[1]),
+                            _mm512_sub_ps(r[1], r[3]),
+                        ];
+                        for (b, v) in v.into_iter().enumerate() {
+                            _mm512_storeu_ps(op.add((4 * a + b) * ld + col * c + cv), v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `G·y·Gᵀ` of every 2×2 tile of the channels-last grid (see [`transform_t`]).
+///
+/// # Safety
+/// As [`transform_t`] asserts; `padded` filled by [`to_channels_last`] with `off = 0`.
+#[target_feature(enable = "avx512f")]
+unsafe fn grad_tiles(
+    padded: &[f32],
+    (c, h, w): (usize, usize, usize),
+    pw: usize,
+    out: &mut [f32],
+    ld: usize,
+    col0: usize,
+) {
+    let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+    let (pp, op) = (padded.as_ptr(), out.as_mut_ptr());
+    let half = _mm512_set1_ps(0.5);
+    for ty in 0..th {
+        for tx in 0..tw {
+            let col = col0 + ty * tw + tx;
+            for cv in (0..c).step_by(16) {
+                // SAFETY: the tile's pixels are rows ≤ 2th − 1 and columns ≤ 2tw − 1 of the
+                // grid; the stores as in `input_tiles`.
+                unsafe {
+                    let at = |r: usize, s: usize| {
+                        _mm512_loadu_ps(pp.add(((2 * ty + r) * pw + 2 * tx + s) * c + cv))
+                    };
+                    // G on the rows (y0, (y0 + y1)/2, (y0 − y1)/2, y1), then on the columns:
+                    // the order of `super::weight::transform_grad`.
+                    let (y0, y1) = ([at(0, 0), at(0, 1)], [at(1, 0), at(1, 1)]);
+                    let comb = [
+                        y0,
+                        [0, 1].map(|s| _mm512_mul_ps(half, _mm512_add_ps(y0[s], y1[s]))),
+                        [0, 1].map(|s| _mm512_mul_ps(half, _mm512_sub_ps(y0[s], y1[s]))),
+                        y1,
+                    ];
+                    for (i, [e, o]) in comb.into_iter().enumerate() {
+                        let v = [
+                            e,
+                            _mm512_mul_ps(half, _mm512_add_ps(e, o)),
+                            _mm512_mul_ps(half, _mm512_sub_ps(e, o)),
+                            o,
+                        ];
+                        for (j, v) in v.into_iter().enumerate() {
+                            _mm512_storeu_ps(op.add((4 * i + j) * ld + col * c + cv), v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `d[o·C_in + c] += Σ_t ut[t·C_out + o] · vt[t·C_in + c]` for `o < C_out`, `c < C_in`,
+/// `t < cols`: one `D_ξ += U_ξ·V_ξᵀ` from the transposed transforms.
+///
+/// # Panics
+/// If [`applies`] is false, or a slice is too short for its layout.
+pub(super) fn gemm(
+    (c_out, c_in, cols): (usize, usize, usize),
+    ut: &[f32],
+    vt: &[f32],
+    d: &mut [f32],
+) {
+    assert!(applies(c_in, c_out), "outer: {c_out}x{c_in} not taken here");
+    assert!(
+        ut.len() >= cols * c_out && vt.len() >= cols * c_in && d.len() >= c_out * c_in,
+        "outer gemm: slices too short for {c_out}x{c_in} over {cols}"
+    );
+    let mut o = 0;
+    while o < c_out {
+        let rows = ROWS.min(c_out - o);
+        for c in (0..c_in).step_by(CHANNELS) {
+            let (ut, vt, d) = (&ut[o..], &vt[c..], &mut d[o * c_in + c..]);
+            let ld = (c_out, c_in);
+            // SAFETY: AVX-512F (`applies`); the block reads columns o..o + rows of `ut`'s
+            // and channels c..c + 32 of `vt`'s `cols` rows, and writes rows o..o + rows,
+            // channels c..c + 32 of `d`: all within the asserted lengths.
+            unsafe {
+                match rows {
+                    ROWS => block::<ROWS>(ut, vt, ld, cols, d),
+                    1 => block::<1>(ut, vt, ld, cols, d),
+                    2 => block::<2>(ut, vt, ld, cols, d),
+                    3 => block::<3>(ut, vt, ld, cols, d),
+                    4 => block::<4>(ut, vt, ld, cols, d),
+                    5 => block::<5>(ut, vt, ld, cols, d),
+                    6 => block::<6>(ut, vt, ld, cols, d),
+                    7 => block::<7>(ut, vt, ld, cols, d),
+                    8 => block::<8>(ut, vt, ld, cols, d),
+                    9 => block::<9>(ut, vt, ld, cols, d),
+                    10 => block::<10>(ut, vt, ld, cols, d),
+                    _ => block::<11>(ut, vt, ld, cols, d),
+                }
+            }
+        }
+        o += rows;
+    }
+}
+
+/// `R` rows × 32 channels of `D` in registers over all `cols` tiles.
+///
+/// # Safety
+/// AVX-512F; `ut` holds `cols` rows `C_out` apart of at least `R` floats, `vt` `cols` rows
+/// `C_in` apart of at least 32, `d` `R` rows `C_in` apart of at least 32
+/// (`(C_out, C_in) = ld`).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn block<const R: usize>(
+    ut: &[f32],
+    vt: &[f32],
+    (ldu, ld): (usize, usize),
+    cols: usize,
+    d: &mut [f32],
+) {
+    let (up, vp, dp) = (ut.as_ptr(), vt.as_ptr(), d.as_mut_ptr());
+    // SAFETY: every pointer stays within the caller's contract above.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for (r, a) in acc.iter_mut().enumerate() {
+            a[0] = _mm512_loadu_ps(dp.add(r * ld));
+            a[1] = _mm512_loadu_ps(dp.add(r * ld + 16));
+        }
+        for t in 0..cols {
+            let v0 = _mm512_loadu_ps(vp.add(t * ld));
+            let v1 = _mm512_loadu_ps(vp.add(t * ld + 16));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let b = _mm512_set1_ps(*up.add(t * ldu + r));
+                a[0] = _mm512_fmadd_ps(b, v0, a[0]);
+                a[1] = _mm512_fmadd_ps(b, v1, a[1]);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(dp.add(r * ld), a[0]);
+            _mm512_storeu_ps(dp.add(r * ld + 16), a[1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: &mut u32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                (*seed >> 8) as f32 / (1 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn avx512() -> bool {
+        let yes = std::arch::is_x86_feature_detected!("avx512f");
+        if !yes {
+            eprintln!("no AVX-512F: outer-product weight gradient not tested");
+        }
+        yes
+    }
+
+    #[test]
+    fn transpose16_transposes() {
+        if !avx512() {
+            return;
+        }
+        let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
+        let mut out = [0.0f32; 256];
+        // SAFETY: AVX-512F detected; 16 loads and stores of 16 floats within `m` and `out`.
+        unsafe {
+            let rows = std::array::from_fn(|j| _mm512_loadu_ps(m.as_ptr().add(16 * j)));
+            for (i, v) in transpose16(rows).into_iter().enumerate() {
+                _mm512_storeu_ps(out.as_mut_ptr().add(16 * i), v);
+            }
+        }
+        for i in 0..16 {
+            for j in 0..16 {
+                assert_eq!(out[16 * i + j], m[16 * j + i], "[{i}][{j}]");
+            }
+        }
+    }
+
+    /// Both transposed transforms write the portable transforms' bits at the transposed
+    /// places, and nothing past their tiles (NaN sentinels around them survive), from a
+    /// NaN-filled channels-last scratch.
+    #[test]
+    fn transposed_transforms_give_the_portable_bits_transposed() {
+        if !avx512() {
+            return;
+        }
+        let mut seed = 5;
+        // Odd sizes (edge tiles partly outside), planes shorter than and not a multiple of a
+        // 16-pixel block, 1×1, the widest AVX-512 plane, two channel blocks.
+        let shapes: [(usize, usize, usize, usize); 5] = [
+            (32, 14, 14, 3),
+            (16, 5, 7, 0),
+            (32, 1, 1, 2),
+            (48, 9, 16, 1),
+            (16, 3, 32, 0),
+        ];
+        for (c, h, w, col0) in shapes {
+            let tiles = h.div_ceil(2) * w.div_ceil(2);
+            let img = data(c * h * w, &mut seed);
+            let ld = (col0 + tiles + 1) * c + 7;
+            for kind in [Transform::Input, Transform::Grad] {
+                let mut out = vec![f32::NAN; 16 * ld];
+                let mut padded = vec![f32::NAN; padded_len(c, h, w)];
+                transform_t(kind, &img, (c, h, w), &mut padded, &mut out, ld, col0);
+                let pld = tiles + 3;
+                for ch in 0..c {
+                    let plane = &img[ch * h * w..][..h * w];
+                    let mut v = vec![0.0; 16 * pld];
+                    match kind {
+                        Transform::Input => super::super::transform_input(plane, h, w, &mut v, pld),
+                        Transform::Grad => {
+                            super::super::weight::transform_grad(plane, h, w, &mut v, pld)
+                        }
+                    }
+                    for xi in 0..16 {
+                        for t in 0..tiles {
+                            let got = out[xi * ld + (col0 + t) * c + ch];
+                            let want = v[xi * pld + t];
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{kind:?} {c}x{h}x{w} c{ch} ξ{xi} t{t}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+                for xi in 0..16 {
+                    let row = &out[xi * ld..][..ld];
+                    let mut outside = row[..col0 * c].iter().chain(&row[(col0 + tiles) * c..]);
+                    assert!(
+                        outside.all(|v| v.is_nan()),
+                        "{kind:?} {c}x{h}x{w}: wrote past its tiles"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The block kernel against a plain triple loop, for a full block and row tails, several
+    /// channel blocks and tile counts (1 to 37), accumulating onto nonzero `D`.
+    #[test]
+    fn gemm_matches_a_plain_product() {
+        if !avx512() {
+            return;
+        }
+        let mut seed = 9;
+        let shapes: [(usize, usize, usize); 5] = [
+            (64, 32, 37),
+            (16, 64, 1),
+            (32, 32, 20),
+            (48, 96, 16),
+            (16, 32, 3),
+        ];
+        for (c_out, c_in, cols) in shapes {
+            let ut = data(cols * c_out, &mut seed);
+            let vt = data(cols * c_in, &mut seed);
+            let d0 = data(c_out * c_in, &mut seed);
+            let mut d = d0.clone();
+            gemm((c_out, c_in, cols), &ut, &vt, &mut d);
+            for o in 0..c_out {
+                for c in 0..c_in {
+                    let start = d0[o * c_in + c] as f64;
+                    let (mut want, mut mag) = (start, start.abs());
+                    for t in 0..cols {
+                        let p = ut[t * c_out + o] as f64 * vt[t * c_in + c] as f64;
+                        want += p;
+                        mag += p.abs();
+                    }
+                    let got = d[o * c_in + c] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-6 * mag + 1e-7,
+                        "{c_out}x{c_in}x{cols} [{o}][{c}]: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
