@@ -91,8 +91,8 @@ pub(super) fn transform_t(
         };
         let pw = to_channels_last(img, (c, h, w), off, padded);
         match kind {
-            Transform::Input => input_tiles(padded, (c, h, w), pw, out, ld, col0),
-            Transform::Grad => grad_tiles(padded, (c, h, w), pw, out, ld, col0),
+            Transform::Input => transform_tiles::<true>(padded, (c, h, w), pw, out, ld, col0),
+            Transform::Grad => transform_tiles::<false>(padded, (c, h, w), pw, out, ld, col0),
         }
     }
 }
@@ -195,65 +195,14 @@ unsafe fn to_channels_last(
     pw
 }
 
-/// F(2×2)'s `Bᵀ·d·B` of every 4×4 window of the channels-last grid (see [`transform_t`]).
+/// The transform of every tile of the channels-last grid (see [`transform_t`]): with `INPUT`,
+/// F(2×2)'s `Bᵀ·d·B` of the 4×4 windows (`padded` filled with `off = 1`), else `G·y·Gᵀ` of
+/// the 2×2 tiles (`off = 0`).
 ///
 /// # Safety
-/// As [`transform_t`] asserts; `padded` filled by [`to_channels_last`] with `off = 1`.
+/// As [`transform_t`] asserts; `padded` filled by [`to_channels_last`].
 #[target_feature(enable = "avx512f")]
-unsafe fn input_tiles(
-    padded: &[f32],
-    (c, h, w): (usize, usize, usize),
-    pw: usize,
-    out: &mut [f32],
-    ld: usize,
-    col0: usize,
-) {
-    let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
-    let (pp, op) = (padded.as_ptr(), out.as_mut_ptr());
-    for ty in 0..th {
-        for tx in 0..tw {
-            let col = col0 + ty * tw + tx;
-            for cv in (0..c).step_by(16) {
-                // SAFETY: the window's pixels (2ty + r, 2tx + s) are rows ≤ 2th + 1 and
-                // columns ≤ 2tw + 1 of the grid; each store writes 16 floats at
-                // ξ·ld + col·c + cv, below 15·ld + (col0 + th·tw)·c (asserted).
-                unsafe {
-                    let at = |r: usize, s: usize| {
-                        _mm512_loadu_ps(pp.add(((2 * ty + r) * pw + 2 * tx + s) * c + cv))
-                    };
-                    // Bᵀ on the rows of the window (r0 − r2, r1 + r2, r2 − r1, r1 − r3), then
-                    // on its columns: the order of `super::transform_input`.
-                    let d: [[__m512; 4]; 4] =
-                        std::array::from_fn(|r| [0, 1, 2, 3].map(|s| at(r, s)));
-                    let t = [
-                        [0, 1, 2, 3].map(|s| _mm512_sub_ps(d[0][s], d[2][s])),
-                        [0, 1, 2, 3].map(|s| _mm512_add_ps(d[1][s], d[2][s])),
-                        [0, 1, 2, 3].map(|s| _mm512_sub_ps(d[2][s], d[1][s])),
-                        [0, 1, 2, 3].map(|s| _mm512_sub_ps(d[1][s], d[3][s])),
-                    ];
-                    for (a, r) in t.iter().enumerate() {
-                        let v = [
-                            _mm512_sub_ps(r[0], r[2]),
-                            _mm512_add_ps(r[1], r[2]),
-                            _mm512_sub_ps(r[2], r[1]),
-                            _mm512_sub_ps(r[1], r[3]),
-                        ];
-                        for (b, v) in v.into_iter().enumerate() {
-                            _mm512_storeu_ps(op.add((4 * a + b) * ld + col * c + cv), v);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `G·y·Gᵀ` of every 2×2 tile of the channels-last grid (see [`transform_t`]).
-///
-/// # Safety
-/// As [`transform_t`] asserts; `padded` filled by [`to_channels_last`] with `off = 0`.
-#[target_feature(enable = "avx512f")]
-unsafe fn grad_tiles(
+unsafe fn transform_tiles<const INPUT: bool>(
     padded: &[f32],
     (c, h, w): (usize, usize, usize),
     pw: usize,
@@ -268,30 +217,49 @@ unsafe fn grad_tiles(
         for tx in 0..tw {
             let col = col0 + ty * tw + tx;
             for cv in (0..c).step_by(16) {
-                // SAFETY: the tile's pixels are rows ≤ 2th − 1 and columns ≤ 2tw − 1 of the
-                // grid; the stores as in `input_tiles`.
+                // SAFETY: a window's pixels (2ty + r, 2tx + s), r, s < 4 (2 for the gradient's
+                // tiles), are rows ≤ 2th + 1 and columns ≤ 2tw + 1 of the grid; each store
+                // writes 16 floats at ξ·ld + col·c + cv, below 15·ld + (col0 + th·tw)·c
+                // (asserted).
                 unsafe {
                     let at = |r: usize, s: usize| {
                         _mm512_loadu_ps(pp.add(((2 * ty + r) * pw + 2 * tx + s) * c + cv))
                     };
-                    // G on the rows (y0, (y0 + y1)/2, (y0 − y1)/2, y1), then on the columns:
-                    // the order of `super::weight::transform_grad`.
-                    let (y0, y1) = ([at(0, 0), at(0, 1)], [at(1, 0), at(1, 1)]);
-                    let comb = [
-                        y0,
-                        [0, 1].map(|s| _mm512_mul_ps(half, _mm512_add_ps(y0[s], y1[s]))),
-                        [0, 1].map(|s| _mm512_mul_ps(half, _mm512_sub_ps(y0[s], y1[s]))),
-                        y1,
-                    ];
-                    for (i, [e, o]) in comb.into_iter().enumerate() {
-                        let v = [
-                            e,
-                            _mm512_mul_ps(half, _mm512_add_ps(e, o)),
-                            _mm512_mul_ps(half, _mm512_sub_ps(e, o)),
-                            o,
+                    let store = |xi: usize, v: __m512| {
+                        _mm512_storeu_ps(op.add(xi * ld + col * c + cv), v);
+                    };
+                    if INPUT {
+                        // Bᵀ on the rows of the window (r0 − r2, r1 + r2, r2 − r1, r1 − r3),
+                        // then on its columns: the order of `super::transform_input`.
+                        let d: [[__m512; 4]; 4] =
+                            std::array::from_fn(|r| [0, 1, 2, 3].map(|s| at(r, s)));
+                        let t = [
+                            [0, 1, 2, 3].map(|s| _mm512_sub_ps(d[0][s], d[2][s])),
+                            [0, 1, 2, 3].map(|s| _mm512_add_ps(d[1][s], d[2][s])),
+                            [0, 1, 2, 3].map(|s| _mm512_sub_ps(d[2][s], d[1][s])),
+                            [0, 1, 2, 3].map(|s| _mm512_sub_ps(d[1][s], d[3][s])),
                         ];
-                        for (j, v) in v.into_iter().enumerate() {
-                            _mm512_storeu_ps(op.add((4 * i + j) * ld + col * c + cv), v);
+                        for (a, r) in t.iter().enumerate() {
+                            store(4 * a, _mm512_sub_ps(r[0], r[2]));
+                            store(4 * a + 1, _mm512_add_ps(r[1], r[2]));
+                            store(4 * a + 2, _mm512_sub_ps(r[2], r[1]));
+                            store(4 * a + 3, _mm512_sub_ps(r[1], r[3]));
+                        }
+                    } else {
+                        // G on the rows (y0, (y0 + y1)/2, (y0 − y1)/2, y1), then on the
+                        // columns: the order of `super::weight::transform_grad`.
+                        let (y0, y1) = ([at(0, 0), at(0, 1)], [at(1, 0), at(1, 1)]);
+                        let comb = [
+                            y0,
+                            [0, 1].map(|s| _mm512_mul_ps(half, _mm512_add_ps(y0[s], y1[s]))),
+                            [0, 1].map(|s| _mm512_mul_ps(half, _mm512_sub_ps(y0[s], y1[s]))),
+                            y1,
+                        ];
+                        for (i, [e, o]) in comb.into_iter().enumerate() {
+                            store(4 * i, e);
+                            store(4 * i + 1, _mm512_mul_ps(half, _mm512_add_ps(e, o)));
+                            store(4 * i + 2, _mm512_mul_ps(half, _mm512_sub_ps(e, o)));
+                            store(4 * i + 3, o);
                         }
                     }
                 }
@@ -389,14 +357,7 @@ unsafe fn block<const R: usize>(
 mod tests {
     use super::*;
 
-    fn data(n: usize, seed: &mut u32) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                *seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
-                (*seed >> 8) as f32 / (1 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::conv::tests::rand_vec as data;
 
     fn avx512() -> bool {
         let yes = std::arch::is_x86_feature_detected!("avx512f");
@@ -435,7 +396,7 @@ mod tests {
         if !avx512() {
             return;
         }
-        let mut seed = 5;
+        let mut seed = 5u64;
         // Odd sizes (edge tiles partly outside), planes shorter than and not a multiple of a
         // 16-pixel block, 1×1, the widest AVX-512 plane, two channel blocks.
         let shapes: [(usize, usize, usize, usize); 5] = [
@@ -494,7 +455,7 @@ mod tests {
         if !avx512() {
             return;
         }
-        let mut seed = 9;
+        let mut seed = 9u64;
         let shapes: [(usize, usize, usize); 5] = [
             (64, 32, 37),
             (16, 64, 1),
