@@ -1,5 +1,5 @@
-//! The Winograd input gradient's `(m + 2)²` products `M_ξ = Ŵ_ξ·V_ξ` without packing, for
-//! small channel counts.
+//! The Winograd input gradient's (and forward's) `(m + 2)²` products `M_ξ = Ŵ_ξ·V_ξ`
+//! without packing, for small channel counts.
 //!
 //! `Ŵ_ξ` is `C_in × C_out` with its columns contiguous ([`super::transform_weight`]), `V_ξ`
 //! `C_out × tiles` with its rows contiguous: exactly what a broadcast kernel reads, a weight
