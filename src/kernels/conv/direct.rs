@@ -32,6 +32,7 @@ const ROW: usize = 16;
 /// Output channels per register block (the multiple `C_out` must be).
 const CO_BLOCK: usize = 4;
 /// Output rows per register block of the forward kernel.
+#[cfg(target_arch = "x86_64")]
 const ROWS_BLOCK: usize = 5;
 /// A conv input: f32, or spikes as bits (expanded to `0`/scale while padding).
 #[derive(Clone, Copy, Debug)]

@@ -13,11 +13,13 @@
 //! GEMM's in rounding only (the Winograd tests bound it).
 
 /// Rows of `M` per register block (the multiple of `C_in` this kernel takes).
+#[cfg(target_arch = "x86_64")]
 const ROWS: usize = 8;
 /// Longest `K` taken. Measured with criterion `conv2d/dx` against `matrixmultiply`: −19 % (1
 /// thread) and −21 % (2 threads) at `K` = 64 (`mnist-cnn`'s conv2), but +2 to +7 % at `K` = 128
 /// (128 channels at 14×14 and 32×32), where packing is a smaller share and the GEMM's cache
 /// blocking pays.
+#[cfg(target_arch = "x86_64")]
 const MAX_K: usize = 64;
 
 /// True if [`gemm`] takes an `m`-row product over `k` on this CPU: AVX-512F, `m` a multiple
