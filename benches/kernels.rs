@@ -88,10 +88,17 @@ fn conv_benches(c: &mut Criterion) {
                 b.iter(|| conv::backward_weight_im2col(&g, black_box(&x), &dy, &mut dw, &mut ws))
             });
         }
-        if direct::preferred(&g) {
-            // The path `fwd` replaced for narrow 3×3 "same" convs, for the ratio in the same run.
+        if direct::preferred(&g) || conv::winograd::f43::preferred(&g) {
+            // The paths `fwd` replaced for 3×3 "same" convs (Winograd F(4×4) with ≥ 32
+            // channels, else the direct kernel on narrow planes), for the ratios in one run.
             group.bench_function(BenchmarkId::new("fwd_im2col", label), |b| {
                 b.iter(|| conv::forward_im2col(&g, black_box(&x), &w, None, &mut y))
+            });
+        }
+        if direct::preferred(&g) && conv::winograd::f43::preferred(&g) {
+            group.bench_function(BenchmarkId::new("fwd_direct", label), |b| {
+                let x = direct::Input::Dense(black_box(&x));
+                b.iter(|| direct::forward(&g, x, &w, None, &mut y))
             });
         }
     }
