@@ -392,6 +392,24 @@ mod tests {
         });
     }
 
+    /// A spike tensor of `shape` with values 0.5 where a seeded LCG's top nibble is below
+    /// `sixteenths` (about that many sixteenths of the elements), else 0.
+    fn spike_tensor(shape: &[usize], sixteenths: u32, mut seed: u32) -> Tensor {
+        let x: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| {
+                seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                if seed >> 28 < sixteenths {
+                    0.5
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Tensor::from_vec(shape, x)
+            .unwrap()
+            .with_spike_scale(Some(0.5))
+    }
+
     /// A training forward's output is rebuilt bit for bit from the cached bits on each side of
     /// the switch point: the event path, and the dense one (Winograd F(4×4) at this shape
     /// where AVX-512 is, which takes the f32 input in the forward and unpacked bits here).
@@ -407,20 +425,7 @@ mod tests {
             bias: true,
         };
         for (threshold, sparse_side) in [(1u32, true), (8, false)] {
-            let mut seed = 9u32;
-            let x: Vec<f32> = (0..2 * 32 * 14 * 14)
-                .map(|_| {
-                    seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
-                    if seed >> 28 < threshold {
-                        0.5
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            let x = Tensor::from_vec(&[2, 32, 14, 14], x)
-                .unwrap()
-                .with_spike_scale(Some(0.5));
+            let x = spike_tensor(&[2, 32, 14, 14], threshold, 9);
             let mut conv = Conv2d::from_spec(&spec, &mut init_rng(5)).unwrap();
             let y = conv.forward(x, &ForwardCtx::train(1)).unwrap();
             let (density, max) = conv.last_density.unwrap();
@@ -452,20 +457,7 @@ mod tests {
             padding: 1,
             bias: true,
         };
-        let mut seed = 1u32;
-        let x: Vec<f32> = (0..2 * 32 * 6 * 6)
-            .map(|_| {
-                seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
-                if seed >> 28 < 2 {
-                    0.5
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let x = Tensor::from_vec(&[2, 32, 6, 6], x)
-            .unwrap()
-            .with_spike_scale(Some(0.5));
+        let x = spike_tensor(&[2, 32, 6, 6], 2, 1);
         let eval = ForwardCtx::eval(1);
         let mut conv = Conv2d::from_spec(&spec, &mut init_rng(3)).unwrap();
         let first = conv.forward(x.clone(), &eval).unwrap();
