@@ -351,9 +351,20 @@ fn transformed_conv<V: InputVariant>(tf: V, g: &ConvGeom, dy: &[f32], wt: &[f32]
     let xis = (V::TILE + 2) * (V::TILE + 2);
     debug_assert_eq!(wt.len(), xis * g.c_in * g.c_out);
     let tiles = g.h.div_ceil(V::TILE) * g.w.div_ceil(V::TILE);
+    let unpacked = tile_gemm::applies(g.c_in, g.c_out);
+    // The unpacked GEMM has no packing to spread over many columns, so its groups fill one
+    // register block and no more: `V` and `M` then stay in L2 between the transforms and the
+    // GEMMs (criterion, mnist-cnn's conv2 at 48 instead of 256 columns: forward −17 %, input
+    // gradient −20 %, at 1 and 2 threads). `matrixmultiply`'s packing wants the 256 (at 48
+    // or 96 ResNet-19's layers were 10–35 % slower).
+    let target = if unpacked {
+        tile_gemm::BLOCK_COLS
+    } else {
+        V::COLS
+    };
     // At least four groups where there are the images, so both threads have work (F(4×4)
     // at 8×8 would otherwise put a 64-image batch in one group).
-    let gs = (V::COLS / tiles).min(g.n.div_ceil(4)).max(1);
+    let gs = (target / tiles).min(g.n.div_ceil(4)).max(1);
     let ncols = gs * tiles;
     // The matrices of V (and of M) sit `XI_PAD` floats further apart than their size: a
     // tile transform touches all of them at once, and power-of-two distances put them in one
@@ -362,7 +373,6 @@ fn transformed_conv<V: InputVariant>(tf: V, g: &ConvGeom, dy: &[f32], wt: &[f32]
     let (v_len, m_len) = (xis * v_ld, xis * m_ld);
     let plane = g.h * g.w;
     let per = super::groups_per_task(g.n.div_ceil(gs)) * gs;
-    let unpacked = tile_gemm::applies(g.c_in, g.c_out);
     dx.par_chunks_mut(per * g.in_img())
         .zip(dy.par_chunks(per * g.out_img()))
         .for_each(|(dxc, dyc)| {

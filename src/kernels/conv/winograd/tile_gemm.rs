@@ -15,6 +15,9 @@
 /// Rows of `M` per register block (the multiple of `C_in` this kernel takes).
 #[cfg(target_arch = "x86_64")]
 const ROWS: usize = 8;
+/// Columns of `M` per register block: the tile-column group that fills it
+/// ([`super::transformed_conv`] sizes its groups by this).
+pub(super) const BLOCK_COLS: usize = 48;
 /// Longest `K` taken. Measured with criterion `conv2d/dx` against `matrixmultiply`: −19 % (1
 /// thread) and −21 % (2 threads) at `K` = 64 (`mnist-cnn`'s conv2), but +2 to +7 % at `K` = 128
 /// (128 channels at 14×14 and 32×32), where packing is a smaller share and the GEMM's cache
@@ -83,14 +86,14 @@ pub(super) fn gemm(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::ROWS;
+    use super::{BLOCK_COLS, ROWS};
     use std::arch::x86_64::{
         __m512, _mm512_fmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps,
         _mm512_setzero_ps,
     };
 
     /// Column vectors per register block.
-    const VECS: usize = 3;
+    const VECS: usize = BLOCK_COLS / 16;
 
     /// See [`super::gemm`].
     ///
