@@ -21,6 +21,7 @@ mod planes;
 #[cfg(target_arch = "x86_64")]
 mod pool2x2;
 mod reference;
+mod route;
 #[cfg(test)]
 mod tests;
 mod train_planes;

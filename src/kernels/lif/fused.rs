@@ -338,7 +338,11 @@ fn forward_body<F: Format, const TAPE: bool, const OUT: bool>(
     for j in j0..len {
         let (mut u, mut any) = (u0, false);
         for t in 0..steps {
-            let x = src.map_or(io[t][j], |r| r[t][j]);
+            // Not `map_or(io[t][j], ..)`: without OUT the `io` rows are empty.
+            let x = match src {
+                Some(r) => r[t][j],
+                None => io[t][j],
+            };
             let i = affine.map_or(x, |a| {
                 let c = a.channel(j);
                 (x - a.mean[c]).mul_add(a.scale[c], a.shift[c])

@@ -8,10 +8,13 @@
 //! and `mnist-cnn`'s 28- and 14-wide planes are mostly tail and row overhead. With these the
 //! pooling fell from 2.3 to 1.2 % of an mnist-cnn training step (`perf`), the fused stem
 //! kernels ran 24 % (eval) and 10 % (training) faster; the routing only fell from 4.6 to
-//! 4.2 %: it waits on loads of LIF outputs that the backward's recompute left in L2. Same
-//! bits as the portable versions: the pooled value is the OR of the window's bits, the
-//! routed gradient `0.0 + dy`.
+//! 4.2 %: it waited on loads of LIF outputs that the backward's recompute left in L2. Hence
+//! [`route_bits`], which reads the recompute's spike bits instead (the outputs are then never
+//! written): the fused stem training kernel ran 8 % (1 thread) and 12 % (2 threads) faster
+//! (criterion `train_planes/stem_fused`, interleaved runs). Same bits as the portable
+//! versions: the pooled value is the OR of the window's bits, the routed gradient `0.0 + dy`.
 
+use super::route::{bits_at, first_lanes, selected};
 use crate::kernels::pool::PoolGeom;
 use std::arch::x86_64::{
     __m512, __m512i, _mm512_add_ps, _mm512_castps_si512, _mm512_castsi512_ps,
@@ -35,7 +38,7 @@ pub(super) fn applies(g: &PoolGeom) -> bool {
 
 /// The first `n ≤ 32` lanes of a 32-lane pair of vectors, as (low, high) masks.
 fn lanes32(n: usize) -> (u16, u16) {
-    let m = if n >= 32 { u32::MAX } else { (1u32 << n) - 1 };
+    let m = first_lanes(n);
     (m as u16, (m >> 16) as u16)
 }
 
@@ -134,32 +137,53 @@ pub(super) unsafe fn max_pool(g: &PoolGeom, o: &[f32], y: &mut [f32]) {
 /// AVX-512F; `g` as [`applies`] requires; `o` holds `h·w` elements, `dy` `oh·ow`.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn route(g: &PoolGeom, o: &mut [f32], dy: &[f32]) {
+    let n = 2 * g.ow;
+    // SAFETY: AVX-512F and the lengths are the contract, forwarded.
+    unsafe {
+        // AVX-512F (the contract); row `row < h` holds `w ≥ n` elements.
+        route_with(g, o, dy, |o, row| nonzero(load_row(&o[row * g.w..], n)))
+    }
+}
+
+/// [`route`] reading the spikes from a bit row instead of the plane's values: bit `bit0 + i`
+/// of `spikes` is element `i` of the plane, and `o`'s contents are ignored. The portable
+/// `route_2x2_bits`' result.
+///
+/// # Safety
+/// AVX-512F; `g` as [`applies`] requires; `o` holds `h·w` elements, `dy` `oh·ow`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn route_bits(
+    g: &PoolGeom,
+    o: &mut [f32],
+    dy: &[f32],
+    spikes: &[u8],
+    bit0: usize,
+) {
+    let n = 2 * g.ow;
+    // SAFETY: AVX-512F and the lengths are the contract, forwarded.
+    unsafe { route_with(g, o, dy, |_, row| bits_at(spikes, bit0 + row * g.w, n)) }
+}
+
+/// The routing of [`route`] and [`route_bits`], with `spikes(o, row)` the spike mask of input
+/// row `row` (lane `x` = column `x`; lanes past the windows are ignored).
+///
+/// # Safety
+/// AVX-512F; `g` as [`applies`] requires; `o` holds `h·w` elements, `dy` `oh·ow`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn route_with(
+    g: &PoolGeom,
+    o: &mut [f32],
+    dy: &[f32],
+    spikes: impl Fn(&[f32], usize) -> u32,
+) {
     assert!(g.w <= MAX_W && o.len() >= g.h * g.w && dy.len() >= g.oh * g.ow);
-    const EVEN: u32 = 0x5555_5555;
     // Each of the first (last) 8 gradients twice: the two lanes of its window in a row.
     let (dup_lo, dup_hi) = (indices(|k| k / 2), indices(|k| k / 2 + 8));
-    let n = 2 * g.ow;
-    let windows = lanes32(n);
-    let windows = windows.0 as u32 | (windows.1 as u32) << 16;
+    let windows = first_lanes(2 * g.ow);
     let row_mask = lanes32(g.w);
     for oy in 0..g.oh {
-        let (r0, r1) = (2 * oy * g.w, (2 * oy + 1) * g.w);
-        // SAFETY: AVX-512F (the contract); rows 2oy and 2oy + 1 < h hold `w ≥ n` elements.
-        let (t, b) = unsafe {
-            (
-                nonzero(load_row(&o[r0..], n)),
-                nonzero(load_row(&o[r1..], n)),
-            )
-        };
-        // Bits 2k and 2k + 1 are window k's two elements in that row.
-        let (a, bb) = (t & EVEN, (t >> 1) & EVEN);
-        let (c, e) = (b & EVEN, (b >> 1) & EVEN);
-        let first = a | (!(bb | c | e) & EVEN);
-        let second = !a & bb;
-        let third = !a & !bb & c;
-        let fourth = !a & !bb & !c & e;
-        let top = (first | second << 1) & windows;
-        let bottom = (third | fourth << 1) & windows;
+        let (top, bottom) = selected(spikes(o, 2 * oy), spikes(o, 2 * oy + 1), windows);
         // SAFETY: `ow ≤ 16` lanes of gradient row `oy`, inside `dy` (asserted).
         let d = unsafe { _mm512_maskz_loadu_ps(lanes32(g.ow).0, dy.as_ptr().add(oy * g.ow)) };
         let d = _mm512_add_ps(_mm512_setzero_ps(), d);
@@ -167,9 +191,9 @@ pub(super) unsafe fn route(g: &PoolGeom, o: &mut [f32], dy: &[f32]) {
             _mm512_permutexvar_ps(dup_lo, d),
             _mm512_permutexvar_ps(dup_hi, d),
         );
-        for (start, sel) in [(r0, top), (r1, bottom)] {
-            let p = o[start..start + g.w].as_mut_ptr();
-            // SAFETY: the row masks cover `o[start..start + w]`, inside `o` (asserted).
+        for (row, sel) in [(2 * oy, top), (2 * oy + 1, bottom)] {
+            let p = o[row * g.w..(row + 1) * g.w].as_mut_ptr();
+            // SAFETY: the row masks cover `o[row·w..(row + 1)·w]`, inside `o` (asserted).
             unsafe {
                 _mm512_mask_storeu_ps(p, row_mask.0, _mm512_maskz_mov_ps(sel as u16, d_lo));
                 _mm512_mask_storeu_ps(
@@ -187,11 +211,12 @@ pub(super) unsafe fn route(g: &PoolGeom, o: &mut [f32], dy: &[f32]) {
 mod tests {
     use super::*;
     use crate::kernels::lif::planes::max_pool_spikes_portable;
-    use crate::kernels::lif::train_planes::route_2x2_portable;
+    use crate::kernels::lif::route::{route_2x2_bits_portable, route_2x2_portable};
 
-    /// Both kernels give the portable versions' bits on every width up to 32 (odd ones with a
+    /// The kernels give the portable versions' bits on every width up to 32 (odd ones with a
     /// column in no window), odd and even heights, spike densities from none to all, and
-    /// gradients with `−0.0` (routed as `+0.0`).
+    /// gradients with `−0.0` (routed as `+0.0`); the routing from a bit row (both versions)
+    /// gives the routing from the values' bits.
     #[test]
     fn match_the_portable_bits() {
         if !std::arch::is_x86_feature_detected!("avx512f") {
@@ -228,6 +253,19 @@ mod tests {
                     // SAFETY: as above.
                     unsafe { route(&g, &mut got, &dy) };
                     assert_eq!(bits(&got), bits(&want), "route {h}x{w} d{density}");
+                    // The same spikes as a bit row starting inside a byte.
+                    let bit0 = (h + w) % 8;
+                    let mut spikes = vec![0u8; (bit0 + h * w).div_ceil(8)];
+                    for (i, _) in o.iter().enumerate().filter(|(_, &v)| v != 0.0) {
+                        spikes[(bit0 + i) / 8] |= 1 << ((bit0 + i) % 8);
+                    }
+                    let mut got = vec![f32::NAN; o.len()];
+                    // SAFETY: as above.
+                    unsafe { route_bits(&g, &mut got, &dy, &spikes, bit0) };
+                    assert_eq!(bits(&got), bits(&want), "route bits {h}x{w} d{density}");
+                    let mut got = vec![f32::NAN; o.len()];
+                    route_2x2_bits_portable(&g, &mut got, &dy, &spikes, bit0);
+                    assert_eq!(bits(&got), bits(&want), "portable bits {h}x{w} d{density}");
                 }
             }
         }

@@ -22,14 +22,14 @@
 //! [`crate::kernels::pool::max_backward`], [`super::backward`],
 //! [`crate::kernels::elementwise::par_sum_tiles`]); the tests check it.
 
-use super::fused::{self, Recompute};
+use super::fused::{self, Bits, Format, Recompute};
 use super::planes::max_pool_spikes;
+use super::route::{is_2x2, route, route_2x2_bits};
 use super::{
     chunk_count, split_rows, sum_over_chunks, BackwardSums, ForwardSums, PlaneStages, CHUNK,
 };
 use crate::kernels::bn;
 use crate::kernels::elementwise::add_assign;
-use crate::kernels::pool::{self, PoolGeom};
 use crate::neuron::step::StepParams;
 use std::cell::RefCell;
 
@@ -40,6 +40,8 @@ struct Scratch {
     io: Vec<f32>,
     /// The pre-spike membrane M, `T` rows (backward only).
     membrane: Vec<f32>,
+    /// The spike bits, `T` rows (backward only, for the 2×2 routing).
+    bits: Vec<u8>,
     /// Argmax of one output plane.
     argmax: Vec<u32>,
     /// One pooled plane (the generic argmax path writes it).
@@ -243,6 +245,8 @@ pub fn backward_train_planes(
     // Spike outputs are +0.0 or the scale; with a positive (or +0.0) scale a value is zero
     // exactly when its bits are.
     let spike_values = p.out_scale > 0.0 || p.out_scale.to_bits() == 0;
+    // With a positive scale a value is nonzero exactly when its spike bit is set.
+    let bit_routing = p.out_scale > 0.0 && stages.pool.as_ref().is_some_and(is_2x2);
     let body = |(c, dx_rows): (usize, &mut [&mut [f32]])| {
         SCRATCH.with(|cell| {
             let s = &mut *cell.borrow_mut();
@@ -255,29 +259,62 @@ pub fn backward_train_planes(
             let membrane = grow(&mut s.membrane, t * len);
             let mut io_rows: Vec<&mut [f32]> = io.chunks_exact_mut(len).collect();
             let mut m_rows: Vec<&mut [f32]> = membrane.chunks_exact_mut(len).collect();
-            let mut no_bits: Vec<&mut [u8]> = (0..t).map(|_| <&mut [u8]>::default()).collect();
-            fused::forward_chunk_from::<Recompute, true>(
-                p,
-                u0,
-                Some(&src),
-                &mut io_rows,
-                &mut m_rows,
-                &mut no_bits,
-            );
-            // Pool backward: each step's output becomes its gradient, plane by plane.
-            for (step, row) in io_rows.iter_mut().enumerate() {
-                for plane in p0..p1 {
-                    let o = &mut row[(plane - p0) * hw..][..hw];
-                    let dy = &grad_out[(step * stages.planes + plane) * ohw..][..ohw];
-                    match &stages.pool {
-                        Some(g) => route(
-                            g,
-                            o,
-                            dy,
-                            spike_values,
-                            s_argmax(&mut s.argmax, &mut s.pooled, ohw),
-                        ),
-                        None => o.copy_from_slice(dy),
+            // Pool backward: each step's output plane becomes its gradient.
+            let dy_plane = |step: usize, plane: usize| {
+                &grad_out[(step * stages.planes + plane) * ohw..][..ohw]
+            };
+            match &stages.pool {
+                Some(g) if bit_routing => {
+                    // The rebuild stores spike bits instead of the outputs, and the routing
+                    // reads those: a 32nd of the bytes.
+                    let row_bytes = Bits::row_bytes(len);
+                    let bits = grow(&mut s.bits, t * row_bytes);
+                    let mut bit_rows: Vec<&mut [u8]> = bits.chunks_exact_mut(row_bytes).collect();
+                    let mut no_out: Vec<&mut [f32]> =
+                        (0..t).map(|_| <&mut [f32]>::default()).collect();
+                    fused::forward_chunk_affine::<Bits, true, false>(
+                        p,
+                        u0,
+                        Some(&src),
+                        None,
+                        &mut no_out,
+                        &mut m_rows,
+                        &mut bit_rows,
+                    );
+                    for (step, (row, spikes)) in io_rows.iter_mut().zip(&bit_rows).enumerate() {
+                        for plane in p0..p1 {
+                            let k = plane - p0;
+                            let o = &mut row[k * hw..][..hw];
+                            route_2x2_bits(g, o, dy_plane(step, plane), spikes, k * hw);
+                        }
+                    }
+                }
+                pool => {
+                    let mut no_bits: Vec<&mut [u8]> =
+                        (0..t).map(|_| <&mut [u8]>::default()).collect();
+                    fused::forward_chunk_from::<Recompute, true>(
+                        p,
+                        u0,
+                        Some(&src),
+                        &mut io_rows,
+                        &mut m_rows,
+                        &mut no_bits,
+                    );
+                    for (step, row) in io_rows.iter_mut().enumerate() {
+                        for plane in p0..p1 {
+                            let o = &mut row[(plane - p0) * hw..][..hw];
+                            let dy = dy_plane(step, plane);
+                            match pool {
+                                Some(g) => route(
+                                    g,
+                                    o,
+                                    dy,
+                                    spike_values,
+                                    s_argmax(&mut s.argmax, &mut s.pooled, ohw),
+                                ),
+                                None => o.copy_from_slice(dy),
+                            }
+                        }
                     }
                 }
             }
@@ -316,95 +353,6 @@ fn s_argmax<'a>(
     (grow(argmax, ohw), grow(pooled, ohw))
 }
 
-/// Replaces one LIF output plane `o` by its gradient: `dy` routed to each window's maximum,
-/// as [`pool::max_backward`] does after [`pool::max_forward`]. With `spike_values` (every
-/// element `+0.0` or the same `s > 0`) 2×2 windows take [`route_2x2`].
-fn route(
-    g: &PoolGeom,
-    o: &mut [f32],
-    dy: &[f32],
-    spike_values: bool,
-    (argmax, pooled): (&mut [u32], &mut [f32]),
-) {
-    if spike_values && g.k == 2 && g.stride == 2 && g.pad == 0 {
-        route_2x2(g, o, dy);
-        return;
-    }
-    pool::max_plane(g, o, pooled, Some(argmax));
-    // max_backward's arithmetic: a zeroed plane, then `+=` (so −0.0 becomes +0.0 as there).
-    o.fill(0.0);
-    for (&d, &a) in dy.iter().zip(argmax.iter()) {
-        o[a as usize] += d;
-    }
-}
-
-/// [`route`] for 2×2 windows, stride 2, of spike values: the maximum of a window is its first
-/// nonzero element, else its first element (PyTorch's rule without the compares), and each
-/// window's four gradients are written at once. The selected one is `0.0 + dy`, as
-/// `max_backward`'s `+=` on a zeroed plane computes it (−0.0 becomes +0.0 there too).
-fn route_2x2(g: &PoolGeom, o: &mut [f32], dy: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::pool2x2::applies(g) {
-        // SAFETY: `applies` checked AVX-512F and the geometry; lengths are asserted inside.
-        return unsafe { super::pool2x2::route(g, o, dy) };
-    }
-    route_2x2_portable(g, o, dy)
-}
-
-/// [`route_2x2`] without AVX-512 (the reference its AVX-512 kernel matches).
-pub(super) fn route_2x2_portable(g: &PoolGeom, o: &mut [f32], dy: &[f32]) {
-    let w = g.w;
-    for (oy, dy_row) in dy.chunks_exact(g.ow).enumerate() {
-        let (r0, r1) = o[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
-        let (p0, p1) = (&mut r0[..2 * g.ow], &mut r1[..2 * g.ow]);
-        match (
-            bytemuck::try_cast_slice_mut::<f32, u64>(p0),
-            bytemuck::try_cast_slice_mut::<f32, u64>(p1),
-        ) {
-            (Ok(p0), Ok(p1)) => route_pairs(p0, p1, dy_row),
-            _ => {
-                for (ox, &d) in dy_row.iter().enumerate() {
-                    let [a, b] = [r0[2 * ox], r0[2 * ox + 1]].map(f32::to_bits);
-                    let [c, e] = [r1[2 * ox], r1[2 * ox + 1]].map(f32::to_bits);
-                    let pack = |lo: u32, hi: u32| lo as u64 | (hi as u64) << 32;
-                    let (mut w0, mut w1) = (pack(a, b), pack(c, e));
-                    route_pairs(
-                        std::slice::from_mut(&mut w0),
-                        std::slice::from_mut(&mut w1),
-                        &[d],
-                    );
-                    r0[2 * ox] = f32::from_bits(w0 as u32);
-                    r0[2 * ox + 1] = f32::from_bits((w0 >> 32) as u32);
-                    r1[2 * ox] = f32::from_bits(w1 as u32);
-                    r1[2 * ox + 1] = f32::from_bits((w1 >> 32) as u32);
-                }
-            }
-        }
-        // A trailing column in no window gets no gradient; likewise a trailing row below.
-        r0[2 * g.ow..].fill(0.0);
-        r1[2 * g.ow..].fill(0.0);
-    }
-    o[2 * g.oh * w..].fill(0.0);
-}
-
-/// The windows of one output row as bit pairs: `top[k]` holds elements `(2k, 2k + 1)` of the
-/// upper input row (first in the low half), `bottom[k]` those of the lower one. Spike values
-/// are nonzero exactly when their bits are, so the selection is integer logic that vectorizes.
-#[inline(always)]
-fn route_pairs(top: &mut [u64], bottom: &mut [u64], dy: &[f32]) {
-    const LO: u64 = 0xFFFF_FFFF;
-    let set = |x: u64| ((x != 0) as u64).wrapping_neg();
-    for ((t, b), &d) in top.iter_mut().zip(bottom.iter_mut()).zip(dy) {
-        let (a, bb, c, e) = (set(*t & LO), set(*t >> 32), set(*b & LO), set(*b >> 32));
-        let bits = (0.0 + d).to_bits() as u64;
-        let both = bits | bits << 32;
-        let first = a | !(bb | c | e);
-        let (second, third, fourth) = (!a & bb, !a & !bb & c, !a & !bb & !c & e);
-        *t = both & ((first & LO) | (second & !LO));
-        *b = both & ((third & LO) | (fourth & !LO));
-    }
-}
-
 /// Splits a `[rows, row_len]` buffer into consecutive pieces of the given `widths` per row:
 /// entry `c·rows + t` is piece c of row t.
 fn split_rows_by<'a, E>(
@@ -433,6 +381,7 @@ mod tests {
     use super::super::{backward, forward_train, ChannelAffine, SpikeStorage, Tape};
     use super::*;
     use crate::kernels::elementwise::par_sum_tiles;
+    use crate::kernels::pool::{self, PoolGeom};
     use crate::neuron::surrogate::{Reset, SurrogateKind, SurrogateShape};
     use rand::{RngExt, SeedableRng};
     use rand_chacha::ChaCha8Rng;
