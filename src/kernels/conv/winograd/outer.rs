@@ -169,7 +169,13 @@ unsafe fn to_channels_last(
         }
     }
     let (hw, ip, pp) = (h * w, img.as_ptr(), padded.as_mut_ptr());
+    // The 16 planes of a block are read as 16 short streams at once, which the hardware
+    // prefetchers do not follow: the next block is fetched while this one is copied.
+    crate::kernels::elementwise::prefetch(&img[..16 * hw]);
     for cv in (0..c).step_by(16) {
+        if cv + 16 < c {
+            crate::kernels::elementwise::prefetch(&img[(cv + 16) * hw..(cv + 32) * hw]);
+        }
         for p0 in (0..hw).step_by(16) {
             let n = 16.min(hw - p0);
             let mask = ((1u32 << n) - 1) as u16;
