@@ -20,6 +20,7 @@
 
 use super::super::gemm::{sgemm, MatLayout};
 use super::{with_scratch, ConvGeom};
+use crate::kernels::elementwise::prefetch;
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
@@ -388,6 +389,13 @@ fn transformed_conv<V: InputVariant>(tf: V, g: &ConvGeom, dy: &[f32], wt: &[f32]
                     // tiles per image, image by image would leave partial cache lines
                     // in 36 matrices at once (F(4×4) at 8×8: 16 bytes per image).
                     for o in 0..g.c_out {
+                        // One short stream per image, which the hardware prefetchers do
+                        // not follow: the next channel's planes come in during this one's.
+                        if o + 1 < g.c_out {
+                            for j in 0..cnt {
+                                prefetch(&dyg[j * g.out_img() + (o + 1) * plane..][..plane]);
+                            }
+                        }
                         for j in 0..cnt {
                             let pl = &dyg[j * g.out_img() + o * plane..][..plane];
                             let v = &mut s.col[o * ncols + j * tiles..];
