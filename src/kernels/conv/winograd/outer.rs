@@ -17,6 +17,7 @@
 //! Numerics: each element of `D` is one FMA chain over the tiles in order, so the result
 //! differs from the GEMM's in rounding only (the Winograd tests bound it).
 
+use crate::kernels::elementwise::prefetch;
 use std::arch::x86_64::{
     __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps, _mm512_mul_ps,
     _mm512_set1_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_storeu_ps,
@@ -171,10 +172,10 @@ unsafe fn to_channels_last(
     let (hw, ip, pp) = (h * w, img.as_ptr(), padded.as_mut_ptr());
     // The 16 planes of a block are read as 16 short streams at once, which the hardware
     // prefetchers do not follow: the next block is fetched while this one is copied.
-    crate::kernels::elementwise::prefetch(&img[..16 * hw]);
+    prefetch(&img[..16 * hw]);
     for cv in (0..c).step_by(16) {
         if cv + 16 < c {
-            crate::kernels::elementwise::prefetch(&img[(cv + 16) * hw..(cv + 32) * hw]);
+            prefetch(&img[(cv + 16) * hw..(cv + 32) * hw]);
         }
         for p0 in (0..hw).step_by(16) {
             let n = 16.min(hw - p0);
