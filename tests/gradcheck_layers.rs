@@ -137,9 +137,11 @@ fn conv2d_gradients_match_finite_differences() {
 #[test]
 fn linear_gradients_match_finite_differences() {
     let mut rng = init_rng(2);
-    // Few outputs (the transposed product, split over the inputs) and many (over the outputs).
+    // A classifier head (`kernels::narrow`, ≤ 16 outputs), a few more (the transposed
+    // product, split over the inputs) and many (over the outputs).
     for &(n, i, o, bias) in &[
         (3, 7, 5, true),
+        (4, 9, 20, true),
         (1, 4, 3, false),
         (70, 3, 2, true),
         (3, 130, 4, true),

@@ -10,4 +10,5 @@ pub mod conv;
 pub mod elementwise;
 pub mod gemm;
 pub mod lif;
+pub mod narrow;
 pub mod pool;

@@ -6,6 +6,7 @@ use super::spec::LinearSpec;
 use super::{ForwardCtx, Layer, Param};
 use crate::error::{Error, Result};
 use crate::kernels::gemm::{sgemm_rows_par, MatLayout, ROW_BLOCK};
+use crate::kernels::narrow;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -116,6 +117,17 @@ impl Layer for Linear {
             None => 0.0,
         };
         // Spike inputs take this dense path too; an event-driven variant slots in beside it.
+        if o <= narrow::MAX_OUTPUTS {
+            narrow::forward(
+                input.data(),
+                self.weight.value.data(),
+                &mut y,
+                (n, i, o),
+                beta,
+            );
+            self.cache = ctx.is_train().then_some(input);
+            return Tensor::from_vec(&out, y);
+        }
         sgemm_rows_par(
             1.0,
             input.data(),
@@ -164,6 +176,10 @@ impl Layer for Linear {
                 });
         }
         // dx = dy·W, written over the cached input (same shape, no longer needed).
+        if o <= narrow::MAX_OUTPUTS {
+            narrow::backward_input(dy, self.weight.value.data(), x.data_mut(), (n, i, o));
+            return Ok(x);
+        }
         sgemm_rows_par(
             1.0,
             dy,
@@ -193,11 +209,15 @@ impl Layer for Linear {
 
 /// `dW[o, i] += Σ_n dy[n, o]·x[n, i]` for `dy: [n, o]`, `x: [n, i]`, `dW: [o, i]`.
 ///
-/// With few outputs (a classifier: `o` ≤ [`ROW_BLOCK`]) `dW`'s rows are one GEMM task, so the
+/// Classifier heads (`o` ≤ [`narrow::MAX_OUTPUTS`]) take [`narrow::weight_grad`]. With a few
+/// more outputs (`o` ≤ [`ROW_BLOCK`]) `dW`'s rows are one GEMM task, so the
 /// product runs as `dWᵀ = xᵀ·dy` instead, split over the `i` rows on the pool, into a pooled
 /// buffer that is then added transposed: `mnist-cnn`'s `10 × 3136` weight gradient took
 /// 1.1 ms of a training step the other way round (one thread, a 10-row GEMM).
 fn weight_grad(dy: &[f32], x: &[f32], n: usize, o: usize, i: usize, dw: &mut [f32]) {
+    if o <= narrow::MAX_OUTPUTS {
+        return narrow::weight_grad(dy, x, dw, (n, i, o));
+    }
     if o > ROW_BLOCK {
         let (a, b) = (MatLayout::row_major(n, o).t(), MatLayout::row_major(n, i));
         sgemm_rows_par(1.0, dy, a, x, b, 1.0, dw, MatLayout::row_major(o, i));
