@@ -429,6 +429,32 @@ pub fn backward_weight(
     backward_weight_im2col(g, x, dy, dw, ws);
 }
 
+/// True if [`backward_weight_spikes`] reads `g`'s spike input as bits
+/// ([`winograd::weight::reads_spikes`]); otherwise the caller unpacks them for
+/// [`backward_weight`].
+pub fn weight_grad_reads_spikes(g: &ConvGeom) -> bool {
+    winograd::preferred_for_weight(g) && winograd::weight::reads_spikes(g)
+}
+
+/// [`backward_weight`] of the spike input `x` given as bits, where
+/// [`weight_grad_reads_spikes`]: the same bits as on the unpacked input, without the f32 copy.
+///
+/// # Panics
+/// If [`weight_grad_reads_spikes`] is false for `g`, or a length disagrees with `g`.
+pub fn backward_weight_spikes(
+    g: &ConvGeom,
+    x: &sparse::SpikeBits,
+    dy: &[f32],
+    dw: &mut [f32],
+    ws: &mut ConvWorkspace,
+) {
+    assert!(
+        weight_grad_reads_spikes(g),
+        "conv2d backward_weight_spikes: not taken for {g:?}"
+    );
+    winograd::weight::backward_weight_spikes(g, x, dy, dw, ws);
+}
+
 /// [`backward_weight`] as `dY·colᵀ` GEMMs over a fixed grid of channel blocks and image
 /// ranges, for any shape.
 ///

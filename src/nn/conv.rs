@@ -310,6 +310,12 @@ impl Layer for Conv2d {
                     sparse::backward_weight(&g, bits, dy, self.weight.grad.data_mut());
                 }
             }
+            Saved::Spikes(bits) if conv::weight_grad_reads_spikes(&g) => {
+                if self.weight.trainable {
+                    let dw = self.weight.grad.data_mut();
+                    conv::backward_weight_spikes(&g, bits, dy, dw, &mut self.ws);
+                }
+            }
             Saved::Spikes(bits) => {
                 let mut buf = crate::buffer_pool::overwritable(bits.len());
                 bits.unpack(&mut buf);

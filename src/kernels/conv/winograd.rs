@@ -479,8 +479,22 @@ mod tests {
                 let x = data(g.n * g.in_img());
                 let mut ws = super::super::ConvWorkspace::default();
                 let (mut dwa, mut dwb) = (w8.clone(), w8.clone());
-                weight::backward_weight_with(Transforms::Portable, &g, &x, &dy, &mut dwa, &mut ws);
-                weight::backward_weight_with(Transforms::Avx512, &g, &x, &dy, &mut dwb, &mut ws);
+                weight::backward_weight_with(
+                    Transforms::Portable,
+                    &g,
+                    super::super::direct::Input::Dense(&x),
+                    &dy,
+                    &mut dwa,
+                    &mut ws,
+                );
+                weight::backward_weight_with(
+                    Transforms::Avx512,
+                    &g,
+                    super::super::direct::Input::Dense(&x),
+                    &dy,
+                    &mut dwb,
+                    &mut ws,
+                );
                 assert!(same(&dwa, &dwb), "{h}x{w} weight gradient");
             }
         }

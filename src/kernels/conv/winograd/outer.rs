@@ -19,9 +19,9 @@
 
 use crate::kernels::elementwise::prefetch;
 use std::arch::x86_64::{
-    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps, _mm512_mul_ps,
-    _mm512_set1_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_storeu_ps,
-    _mm512_sub_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps,
+    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps,
+    _mm512_maskz_mov_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4,
+    _mm512_shuffle_ps, _mm512_storeu_ps, _mm512_sub_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps,
 };
 
 /// Rows of `D` (output channels) per register block.
@@ -45,6 +45,23 @@ pub(super) fn padded_len(c: usize, h: usize, w: usize) -> usize {
     (2 * h.div_ceil(2) + 2) * (2 * w.div_ceil(2) + 2) * c
 }
 
+/// One image to transform: `[C, h, w]` floats, or the same as spike bits.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Image<'a> {
+    /// `C·h·w` floats.
+    Dense(&'a [f32]),
+    /// `C` planes of `plane_words` words, bit `i` of word `j` element `64·j + i` of its plane
+    /// ([`crate::kernels::conv::sparse::SpikeBits`]'s layout), standing for `scale` or `+0.0`.
+    Spikes {
+        /// The image's words.
+        words: &'a [u64],
+        /// Words per plane.
+        plane_words: usize,
+        /// The value of a set bit.
+        scale: f32,
+    },
+}
+
 /// The two transposed transforms of one image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Transform {
@@ -64,7 +81,7 @@ pub(super) enum Transform {
 #[allow(clippy::too_many_arguments)]
 pub(super) fn transform_t(
     kind: Transform,
-    img: &[f32],
+    img: Image,
     (c, h, w): (usize, usize, usize),
     padded: &mut [f32],
     out: &mut [f32],
@@ -77,8 +94,12 @@ pub(super) fn transform_t(
     );
     let tiles = h.div_ceil(2) * w.div_ceil(2);
     assert!(
-        img.len() >= c * h * w
-            && padded.len() >= padded_len(c, h, w)
+        match img {
+            Image::Dense(x) => x.len() >= c * h * w,
+            Image::Spikes {
+                words, plane_words, ..
+            } => plane_words >= (h * w).div_ceil(64) && words.len() >= c * plane_words,
+        } && padded.len() >= padded_len(c, h, w)
             && ld >= (col0 + tiles) * c
             && out.len() >= 15 * ld + (col0 + tiles) * c,
         "outer transform_t: slices too short for {c}x{h}x{w}"
@@ -153,7 +174,7 @@ fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
 /// AVX-512F; `c` a multiple of 16; `img` holds `c·h·w` floats, `padded` [`padded_len`].
 #[target_feature(enable = "avx512f")]
 unsafe fn to_channels_last(
-    img: &[f32],
+    img: Image,
     (c, h, w): (usize, usize, usize),
     off: usize,
     padded: &mut [f32],
@@ -169,23 +190,38 @@ unsafe fn to_channels_last(
             row.fill(0.0);
         }
     }
-    let (hw, ip, pp) = (h * w, img.as_ptr(), padded.as_mut_ptr());
+    let (hw, pp) = (h * w, padded.as_mut_ptr());
     // The 16 planes of a block are read as 16 short streams at once, which the hardware
     // prefetchers do not follow: the next block is fetched while this one is copied.
-    prefetch(&img[..16 * hw]);
+    if let Image::Dense(x) = img {
+        prefetch(&x[..16 * hw]);
+    }
     for cv in (0..c).step_by(16) {
-        if cv + 16 < c {
-            prefetch(&img[(cv + 16) * hw..(cv + 32) * hw]);
+        if let (Image::Dense(x), true) = (img, cv + 16 < c) {
+            prefetch(&x[(cv + 16) * hw..(cv + 32) * hw]);
         }
         for p0 in (0..hw).step_by(16) {
             let n = 16.min(hw - p0);
             let mask = ((1u32 << n) - 1) as u16;
-            // SAFETY: row l reads img[(cv + l)·hw + p0..][..n] within `c·h·w`; the stores
-            // write 16 floats at pixel (y + off, x + off) ≤ (h, w) of the grid, within its
-            // (2⌈h/2⌉ + 2)·pw·c floats.
+            // SAFETY: row l reads img[(cv + l)·hw + p0..][..n] within `c·h·w` (or, for
+            // bits, word (cv + l)·plane_words + p0 / 64 of the `c·plane_words` asserted by
+            // `transform_t`); the stores write 16 floats at pixel (y + off, x + off) ≤ (h, w)
+            // of the grid, within its (2⌈h/2⌉ + 2)·pw·c floats.
             unsafe {
-                let rows = std::array::from_fn(|l| {
-                    _mm512_maskz_loadu_ps(mask, ip.add((cv + l) * hw + p0))
+                let rows = std::array::from_fn(|l| match img {
+                    Image::Dense(x) => {
+                        _mm512_maskz_loadu_ps(mask, x.as_ptr().add((cv + l) * hw + p0))
+                    }
+                    Image::Spikes {
+                        words,
+                        plane_words,
+                        scale,
+                    } => {
+                        // p0 is a multiple of 16: its 16 bits sit in one word.
+                        let word = *words.get_unchecked((cv + l) * plane_words + p0 / 64);
+                        let set = (word >> (p0 % 64)) as u16 & mask;
+                        _mm512_maskz_mov_ps(set, _mm512_set1_ps(scale))
+                    }
                 });
                 let cols = transpose16(rows);
                 let (mut y, mut x) = (p0 / w, p0 % w);
@@ -420,7 +456,15 @@ mod tests {
             for kind in [Transform::Input, Transform::Grad] {
                 let mut out = vec![f32::NAN; 16 * ld];
                 let mut padded = vec![f32::NAN; padded_len(c, h, w)];
-                transform_t(kind, &img, (c, h, w), &mut padded, &mut out, ld, col0);
+                transform_t(
+                    kind,
+                    Image::Dense(&img),
+                    (c, h, w),
+                    &mut padded,
+                    &mut out,
+                    ld,
+                    col0,
+                );
                 let pld = tiles + 3;
                 for ch in 0..c {
                     let plane = &img[ch * h * w..][..h * w];
@@ -457,6 +501,56 @@ mod tests {
 
     /// The block kernel against a plain triple loop, for a full block and row tails, several
     /// channel blocks and tile counts (1 to 37), accumulating onto nonzero `D`.
+    #[test]
+    fn spike_bits_transform_like_their_floats() {
+        if !avx512() {
+            return;
+        }
+        use crate::kernels::conv::sparse::SpikeBits;
+        // Planes of one word and less, exactly 64, several words with a partial last one.
+        for (c, h, w) in [(16, 14, 14), (32, 3, 5), (16, 8, 8), (32, 9, 16)] {
+            let mut seed = 11u32;
+            let img: Vec<f32> = (0..c * h * w)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                    if seed >> 30 == 0 {
+                        0.75
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let bits = SpikeBits::from_f32(&img, 1, c, h * w, 0.75);
+            let tiles = h.div_ceil(2) * w.div_ceil(2);
+            let ld = (1 + tiles) * c + 3;
+            let run = |image: Image| {
+                let mut out = vec![f32::NAN; 16 * ld];
+                let mut padded = vec![f32::NAN; padded_len(c, h, w)];
+                transform_t(
+                    Transform::Input,
+                    image,
+                    (c, h, w),
+                    &mut padded,
+                    &mut out,
+                    ld,
+                    1,
+                );
+                out
+            };
+            let dense = run(Image::Dense(&img));
+            let spikes = run(Image::Spikes {
+                words: bits.words(),
+                plane_words: bits.plane_words(),
+                scale: 0.75,
+            });
+            let same = dense
+                .iter()
+                .zip(&spikes)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{c}x{h}x{w}");
+        }
+    }
+
     #[test]
     fn gemm_matches_a_plain_product() {
         if !avx512() {

@@ -13,6 +13,8 @@
 //! sums its groups in order into its own partial `D`, and the partials are added in range
 //! order before the output transform.
 
+use super::super::direct::Input;
+use super::super::sparse::SpikeBits;
 use super::super::{with_scratch, ConvGeom, ConvWorkspace};
 #[cfg(target_arch = "x86_64")]
 use super::outer;
@@ -123,14 +125,46 @@ pub fn backward_weight(
     dw: &mut [f32],
     ws: &mut ConvWorkspace,
 ) {
-    backward_weight_with(Transforms::detect(g), g, x, dy, dw, ws);
+    backward_weight_with(Transforms::detect(g), g, Input::Dense(x), dy, dw, ws);
+}
+
+/// True if [`backward_weight_spikes`] takes `g` on this CPU: the transposed transforms read
+/// spike bits straight into their channels-last copy (AVX-512, channel counts that fit the
+/// outer-product blocks).
+pub fn reads_spikes(g: &ConvGeom) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        fits(g) && Transforms::detect(g) == Transforms::Avx512 && outer::applies(g.c_in, g.c_out)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = g;
+        false
+    }
+}
+
+/// [`backward_weight`] of a spike input given as its bits, with the same result bits as on
+/// the unpacked floats, but no `[N, C, H, W]` f32 copy of the input (`mnist-cnn`'s conv2:
+/// 6.4 MB written and read again per step).
+///
+/// # Panics
+/// If [`reads_spikes`] is false for `g`, or a length disagrees with `g`.
+pub fn backward_weight_spikes(
+    g: &ConvGeom,
+    x: &SpikeBits,
+    dy: &[f32],
+    dw: &mut [f32],
+    ws: &mut ConvWorkspace,
+) {
+    assert!(reads_spikes(g), "winograd: spike bits not taken for {g:?}");
+    backward_weight_with(Transforms::detect(g), g, Input::Spikes(x), dy, dw, ws);
 }
 
 /// [`backward_weight`] with the given transforms.
 pub(super) fn backward_weight_with(
     tf: Transforms,
     g: &ConvGeom,
-    x: &[f32],
+    x: Input,
     dy: &[f32],
     dw: &mut [f32],
     ws: &mut ConvWorkspace,
@@ -139,8 +173,12 @@ pub(super) fn backward_weight_with(
         fits(g),
         "winograd: needs a 3x3 stride-1 pad-1 conv, got {g:?}"
     );
+    let x_len = match x {
+        Input::Dense(x) => x.len(),
+        Input::Spikes(b) => b.len(),
+    };
     assert!(
-        x.len() == g.n * g.in_img() && dw.len() == g.weight_len() && dy.len() == g.n * g.out_img(),
+        x_len == g.n * g.in_img() && dw.len() == g.weight_len() && dy.len() == g.n * g.out_img(),
         "winograd backward_weight: slice lengths do not match {g:?}"
     );
     if g.n == 0 {
@@ -152,6 +190,12 @@ pub(super) fn backward_weight_with(
     let outer = tf == Transforms::Avx512 && outer::applies(g.c_in, g.c_out);
     #[cfg(not(target_arch = "x86_64"))]
     let outer = false;
+    if let Input::Spikes(b) = x {
+        assert!(
+            outer && b.geometry() == (g.n, g.c_in, plane),
+            "winograd backward_weight: spike bits need the outer-product path and {g:?}"
+        );
+    }
     let gs = if outer { outer_group(g) } else { group(g) };
     let ncols = gs * tiles;
     let per = g.n.div_ceil(TASKS).div_ceil(gs) * gs;
@@ -184,19 +228,37 @@ pub(super) fn backward_weight_with(
                     let cnt = gs.min(n1 - i0);
                     let cols = cnt * tiles;
                     for j in 0..cnt {
-                        let xi = &x[(i0 + j) * g.in_img()..][..g.in_img()];
                         let di = &dy[(i0 + j) * g.out_img()..][..g.out_img()];
                         #[cfg(target_arch = "x86_64")]
                         if outer {
-                            use outer::Transform;
+                            use outer::{Image, Transform};
+                            let xi = match x {
+                                Input::Dense(x) => {
+                                    Image::Dense(&x[(i0 + j) * g.in_img()..][..g.in_img()])
+                                }
+                                Input::Spikes(b) => {
+                                    let wpp = b.plane_words();
+                                    Image::Spikes {
+                                        words: &b.words()[(i0 + j) * g.c_in * wpp..]
+                                            [..g.c_in * wpp],
+                                        plane_words: wpp,
+                                        scale: b.scale(),
+                                    }
+                                }
+                            };
                             let (vt, pad) = s.col.split_at_mut(16 * v_ld);
                             let (dims, col0) = ((g.c_in, g.h, g.w), j * tiles);
                             outer::transform_t(Transform::Input, xi, dims, pad, vt, v_ld, col0);
                             let dims = (g.c_out, g.h, g.w);
                             let ut = &mut s.tmp;
+                            let di = outer::Image::Dense(di);
                             outer::transform_t(Transform::Grad, di, dims, pad, ut, u_ld, col0);
                             continue;
                         }
+                        let Input::Dense(x) = x else {
+                            unreachable!("spike bits are asserted to take the outer path")
+                        };
+                        let xi = &x[(i0 + j) * g.in_img()..][..g.in_img()];
                         for (c, pl) in xi.chunks_exact(plane).enumerate() {
                             tf.input(pl, g.h, g.w, &mut s.col[c * ncols + j * tiles..], v_ld);
                         }
@@ -246,4 +308,44 @@ pub(super) fn backward_weight_with(
                 add_output(&d, k);
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spike_bits_give_the_unpacked_floats_gradient_bits() {
+        // mnist-cnn's conv2 shape (one and several words per plane), a 32-wide plane, odd sizes.
+        for &(n, c_in, h, w, c_out) in
+            &[(5, 32, 14, 14, 64), (3, 64, 9, 11, 16), (2, 32, 32, 32, 32)]
+        {
+            let g = ConvGeom::new(n, c_in, h, w, c_out, 3, 1, 1).unwrap();
+            if !reads_spikes(&g) {
+                return;
+            }
+            let mut seed = 7u32;
+            let mut next = || {
+                seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                seed
+            };
+            let x: Vec<f32> = (0..n * g.in_img())
+                .map(|_| if next() >> 30 == 0 { 1.5 } else { 0.0 })
+                .collect();
+            let dy: Vec<f32> = (0..n * g.out_img())
+                .map(|_| (next() >> 8) as f32 / (1 << 24) as f32 - 0.5)
+                .collect();
+            let bits = SpikeBits::from_f32(&x, n, c_in, h * w, 1.5);
+            let mut ws = ConvWorkspace::default();
+            let mut dense = vec![0.25; g.weight_len()];
+            backward_weight(&g, &x, &dy, &mut dense, &mut ws);
+            let mut spikes = vec![0.25; g.weight_len()];
+            backward_weight_spikes(&g, &bits, &dy, &mut spikes, &mut ws);
+            let same = dense
+                .iter()
+                .zip(&spikes)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{g:?}");
+        }
+    }
 }
