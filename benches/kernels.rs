@@ -16,6 +16,7 @@ use mpsnn::kernels::bn::{self, BnDims};
 use mpsnn::kernels::conv::sparse::{self, SpikeBits};
 use mpsnn::kernels::conv::{self, direct, ConvGeom, ConvWorkspace};
 use mpsnn::kernels::gemm::{sgemm_rows_par, MatLayout};
+use mpsnn::kernels::narrow;
 use mpsnn::kernels::pool::{self, PoolGeom};
 use std::hint::black_box;
 
@@ -252,5 +253,40 @@ fn sparse_benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv_benches, sparse_benches, bn_pool_benches);
+/// A classifier head (`mnist-cnn`'s `fc`: 3136 → 10 at T·B = 256) by `kernels::narrow` and by
+/// the GEMM it replaced (the input gradient stays a GEMM), for the ratios in one run.
+fn head_benches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("linear_head");
+    group.sample_size(20);
+    let (n, i, o) = (256, 3136, 10);
+    let (x, w, dy) = (data(n * i, 1), data(o * i, 2), data(n * o, 3));
+    let (mut y, mut dx, mut dw) = (vec![0.0; n * o], vec![0.0; n * i], vec![0.0; o * i]);
+    group.throughput(Throughput::Elements(2 * (n * i * o) as u64));
+    group.bench_function("narrow_fwd_256x3136x10", |b| {
+        b.iter(|| narrow::forward(black_box(&x), &w, &mut y, (n, i, o), 0.0))
+    });
+    group.bench_function("narrow_dw_256x3136x10", |b| {
+        b.iter(|| narrow::weight_grad(black_box(&dy), &x, &mut dw, (n, i, o)))
+    });
+    let (lx, lw, ly) = (
+        MatLayout::row_major(n, i),
+        MatLayout::row_major(o, i),
+        MatLayout::row_major(n, o),
+    );
+    group.bench_function("gemm_fwd_256x3136x10", |b| {
+        b.iter(|| sgemm_rows_par(1.0, black_box(&x), lx, &w, lw.t(), 0.0, &mut y, ly))
+    });
+    group.bench_function("gemm_dx_256x3136x10", |b| {
+        b.iter(|| sgemm_rows_par(1.0, black_box(&dy), ly, &w, lw, 0.0, &mut dx, lx))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    conv_benches,
+    sparse_benches,
+    bn_pool_benches,
+    head_benches
+);
 criterion_main!(benches);

@@ -1,15 +1,16 @@
-//! Products with a narrow side: a classifier head `y = x·Wᵀ` with few outputs (`o` ≤
-//! [`MAX_OUTPUTS`]) and its two gradients, without a GEMM.
+//! A classifier head `y = x·Wᵀ` with few outputs (`o` ≤ [`MAX_OUTPUTS`]) and its weight
+//! gradient, without a GEMM.
 //!
 //! Why: with `o` = 10 `matrixmultiply` packs the whole `[n, i]` input into panels on every
-//! call and runs its 16-wide micro-kernel on 10 live columns; `mnist-cnn`'s `3136 → 10` head
-//! took ≈ 0.45 ms per pass at `n` = 256 (forward, and again for the input gradient), about 4 %
-//! of a 2-thread training step, for 16 MFLOP. Here every pass streams its big operand once
-//! (`x` or `dx`, 3.2 MB) while `W` (125 KB) stays in L2, and the vector work is a few
-//! `f32x16` FMAs per loaded `x` vector.
+//! call and runs its 16-wide micro-kernel on 10 live columns, and the weight gradient (`o`
+//! rows, so one GEMM task) ran transposed into a scratch buffer added back transposed.
+//! Criterion `linear_head` (`mnist-cnn`'s `3136 → 10` at `n` = 256, 2 threads): forward
+//! 0.20–0.25 ms against the GEMM's 0.33–0.45; the training step gained 10 % (interleaved
+//! A/B, `docs/perf.md`). The input gradient `dy·W` stays a GEMM: there the packing is of
+//! the small operand, and a row-by-row kernel that streams `W` from L2 per row was 2× slower.
 //!
 //! Determinism: each output element is one sum in a fixed order (lanes over `k` in
-//! [`dot`], rows ascending in [`weight_grad`]), and tasks split only independent outputs, so
+//! [`dots`], rows ascending in [`weight_grad`]), and tasks split only independent outputs, so
 //! results do not depend on the thread count.
 
 use rayon::prelude::*;
@@ -18,7 +19,7 @@ use wide::f32x16;
 /// Widest output taken here; wider heads go through the GEMM.
 pub const MAX_OUTPUTS: usize = 16;
 const LANES: usize = 16;
-/// Input rows per task of [`forward`] and [`backward_input`].
+/// Input rows per task of [`forward`].
 const ROWS_PER_TASK: usize = 8;
 /// Columns of `dW` per task of [`weight_grad`]: four vectors, so a task's `MAX_OUTPUTS × 64`
 /// sums (4 KB) stay in L1 while the rows of `x` stream past.
@@ -28,21 +29,33 @@ fn load(s: &[f32]) -> f32x16 {
     f32x16::new(s[..LANES].try_into().expect("16 lanes"))
 }
 
-/// `Σ_k a[k]·b[k]`: 16 lanes, each summing every 16th product, reduced in a fixed order, then
-/// the tail.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = f32x16::splat(0.0);
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        acc = load(x).mul_add(load(y), acc);
+/// The dot products of `R` rows of `x` with `J` rows of `w` (all `i` long), `R·J`
+/// independent FMA chains, so the adds overlap instead of waiting on one chain's latency.
+/// Each product is summed the same way: 16 lanes, each over every 16th element in order,
+/// reduced in a fixed order, then the tail — the same bits for any `R`, `J`.
+fn dots<const R: usize, const J: usize>(x: [&[f32]; R], w: [&[f32]; J]) -> [[f32; J]; R] {
+    let i = x.first().map_or(0, |r| r.len());
+    let body = i - i % LANES;
+    let mut acc = [[f32x16::splat(0.0); J]; R];
+    for k in (0..body).step_by(LANES) {
+        let wv: [f32x16; J] = std::array::from_fn(|j| load(&w[j][k..]));
+        for (a, xr) in acc.iter_mut().zip(&x) {
+            let xv = load(&xr[k..]);
+            for (aj, wj) in a.iter_mut().zip(&wv) {
+                *aj = xv.mul_add(*wj, *aj);
+            }
+        }
     }
-    acc.reduce_add() + tail
+    std::array::from_fn(|r| {
+        std::array::from_fn(|j| {
+            let tail: f32 = x[r][body..]
+                .iter()
+                .zip(&w[j][body..])
+                .map(|(a, b)| a * b)
+                .sum();
+            acc[r][j].reduce_add() + tail
+        })
+    })
 }
 
 fn check(n: usize, i: usize, o: usize, x: usize, w: usize, y: usize) {
@@ -67,45 +80,32 @@ pub fn forward(x: &[f32], w: &[f32], y: &mut [f32], (n, i, o): (usize, usize, us
     y.par_chunks_mut(ROWS_PER_TASK * o)
         .zip(x.par_chunks(ROWS_PER_TASK * i))
         .for_each(|(yc, xc)| {
-            for (yr, xr) in yc.chunks_exact_mut(o).zip(xc.chunks_exact(i)) {
-                for (v, wr) in yr.iter_mut().zip(w.chunks_exact(i)) {
-                    let s = dot(xr, wr);
-                    *v = if beta == 0.0 { s } else { beta * *v + s };
-                }
-            }
-        });
-}
-
-/// `dx[r, k] = Σ_j dy[r, j]·w[j, k]` for `dy: [n, o]`, `w: [o, i]`, `dx: [n, i]` (overwritten);
-/// each element sums `j` ascending.
-///
-/// # Panics
-/// As [`forward`].
-pub fn backward_input(dy: &[f32], w: &[f32], dx: &mut [f32], (n, i, o): (usize, usize, usize)) {
-    check(n, i, o, dx.len(), w.len(), dy.len());
-    if n == 0 || i == 0 {
-        return;
-    }
-    dx.par_chunks_mut(ROWS_PER_TASK * i)
-        .zip(dy.par_chunks(ROWS_PER_TASK * o))
-        .for_each(|(dxc, dyc)| {
-            for (dr, gr) in dxc.chunks_exact_mut(i).zip(dyc.chunks_exact(o)) {
-                let mut d = dr.chunks_exact_mut(LANES);
-                let mut k = 0;
-                for dv in &mut d {
-                    let mut acc = f32x16::splat(0.0);
-                    for (j, &g) in gr.iter().enumerate() {
-                        acc = load(&w[j * i + k..]).mul_add(f32x16::splat(g), acc);
+            let put = |y: &mut f32, s: f32| *y = if beta == 0.0 { s } else { beta * *y + s };
+            let w_row = |j: usize| &w[j * i..][..i];
+            // Two rows by four outputs at a time: eight chains.
+            for (yp, xp) in yc.chunks_mut(2 * o).zip(xc.chunks(2 * i)) {
+                if yp.len() < 2 * o {
+                    // An odd last row.
+                    for (j, v) in yp.iter_mut().enumerate() {
+                        put(v, dots([xp], [w_row(j)])[0][0]);
                     }
-                    dv.copy_from_slice(&acc.to_array());
-                    k += LANES;
+                    continue;
                 }
-                for (kk, v) in d.into_remainder().iter_mut().enumerate() {
-                    let mut s = 0.0f32;
-                    for (j, &g) in gr.iter().enumerate() {
-                        s = w[j * i + k + kk].mul_add(g, s);
+                let (x0, x1) = xp.split_at(i);
+                let (y0, y1) = yp.split_at_mut(o);
+                let mut j = 0;
+                while j + 4 <= o {
+                    let s = dots::<2, 4>([x0, x1], std::array::from_fn(|q| w_row(j + q)));
+                    for q in 0..4 {
+                        put(&mut y0[j + q], s[0][q]);
+                        put(&mut y1[j + q], s[1][q]);
                     }
-                    *v = s;
+                    j += 4;
+                }
+                for j in j..o {
+                    let s = dots([x0, x1], [w_row(j)]);
+                    put(&mut y0[j], s[0][0]);
+                    put(&mut y1[j], s[1][0]);
                 }
             }
         });
@@ -181,24 +181,17 @@ mod tests {
             .collect()
     }
 
-    /// f64 references of the three products.
+    /// f64 references of the two products.
     fn reference(
         x: &[f32],
         w: &[f32],
         dy: &[f32],
         (n, i, o): (usize, usize, usize),
-    ) -> [Vec<f64>; 3] {
+    ) -> [Vec<f64>; 2] {
         let y = (0..n * o)
             .map(|e| {
                 (0..i)
                     .map(|k| x[e / o * i + k] as f64 * w[e % o * i + k] as f64)
-                    .sum()
-            })
-            .collect();
-        let dx = (0..n * i)
-            .map(|e| {
-                (0..o)
-                    .map(|j| dy[e / i * o + j] as f64 * w[j * i + e % i] as f64)
                     .sum()
             })
             .collect();
@@ -209,7 +202,7 @@ mod tests {
                     .sum()
             })
             .collect();
-        [y, dx, dw]
+        [y, dw]
     }
 
     fn close(got: &[f32], want: &[f64], terms: usize, what: &str) {
@@ -221,7 +214,7 @@ mod tests {
     }
 
     #[test]
-    fn the_three_products_match_f64_references() {
+    fn both_products_match_f64_references() {
         // Widths around the 16 lanes and the 64-column tasks, row counts around the task size.
         for &(n, i, o) in &[
             (1, 1, 1),
@@ -230,9 +223,10 @@ mod tests {
             (17, 63, 16),
             (8, 65, 7),
             (20, 200, 10),
+            (5, 300, 9),
         ] {
             let (x, w, dy) = (data(n * i, 1), data(o * i, 2), data(n * o, 3));
-            let [y_ref, dx_ref, dw_ref] = reference(&x, &w, &dy, (n, i, o));
+            let [y_ref, dw_ref] = reference(&x, &w, &dy, (n, i, o));
             let mut y = vec![f32::NAN; n * o];
             forward(&x, &w, &mut y, (n, i, o), 0.0);
             close(&y, &y_ref, i, "y");
@@ -241,9 +235,6 @@ mod tests {
             forward(&x, &w, &mut yb, (n, i, o), 1.0);
             let shifted: Vec<f64> = y_ref.iter().map(|v| v + 0.5).collect();
             close(&yb, &shifted, i, "y + bias");
-            let mut dx = vec![f32::NAN; n * i];
-            backward_input(&dy, &w, &mut dx, (n, i, o));
-            close(&dx, &dx_ref, o, "dx");
             let mut dw = vec![1.0; o * i];
             weight_grad(&dy, &x, &mut dw, (n, i, o));
             let accumulated: Vec<f64> = dw_ref.iter().map(|v| v + 1.0).collect();
@@ -261,12 +252,10 @@ mod tests {
                 .build()
                 .unwrap();
             pool.install(|| {
-                let (mut y, mut dx, mut dw) =
-                    (vec![0.0; n * o], vec![0.0; n * i], vec![0.0; o * i]);
+                let (mut y, mut dw) = (vec![0.0; n * o], vec![0.0; o * i]);
                 forward(&x, &w, &mut y, (n, i, o), 0.0);
-                backward_input(&dy, &w, &mut dx, (n, i, o));
                 weight_grad(&dy, &x, &mut dw, (n, i, o));
-                (y, dx, dw)
+                (y, dw)
             })
         };
         let one = run(1);

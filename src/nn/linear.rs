@@ -176,10 +176,6 @@ impl Layer for Linear {
                 });
         }
         // dx = dy·W, written over the cached input (same shape, no longer needed).
-        if o <= narrow::MAX_OUTPUTS {
-            narrow::backward_input(dy, self.weight.value.data(), x.data_mut(), (n, i, o));
-            return Ok(x);
-        }
         sgemm_rows_par(
             1.0,
             dy,
