@@ -84,7 +84,7 @@ fn conv_benches(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("dw", label), |b| {
             b.iter(|| conv::backward_weight(&g, black_box(&x), &dy, &mut dw, &mut ws))
         });
-        if conv::winograd::preferred_for_weight(&g) {
+        if conv::winograd::preferred_for_weight(&g) || conv::stem::preferred(&g) {
             group.bench_function(BenchmarkId::new("dw_im2col", label), |b| {
                 b.iter(|| conv::backward_weight_im2col(&g, black_box(&x), &dy, &mut dw, &mut ws))
             });

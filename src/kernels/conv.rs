@@ -55,6 +55,7 @@
 pub mod direct;
 pub mod im2col;
 pub mod sparse;
+pub mod stem;
 pub mod winograd;
 
 use super::elementwise::{add_assign, sum};
@@ -409,7 +410,9 @@ fn wgrad_grid(g: &ConvGeom) -> (usize, usize, usize, usize) {
     (cb, blocks, per, g.n.div_ceil(per))
 }
 
-/// `dw += ∂L/∂W` from the input `x` and `dy = ∂L/∂y`.
+/// `dw += ∂L/∂W` from the input `x` and `dy = ∂L/∂y`: [`stem::backward_weight`] for 3×3
+/// "same" convs on a few input channels, Winograd where [`winograd::preferred_for_weight`],
+/// else [`backward_weight_im2col`].
 ///
 /// Deterministic for any thread count: see the module docs.
 ///
@@ -423,6 +426,9 @@ pub fn backward_weight(
     ws: &mut ConvWorkspace,
 ) {
     check_lens(g, x.len(), dw.len(), dy.len(), "backward_weight");
+    if stem::preferred(g) {
+        return stem::backward_weight(g, x, dy, dw);
+    }
     if winograd::preferred_for_weight(g) {
         return winograd::backward_weight(g, x, dy, dw, ws);
     }
