@@ -10,7 +10,7 @@
 //! the small operand, and a row-by-row kernel that streams `W` from L2 per row was 2× slower.
 //!
 //! Determinism: each output element is one sum in a fixed order (lanes over `k` in
-//! [`dots`], rows ascending in [`weight_grad`]), and tasks split only independent outputs, so
+//! `dots`, rows ascending in [`weight_grad`]), and tasks split only independent outputs, so
 //! results do not depend on the thread count.
 
 use rayon::prelude::*;
