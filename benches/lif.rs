@@ -347,7 +347,7 @@ fn train_planes(c: &mut Criterion) {
         let mut dx = vec![0.0; input.len()];
         bch.iter(|| {
             forward_train_planes(&p, 0.0, T, &stages, &input, &mut y);
-            backward_train_planes(&p, 0.0, T, &stages, &input, &dy, &mut dx);
+            backward_train_planes(&p, 0.0, T, &stages, &input, &dy, &mut dx, None);
             dx[0]
         })
     });

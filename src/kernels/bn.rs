@@ -8,8 +8,10 @@
 //!
 //! Statistics accumulate in f32 lanes over blocks of at most [`STAT_BLOCK`] values and in f64
 //! across blocks, on values shifted by the channel's first element so `Σx²/M − μ²` does not
-//! cancel (`N·HW` reaches 262 144 in ResNet-19). The sums run in tasks of a fixed number of
-//! images added in task order, so every result is the same for any thread count.
+//! cancel (`N·HW` reaches 262 144 in ResNet-19). The statistics' sums run in tasks of a fixed
+//! number of images added in task order; backward's sums are per plane ([`plane_grad_sums`]),
+//! added per channel in image order, so a fused kernel can produce them while the plane is in
+//! cache. Every result is the same for any thread count.
 
 use rayon::prelude::*;
 use wide::f32x8;
@@ -109,19 +111,14 @@ fn block_sums(a: &[f32], sa: f32, b: Option<(&[f32], f32)>) -> (f32, f32) {
 /// by the shape, never by the thread count.
 const SUM_TASK_IMAGES: usize = 8;
 
-/// [`block_sums`] of every channel over all its segments: `(Σ (a−sa_c)·(b−sb_c), Σ (a−sa_c))`
-/// per channel `c`, `shift_a[c]` (`shift_b[c]`) being `sa_c` (`sb_c`). The tasks walk memory in
+/// [`block_sums`] of every channel over all its segments: `(Σ (a−sa_c)², Σ (a−sa_c))` per
+/// channel `c`, `shift_a[c]` being `sa_c`. The tasks walk memory in
 /// order — [`SUM_TASK_IMAGES`] images, every channel's segment of each — and keep f64 sums per
 /// channel; the tasks' sums are then added in task order.
 ///
 /// Why not one task per channel: that walks each channel's `N` segments `C·HW` floats apart,
 /// and with small planes (`mnist-cnn`'s 14×14: 784 bytes) the prefetchers never get going.
-fn all_channel_sums(
-    a: &[f32],
-    shift_a: &[f32],
-    b: Option<(&[f32], &[f32])>,
-    d: &BnDims,
-) -> Vec<(f64, f64)> {
+fn all_channel_sums(a: &[f32], shift_a: &[f32], d: &BnDims) -> Vec<(f64, f64)> {
     let tasks = d.n.div_ceil(SUM_TASK_IMAGES);
     let partials: Vec<Vec<(f64, f64)>> = (0..tasks)
         .into_par_iter()
@@ -137,8 +134,7 @@ fn all_channel_sums(
                     let mut start = seg;
                     while start < seg + d.hw {
                         let end = (start + STAT_BLOCK).min(seg + d.hw);
-                        let bb = b.map(|(b, sb)| (&b[start..end], sb[ch]));
-                        let (bp, bs) = block_sums(&a[start..end], shift_a[ch], bb);
+                        let (bp, bs) = block_sums(&a[start..end], shift_a[ch], None);
                         acc.0 += bp as f64;
                         acc.1 += bs as f64;
                         start = end;
@@ -167,7 +163,7 @@ pub fn batch_stats(x: &[f32], d: BnDims, mean: &mut [f32], var: &mut [f32]) {
     assert!(d.count() > 0, "batch-norm statistics of an empty batch");
     let m = d.count() as f64;
     let shifts: Vec<f32> = (0..d.c).map(|ch| x[ch * d.hw]).collect();
-    let sums = all_channel_sums(x, &shifts, None, &d);
+    let sums = all_channel_sums(x, &shifts, &d);
     for (ch, (mu, v)) in mean.iter_mut().zip(var.iter_mut()).enumerate() {
         let (s2, s1) = sums[ch];
         let dm = s1 / m;
@@ -303,6 +299,82 @@ pub fn backward(
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {
+    d.check("backward", &[x.len(), dy_dx.len()], &[mean.len()]);
+    let mut sums = vec![(0.0, 0.0); d.n * d.c];
+    grad_plane_sums(dy_dx, x, d, mean, &mut sums);
+    backward_from_plane_sums(
+        x,
+        dy_dx,
+        d,
+        mean,
+        invstd,
+        gamma,
+        batch_stats,
+        &sums,
+        dgamma,
+        dbeta,
+    );
+}
+
+/// `(Σ dy·(x − m), Σ dy)` over one plane: f32 lanes over blocks of [`STAT_BLOCK`] values from
+/// the plane's start, f64 across blocks. A kernel that has a plane of `∂L/∂y` in cache (the
+/// fused LIF backward) calls this and gets [`grad_plane_sums`]' bits.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn plane_grad_sums(dy: &[f32], x: &[f32], m: f32) -> (f64, f64) {
+    assert_eq!(dy.len(), x.len(), "plane_grad_sums: lengths");
+    let (mut dot, mut sum) = (0.0f64, 0.0f64);
+    for (a, b) in dy.chunks(STAT_BLOCK).zip(x.chunks(STAT_BLOCK)) {
+        let (bp, bs) = block_sums(a, 0.0, Some((b, m)));
+        dot += bp as f64;
+        sum += bs as f64;
+    }
+    (dot, sum)
+}
+
+/// [`plane_grad_sums`] of every plane `[image, channel]` of `dy` and `x` into `sums`
+/// (`N·C` entries, overwritten), planes in parallel.
+///
+/// # Panics
+/// If a slice length disagrees with `d`.
+pub fn grad_plane_sums(dy: &[f32], x: &[f32], d: BnDims, mean: &[f32], sums: &mut [(f64, f64)]) {
+    d.check("grad_plane_sums", &[dy.len(), x.len()], &[mean.len()]);
+    assert_eq!(
+        sums.len(),
+        d.n * d.c,
+        "grad_plane_sums: one entry per plane"
+    );
+    if d.hw == 0 {
+        sums.fill((0.0, 0.0));
+        return;
+    }
+    sums.par_iter_mut()
+        .zip(dy.par_chunks(d.hw).zip(x.par_chunks(d.hw)))
+        .enumerate()
+        .with_min_len(MIN_TASK.div_ceil(d.hw))
+        .for_each(|(plane, (s, (g, xp)))| *s = plane_grad_sums(g, xp, mean[plane % d.c]));
+}
+
+/// [`backward`] given the planes' [`plane_grad_sums`] (`sums`, `N·C` entries in plane order):
+/// a channel's sums are its planes' added in image order, so any kernel that produced the
+/// plane sums gives the same bits as [`backward`].
+///
+/// # Panics
+/// If a slice length disagrees with `d`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_from_plane_sums(
+    x: &[f32],
+    dy_dx: &mut [f32],
+    d: BnDims,
+    mean: &[f32],
+    invstd: &[f32],
+    gamma: &[f32],
+    batch_stats: bool,
+    sums: &[(f64, f64)],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
     d.check(
         "backward",
         &[x.len(), dy_dx.len()],
@@ -314,17 +386,22 @@ pub fn backward(
             dbeta.len(),
         ],
     );
+    assert_eq!(
+        sums.len(),
+        d.n * d.c,
+        "batch-norm backward: one sum per plane"
+    );
     if d.is_empty() {
         dgamma.fill(0.0);
         dbeta.fill(0.0);
         return;
     }
-    let dy: &[f32] = dy_dx;
-    // One pass: Σ dy·(x − μ) and Σ dy.
-    let zeros = vec![0.0f32; d.c];
-    let sums = all_channel_sums(dy, &zeros, Some((x, mean)), &d);
     for (ch, (dg, db)) in dgamma.iter_mut().zip(dbeta.iter_mut()).enumerate() {
-        let (sxd, sd) = sums[ch];
+        let (mut sxd, mut sd) = (0.0f64, 0.0f64);
+        for &(dot, sum) in sums[ch..].iter().step_by(d.c) {
+            sxd += dot;
+            sd += sum;
+        }
         *dg = (sxd * invstd[ch] as f64) as f32;
         *db = sd as f32;
     }

@@ -50,6 +50,8 @@ pub struct BatchNorm2d {
     invstd: Vec<f32>,
     var: Vec<f32>,
     scale: Vec<f32>,
+    /// Backward's per-plane sums ([`bn::plane_grad_sums`]), reused across steps.
+    plane_sums: Vec<(f64, f64)>,
     cache: Option<Cached>,
     /// The next training forward may drop its input ([`Layer::set_input_recomputable`]).
     input_recomputable: bool,
@@ -95,6 +97,7 @@ impl BatchNorm2d {
             invstd: vec![0.0; c],
             var: vec![0.0; c],
             scale: vec![0.0; c],
+            plane_sums: Vec::new(),
             cache: None,
             input_recomputable: false,
             sync: None,
@@ -287,6 +290,104 @@ impl BatchNorm2d {
         self.cache.as_ref().and_then(|c| c.x.as_ref())
     }
 
+    /// A buffer for backward's per-plane sums of the cached forward (`N·C` entries, contents
+    /// unspecified), for a fused kernel to fill ([`bn::plane_grad_sums`]) and hand back to
+    /// [`BatchNorm2d::backward_from_plane_sums`]; empty without a cached forward.
+    pub(crate) fn take_plane_sums(&mut self) -> Vec<(f64, f64)> {
+        let planes = self.cache.as_ref().map_or(0, |c| c.dims.n * c.dims.c);
+        let mut sums = std::mem::take(&mut self.plane_sums);
+        sums.resize(planes, (0.0, 0.0));
+        sums
+    }
+
+    /// [`Layer::backward`] with the per-plane sums already computed (from
+    /// [`BatchNorm2d::take_plane_sums`]): the same bits, one pass over `grad_output` fewer.
+    pub(crate) fn backward_from_plane_sums(
+        &mut self,
+        grad_output: Tensor,
+        sums: Vec<(f64, f64)>,
+    ) -> Result<Tensor> {
+        self.backward_with(grad_output, Some(sums))
+    }
+
+    /// Backward, computing the per-plane sums first unless given.
+    fn backward_with(
+        &mut self,
+        mut grad_output: Tensor,
+        sums: Option<Vec<(f64, f64)>>,
+    ) -> Result<Tensor> {
+        let Some(Cached {
+            x: Some(x),
+            dims: d,
+            batch_stats,
+            ..
+        }) = &self.cache
+        else {
+            return Err(Error::NoForwardCache {
+                layer: self.spec.name.clone(),
+            });
+        };
+        if grad_output.shape() != x.shape() {
+            return Err(Error::shape(
+                &self.spec.name,
+                format!("gradient {:?}", x.shape()),
+                grad_output.shape(),
+            ));
+        }
+        self.check_params()?;
+        let sums = match sums {
+            Some(s) if s.len() == d.n * d.c => s,
+            Some(_) => {
+                return Err(Error::State(format!(
+                    "{}: per-plane sums of the wrong length",
+                    self.spec.name
+                )))
+            }
+            None => {
+                let mut s = std::mem::take(&mut self.plane_sums);
+                s.resize(d.n * d.c, (0.0, 0.0));
+                bn::grad_plane_sums(grad_output.data(), x.data(), *d, &self.mean, &mut s);
+                s
+            }
+        };
+        // Scratch for the per-channel sums: `var` and `scale` are free once forward is done.
+        let synced = self.synced_count.filter(|_| *batch_stats);
+        bn::backward_from_plane_sums(
+            x.data(),
+            grad_output.data_mut(),
+            *d,
+            &self.mean,
+            &self.invstd,
+            self.gamma.value.data(),
+            *batch_stats && synced.is_none(),
+            &sums,
+            &mut self.var,
+            &mut self.scale,
+        );
+        self.plane_sums = sums;
+        if let (Some(total), Some(group)) = (synced, &self.sync) {
+            sync_bn::finish_backward(
+                group.as_ref(),
+                x.data(),
+                grad_output.data_mut(),
+                *d,
+                &self.mean,
+                &self.invstd,
+                self.gamma.value.data(),
+                &self.var,
+                &self.scale,
+                total,
+            );
+        }
+        self.cache = None;
+        for (p, g) in [(&mut self.gamma, &self.var), (&mut self.beta, &self.scale)] {
+            if p.trainable {
+                crate::kernels::elementwise::add_assign(p.grad.data_mut(), g);
+            }
+        }
+        Ok(grad_output)
+    }
+
     /// The per-channel affine of the last training forward (the output is
     /// `(x − mean)·scale + shift`), borrowed for a kernel to apply.
     pub(crate) fn train_affine(&self) -> ChannelAffine<'_> {
@@ -340,60 +441,8 @@ impl Layer for BatchNorm2d {
         Ok(y)
     }
 
-    fn backward(&mut self, mut grad_output: Tensor) -> Result<Tensor> {
-        let Some(Cached {
-            x: Some(x),
-            dims: d,
-            batch_stats,
-            ..
-        }) = &self.cache
-        else {
-            return Err(Error::NoForwardCache {
-                layer: self.spec.name.clone(),
-            });
-        };
-        if grad_output.shape() != x.shape() {
-            return Err(Error::shape(
-                &self.spec.name,
-                format!("gradient {:?}", x.shape()),
-                grad_output.shape(),
-            ));
-        }
-        self.check_params()?;
-        // Scratch for the per-channel sums: `var` and `scale` are free once forward is done.
-        let synced = self.synced_count.filter(|_| *batch_stats);
-        bn::backward(
-            x.data(),
-            grad_output.data_mut(),
-            *d,
-            &self.mean,
-            &self.invstd,
-            self.gamma.value.data(),
-            *batch_stats && synced.is_none(),
-            &mut self.var,
-            &mut self.scale,
-        );
-        if let (Some(total), Some(group)) = (synced, &self.sync) {
-            sync_bn::finish_backward(
-                group.as_ref(),
-                x.data(),
-                grad_output.data_mut(),
-                *d,
-                &self.mean,
-                &self.invstd,
-                self.gamma.value.data(),
-                &self.var,
-                &self.scale,
-                total,
-            );
-        }
-        self.cache = None;
-        for (p, g) in [(&mut self.gamma, &self.var), (&mut self.beta, &self.scale)] {
-            if p.trainable {
-                crate::kernels::elementwise::add_assign(p.grad.data_mut(), g);
-            }
-        }
-        Ok(grad_output)
+    fn backward(&mut self, grad_output: Tensor) -> Result<Tensor> {
+        self.backward_with(grad_output, None)
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {

@@ -192,16 +192,20 @@ pub(super) fn backward_train(
         return downcast::<Lif>(layers[run.lif].as_mut()).backward_train_planes(grad);
     };
     let (bn, lif) = batch_norm_and_lif(layers, b, run.lif);
-    let x = bn.kept_input().ok_or_else(|| Error::NoForwardCache {
+    let missing = |bn: &BatchNorm2d| Error::NoForwardCache {
         layer: bn.name().to_string(),
-    })?;
-    let grad = if run.is_bn_lif() {
-        lif.restore_affine(x, &bn.train_affine())?;
-        lif.backward(grad)?
-    } else {
-        lif.backward_train_planes_affine(grad, x, bn.train_affine())?
     };
-    bn.backward(grad)
+    if run.is_bn_lif() {
+        let x = bn.kept_input().ok_or_else(|| missing(bn))?;
+        lif.restore_affine(x, &bn.train_affine())?;
+        let grad = lif.backward(grad)?;
+        return bn.backward(grad);
+    }
+    // The neuron takes the batch norm's sums while each gradient plane is in cache.
+    let mut sums = bn.take_plane_sums();
+    let x = bn.kept_input().ok_or_else(|| missing(bn))?;
+    let grad = lif.backward_train_planes_affine(grad, x, bn.train_affine(), Some(&mut sums))?;
+    bn.backward_from_plane_sums(grad, sums)
 }
 
 /// The training run `BatchNorm2d → Lif` at layer `i` for an input of shape `input`, if the

@@ -3,7 +3,8 @@
 //! it needs from the input: pool backward → LIF backward through time → (sum over T). The
 //! affine (a training batch norm's coefficients, given its batch statistics) is applied to a
 //! task's planes in L2, so the normalized activation is never written out; its gradient is the
-//! batch norm layer's business, from the `∂L/∂(affine output)` this returns.
+//! batch norm layer's business, from the `∂L/∂(affine output)` this returns and, if asked, the
+//! batch norm's per-plane backward sums, taken while each gradient plane is in cache.
 //!
 //! Why: run layer by layer, a training step streams every stage's full `[T·B, C, H, W]`
 //! activation several times (the repeat copy, the LIF forward and its recompute in backward,
@@ -13,7 +14,8 @@
 //! pooled output, or the input gradient, written.
 //!
 //! Tasks are exactly the unfused kernel's chunks (neurons `[c·CHUNK, (c+1)·CHUNK)` of a step),
-//! widened to whole planes where pooling needs a window's neighbours. The LIF sums (spike
+//! widened to whole planes where pooling needs a window's neighbours; a task writes the output
+//! (forward) or input-gradient (backward) planes that start inside its chunk. The LIF sums (spike
 //! counts, Σ `U[T]`, g_θ, g_decay) come from the unfused kernel's chunk functions
 //! ([`fused::forward_chunk_from`], reading the input in place, and [`fused::backward_chunk`])
 //! on the very same chunk slices, and every element passes through
@@ -25,12 +27,11 @@
 use super::fused::{self, Bits, Format, Recompute};
 use super::planes::max_pool_spikes;
 use super::route::{is_2x2, route, route_2x2_bits};
-use super::{
-    chunk_count, split_rows, sum_over_chunks, BackwardSums, ForwardSums, PlaneStages, CHUNK,
-};
+use super::{chunk_count, sum_over_chunks, BackwardSums, ForwardSums, PlaneStages, CHUNK};
 use crate::kernels::bn;
 use crate::kernels::elementwise::{add_assign, prefetch};
 use crate::neuron::step::StepParams;
+use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// One thread's buffers, grown to the largest task seen and reused.
@@ -221,8 +222,15 @@ pub fn forward_train_planes(
 /// LIF's input (after the affine, if any) — summed over the steps if the input was repeated.
 /// Gradients and sums are bit-identical to the unfused chain.
 ///
+/// `bn_sums`, if given (it needs `stages.affine`, a training batch norm's), gets the batch
+/// norm's backward sums of every plane of `dx` ([`bn::plane_grad_sums`] of the plane and its
+/// input plane), computed while the plane is in cache: the batch norm then skips its own pass
+/// over `dx` and its input ([`bn::backward_from_plane_sums`]).
+///
 /// # Panics
-/// If a length disagrees with `stages` and `timesteps`, or `stages.addend` is set.
+/// If a length disagrees with `stages` and `timesteps`, `stages.addend` is set, or `bn_sums`
+/// is given without `stages.affine`.
+#[allow(clippy::too_many_arguments)]
 pub fn backward_train_planes(
     p: &StepParams,
     u0: f32,
@@ -231,28 +239,55 @@ pub fn backward_train_planes(
     input: &[f32],
     grad_out: &[f32],
     dx: &mut [f32],
+    bn_sums: Option<&mut [(f64, f64)]>,
 ) -> BackwardSums {
     check(stages, timesteps, input.len(), grad_out.len());
     assert_eq!(dx.len(), input.len(), "lif train planes: dx length");
     let (t, hw, ohw) = (timesteps, stages.plane_len(), stages.out_plane_len());
     let n = stages.planes * hw;
+    // dx's rows: one if the input was repeated, else one per step.
+    let rows = if stages.repeated { 1 } else { t };
+    let mean = bn_sums.as_ref().map(|sums| {
+        assert_eq!(
+            sums.len(),
+            rows * stages.planes,
+            "lif train planes: bn sums length"
+        );
+        let affine = stages.affine.as_ref();
+        affine
+            .expect("lif train planes: batch-norm sums need the batch norm's affine")
+            .mean
+    });
     if n == 0 {
         return BackwardSums::default();
     }
     let chunks = chunk_count(n);
-    let dx_rows_per_chunk = if stages.repeated { 1 } else { t };
-    let mut dx_rows = split_rows(dx, dx_rows_per_chunk, n, CHUNK, chunks);
+    // Chunk c writes dx for the planes that start inside it, as the forward writes its output
+    // planes: whole planes, so their batch-norm sums can be taken at once.
+    let first_owned = |c: usize| chunk_span(c, n).0.div_ceil(hw);
+    let owned: Vec<usize> = (0..chunks)
+        .map(|c| first_owned(c + 1) - first_owned(c))
+        .collect();
+    let widths: Vec<usize> = owned.iter().map(|k| k * hw).collect();
+    let mut dx_rows = split_rows_by(dx, rows, n, &widths);
+    let mut sum_rows = match bn_sums {
+        Some(sums) => split_rows_by(sums, rows, stages.planes, &owned),
+        None => (0..chunks * rows).map(|_| Default::default()).collect(),
+    };
     // Spike outputs are +0.0 or the scale; with a positive (or +0.0) scale a value is zero
     // exactly when its bits are.
     let spike_values = p.out_scale > 0.0 || p.out_scale.to_bits() == 0;
     // With a positive scale a value is nonzero exactly when its spike bit is set.
     let bit_routing = p.out_scale > 0.0 && stages.pool.as_ref().is_some_and(is_2x2);
-    let body = |(c, dx_rows): (usize, &mut [&mut [f32]])| {
+    type Rows<'a, 'b, E> = &'a mut [&'b mut [E]];
+    let body = |c: usize, dx_rows: Rows<f32>, sum_rows: Rows<(f64, f64)>| {
         SCRATCH.with(|cell| {
             let s = &mut *cell.borrow_mut();
             let (lo, hi) = chunk_span(c, n);
-            // Whole planes around the chunk: every window touching it.
+            // Whole planes around the chunk: every window touching it; the owned ones end
+            // there too.
             let (p0, p1) = (lo / hw, hi.div_ceil(hw));
+            let p_own = lo.div_ceil(hw);
             // The gradient rows are read only after the rebuild below: fetched now, they
             // arrive meanwhile (criterion `train_planes/stem_fused`, alternating: −9 % at 1
             // thread, −15 % at 2).
@@ -324,31 +359,49 @@ pub fn backward_train_planes(
                     }
                 }
             }
-            let a = lo - start;
-            let m_own: Vec<&[f32]> = m_rows.iter().map(|r| &r[a..a + hi - lo]).collect();
-            let mut g_own: Vec<&mut [f32]> = io_rows
-                .into_iter()
-                .map(|r| &mut r[a..a + hi - lo])
-                .collect();
             let no_bits: Vec<&[u8]> = vec![&[]; t];
-            let sums =
-                fused::backward_chunk::<Recompute>(p, u0, &m_own, &no_bits, &mut g_own, None);
-            if stages.repeated {
-                // par_sum_tiles' order: step 0, then + step 1, + step 2, ...
-                let d = &mut dx_rows[0];
-                d.copy_from_slice(g_own[0]);
-                for g in &g_own[1..] {
-                    add_assign(d, g);
+            let mut lif_backward = |from: usize, to: usize| {
+                let m: Vec<&[f32]> = m_rows.iter().map(|r| &r[from..to]).collect();
+                let mut g: Vec<&mut [f32]> = io_rows.iter_mut().map(|r| &mut r[from..to]).collect();
+                fused::backward_chunk::<Recompute>(p, u0, &m, &no_bits, &mut g, None)
+            };
+            // The chunk's own neurons give the sums, in the unfused chunks' order.
+            let sums = lif_backward(lo - start, hi - start);
+            if p1 > p_own && hi < p1 * hw {
+                // The rest of the last owned plane: the next chunk counts it.
+                lif_backward(hi - start, len);
+            }
+            let (own, width) = (p_own * hw - start, (p1 - p_own.min(p1)) * hw);
+            for (row, (d, plane_sums)) in dx_rows.iter_mut().zip(sum_rows.iter_mut()).enumerate() {
+                if stages.repeated {
+                    // par_sum_tiles' order: step 0, then + step 1, + step 2, ...
+                    d.copy_from_slice(&io_rows[0][own..own + width]);
+                    for g in &io_rows[1..] {
+                        add_assign(d, &g[own..own + width]);
+                    }
+                } else {
+                    d.copy_from_slice(&io_rows[row][own..own + width]);
                 }
-            } else {
-                for (d, g) in dx_rows.iter_mut().zip(&g_own) {
-                    d.copy_from_slice(g);
+                let Some(mean) = mean else { continue };
+                let planes = d.chunks_exact(hw).zip(plane_sums.iter_mut());
+                for (k, (dy, sum)) in planes.enumerate() {
+                    let plane = p_own + k;
+                    let x = &input[(row * stages.planes + plane) * hw..][..hw];
+                    *sum = bn::plane_grad_sums(dy, x, mean[plane % stages.channels]);
                 }
             }
             sums
         })
     };
-    sum_over_chunks(&mut dx_rows, dx_rows_per_chunk, BackwardSums::add, body)
+    let parts: Vec<BackwardSums> = dx_rows
+        .par_chunks_mut(rows)
+        .zip(sum_rows.par_chunks_mut(rows))
+        .enumerate()
+        .map(|(c, (dx_rows, sum_rows))| body(c, dx_rows, sum_rows))
+        .collect();
+    parts
+        .into_iter()
+        .fold(BackwardSums::default(), BackwardSums::add)
 }
 
 fn s_argmax<'a>(
@@ -507,11 +560,28 @@ mod tests {
         let mut out = vec![f32::NAN; st.output_len(t)];
         let fwd = forward_train_planes(p, 0.2, t, &st, &input, &mut out);
         let mut dx = vec![f32::NAN; input.len()];
-        let bwd = backward_train_planes(p, 0.2, t, &st, &input, &dy, &mut dx);
+        let rows = if repeated { 1 } else { t };
+        let mut bn_sums = vec![(f64::NAN, f64::NAN); rows * b * c];
+        let sums_out = affine.is_some().then_some(&mut bn_sums[..]);
+        let bwd = backward_train_planes(p, 0.2, t, &st, &input, &dy, &mut dx, sums_out);
         let bn = affine.is_some();
         let what = format!("{shape:?} {pool:?} repeated {repeated} bn {bn} {p:?}");
         assert_eq!(bits(&out), bits(&want.out), "output: {what}");
         assert_eq!(bits(&dx), bits(&want.dx), "dx: {what}");
+        if bn {
+            // The batch norm's own pass over the chain's gradient gives the same sums.
+            let d = bn::BnDims {
+                n: rows * b,
+                c,
+                hw: h * w,
+            };
+            let mut want_sums = vec![(0.0, 0.0); rows * b * c];
+            bn::grad_plane_sums(&want.dx, &input, d, &mean, &mut want_sums);
+            let sum_bits = |v: &[(f64, f64)]| -> Vec<(u64, u64)> {
+                v.iter().map(|(a, b)| (a.to_bits(), b.to_bits())).collect()
+            };
+            assert_eq!(sum_bits(&bn_sums), sum_bits(&want_sums), "bn sums: {what}");
+        }
         assert_eq!(fwd.spikes, want.fwd.spikes, "{what}");
         assert_eq!(fwd.active, want.fwd.active, "{what}");
         assert_eq!(
@@ -617,7 +687,7 @@ mod tests {
                 let mut out = vec![0.0; st.output_len(t)];
                 let f = forward_train_planes(&p, 0.0, t, &st, &input, &mut out);
                 let mut dx = vec![0.0; input.len()];
-                let b = backward_train_planes(&p, 0.0, t, &st, &input, &dy, &mut dx);
+                let b = backward_train_planes(&p, 0.0, t, &st, &input, &dy, &mut dx, None);
                 (
                     bits(&out),
                     bits(&dx),

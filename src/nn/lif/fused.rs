@@ -223,7 +223,7 @@ impl Lif {
         let Some(input) = input else {
             return Err(self.not_fused());
         };
-        let dx = self.train_planes_backward(grad_output, &input, None);
+        let dx = self.train_planes_backward(grad_output, &input, None, None);
         if dx.is_err() {
             // A rejected gradient loses nothing: the forward's input stays for a retry.
             if let Some(f) = self.cache.as_mut().and_then(|c| c.fused.as_mut()) {
@@ -236,14 +236,16 @@ impl Lif {
     /// Backward of [`Lif::forward_train_planes_affine`], given the same `x` and `affine`:
     /// returns the gradient with respect to the affine's output (the batch norm's output
     /// gradient), summed over the steps if the input was repeated, and adds the θ and τ
-    /// gradients.
+    /// gradients. `bn_sums`, if given, gets the batch norm's per-plane backward sums
+    /// ([`kernel::backward_train_planes`]).
     pub fn backward_train_planes_affine(
         &mut self,
         grad_output: Tensor,
         x: &Tensor,
         affine: ChannelAffine,
+        bn_sums: Option<&mut [(f64, f64)]>,
     ) -> Result<Tensor> {
-        self.train_planes_backward(grad_output, x, Some(affine))
+        self.train_planes_backward(grad_output, x, Some(affine), bn_sums)
     }
 
     fn not_fused(&self) -> Error {
@@ -255,6 +257,7 @@ impl Lif {
         grad_output: Tensor,
         input: &Tensor,
         affine: Option<ChannelAffine>,
+        bn_sums: Option<&mut [(f64, f64)]>,
     ) -> Result<Tensor> {
         let c = self.cached()?;
         let Some(f) = &c.fused else {
@@ -279,6 +282,7 @@ impl Lif {
             input.data(),
             grad_output.data(),
             &mut dx,
+            bn_sums,
         );
         let derived = c.derived;
         self.cache = None;
