@@ -371,23 +371,26 @@ pub fn backward_train_planes(
                 // The rest of the last owned plane: the next chunk counts it.
                 lif_backward(hi - start, len);
             }
-            let (own, width) = (p_own * hw - start, (p1 - p_own.min(p1)) * hw);
+            // dx plane by plane, each plane's batch-norm sums taken while it is in L1.
+            let own = p_own * hw - start;
             for (row, (d, plane_sums)) in dx_rows.iter_mut().zip(sum_rows.iter_mut()).enumerate() {
-                if stages.repeated {
-                    // par_sum_tiles' order: step 0, then + step 1, + step 2, ...
-                    d.copy_from_slice(&io_rows[0][own..own + width]);
-                    for g in &io_rows[1..] {
-                        add_assign(d, &g[own..own + width]);
+                for (k, dst) in d.chunks_exact_mut(hw).enumerate() {
+                    let at = own + k * hw;
+                    if stages.repeated {
+                        // par_sum_tiles' order: step 0, then + step 1, + step 2, ...
+                        dst.copy_from_slice(&io_rows[0][at..at + hw]);
+                        for g in &io_rows[1..] {
+                            add_assign(dst, &g[at..at + hw]);
+                        }
+                    } else {
+                        dst.copy_from_slice(&io_rows[row][at..at + hw]);
                     }
-                } else {
-                    d.copy_from_slice(&io_rows[row][own..own + width]);
-                }
-                let Some(mean) = mean else { continue };
-                let planes = d.chunks_exact(hw).zip(plane_sums.iter_mut());
-                for (k, (dy, sum)) in planes.enumerate() {
-                    let plane = p_own + k;
-                    let x = &input[(row * stages.planes + plane) * hw..][..hw];
-                    *sum = bn::plane_grad_sums(dy, x, mean[plane % stages.channels]);
+                    if let Some(mean) = mean {
+                        let plane = p_own + k;
+                        let x = &input[(row * stages.planes + plane) * hw..][..hw];
+                        let m = mean[plane % stages.channels];
+                        plane_sums[k] = bn::plane_grad_sums(dst, x, m);
+                    }
                 }
             }
             sums
