@@ -319,6 +319,9 @@ fn winograd_and_im2col_gradients_match_the_direct_convolution() {
         [1, 2, 3, 128, 3],
         [5, 32, 14, 14, 64],
         [70, 2, 2, 3, 2],
+        // F(3×3, 4×4)'s weight gradient: edge tiles part outside, several groups and tasks.
+        [11, 32, 13, 15, 16],
+        [3, 64, 12, 12, 32],
     ];
     let mut seed = 21;
     for s in shapes {

@@ -30,6 +30,8 @@ pub mod f43;
 mod outer;
 mod tile_gemm;
 pub mod weight;
+#[cfg(target_arch = "x86_64")]
+mod weight4;
 
 pub use weight::backward_weight;
 

@@ -18,6 +18,9 @@
 //! differs from the GEMM's in rounding only (the Winograd tests bound it).
 
 use crate::kernels::elementwise::prefetch;
+
+#[path = "outer_tiles4.rs"]
+mod tiles4;
 use std::arch::x86_64::{
     __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps,
     _mm512_maskz_mov_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4,
@@ -39,10 +42,16 @@ pub(super) fn applies(c_in: usize, c_out: usize) -> bool {
         && std::arch::is_x86_feature_detected!("avx512f")
 }
 
-/// Floats of the channels-last buffer the transforms need for `c` channels of an `h × w`
-/// plane.
+/// Floats of the channels-last buffer the transforms (of either tile size) need for `c`
+/// channels of an `h × w` plane.
 pub(super) fn padded_len(c: usize, h: usize, w: usize) -> usize {
-    (2 * h.div_ceil(2) + 2) * (2 * w.div_ceil(2) + 2) * c
+    (4 * h.div_ceil(4) + 2) * (4 * w.div_ceil(4) + 2) * c
+}
+
+/// Rows and columns of the channels-last grid for tiles of `tile` pixels: the tiles and a
+/// border of one pixel past them on each side.
+fn grid(h: usize, w: usize, tile: usize) -> (usize, usize) {
+    (tile * h.div_ceil(tile) + 2, tile * w.div_ceil(tile) + 2)
 }
 
 /// One image to transform: `[C, h, w]` floats, or the same as spike bits.
@@ -62,7 +71,7 @@ pub(super) enum Image<'a> {
     },
 }
 
-/// The two transposed transforms of one image.
+/// The transposed transforms of one image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Transform {
     /// F(2×2)'s `Bᵀ·d·B` of the 4×4 windows of the input `X` (rows and columns from
@@ -70,6 +79,25 @@ pub(super) enum Transform {
     Input,
     /// `G·y·Gᵀ` of the 2×2 tiles of `dY`, as [`super::weight::transform_grad`].
     Grad,
+    /// F(4×4)'s `Bᵀ·d·B` of the 6×6 windows of `X` (from `4ty − 1`, `4tx − 1`): 36 values.
+    Input4,
+    /// `A·y·Aᵀ` of the 4×4 tiles of `dY` (F(4×4)'s `A`): 36 values.
+    Grad4,
+}
+
+impl Transform {
+    /// Output pixels per tile side.
+    fn tile(self) -> usize {
+        match self {
+            Transform::Input | Transform::Grad => 2,
+            Transform::Input4 | Transform::Grad4 => 4,
+        }
+    }
+
+    /// Transformed values per tile.
+    fn values(self) -> usize {
+        (self.tile() + 2) * (self.tile() + 2)
+    }
 }
 
 /// `out[ξ·ld + (col0 + tile)·C + c] = transform(img[c])[ξ][tile]` for every channel `c` of the
@@ -92,7 +120,7 @@ pub(super) fn transform_t(
         c.is_multiple_of(16) && c > 0 && std::arch::is_x86_feature_detected!("avx512f"),
         "outer: {c} channels not taken here"
     );
-    let tiles = h.div_ceil(2) * w.div_ceil(2);
+    let tiles = h.div_ceil(kind.tile()) * w.div_ceil(kind.tile());
     assert!(
         match img {
             Image::Dense(x) => x.len() >= c * h * w,
@@ -101,20 +129,23 @@ pub(super) fn transform_t(
             } => plane_words >= (h * w).div_ceil(64) && words.len() >= c * plane_words,
         } && padded.len() >= padded_len(c, h, w)
             && ld >= (col0 + tiles) * c
-            && out.len() >= 15 * ld + (col0 + tiles) * c,
+            && out.len() >= (kind.values() - 1) * ld + (col0 + tiles) * c,
         "outer transform_t: slices too short for {c}x{h}x{w}"
     );
     // SAFETY: AVX-512F was detected; the lengths are asserted above and the kernels read
     // and write within them (see their comments).
     unsafe {
         let off = match kind {
-            Transform::Input => 1,
-            Transform::Grad => 0,
+            Transform::Input | Transform::Input4 => 1,
+            Transform::Grad | Transform::Grad4 => 0,
         };
-        let pw = to_channels_last(img, (c, h, w), off, padded);
+        let pw = to_channels_last(img, (c, h, w), off, kind.tile(), padded);
+        let dims = (c, h, w);
         match kind {
-            Transform::Input => transform_tiles::<true>(padded, (c, h, w), pw, out, ld, col0),
-            Transform::Grad => transform_tiles::<false>(padded, (c, h, w), pw, out, ld, col0),
+            Transform::Input => transform_tiles::<true>(padded, dims, pw, out, ld, col0),
+            Transform::Grad => transform_tiles::<false>(padded, dims, pw, out, ld, col0),
+            Transform::Input4 => tiles4::transform::<true>(padded, dims, pw, out, ld, col0),
+            Transform::Grad4 => tiles4::transform::<false>(padded, dims, pw, out, ld, col0),
         }
     }
 }
@@ -167,8 +198,8 @@ fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
 }
 
 /// Copies the image `img` (`[c, h, w]`) into `padded` channels-last, pixel `(y, x)` at row
-/// `y + off`, column `x + off` of a grid `pw = 2⌈w/2⌉ + 2` wide; everything else zero. Returns
-/// `pw`.
+/// `y + off`, column `x + off` of a [`grid`] for `tile`-pixel tiles (`pw = tile·⌈w/tile⌉ + 2`
+/// wide); everything else zero. Returns `pw`.
 ///
 /// # Safety
 /// AVX-512F; `c` a multiple of 16; `img` holds `c·h·w` floats, `padded` [`padded_len`].
@@ -177,10 +208,11 @@ unsafe fn to_channels_last(
     img: Image,
     (c, h, w): (usize, usize, usize),
     off: usize,
+    tile: usize,
     padded: &mut [f32],
 ) -> usize {
-    let pw = 2 * w.div_ceil(2) + 2;
-    let padded = &mut padded[..padded_len(c, h, w)];
+    let (ph, pw) = grid(h, w, tile);
+    let padded = &mut padded[..ph * pw * c];
     // Zeros wherever the image does not land (the copy below overwrites the rest).
     for (y, row) in padded.chunks_exact_mut(pw * c).enumerate() {
         if (off..off + h).contains(&y) {
@@ -206,7 +238,7 @@ unsafe fn to_channels_last(
             // SAFETY: row l reads img[(cv + l)·hw + p0..][..n] within `c·h·w` (or, for
             // bits, word (cv + l)·plane_words + p0 / 64 of the `c·plane_words` asserted by
             // `transform_t`); the stores write 16 floats at pixel (y + off, x + off) ≤ (h, w)
-            // of the grid, within its (2⌈h/2⌉ + 2)·pw·c floats.
+            // of the grid, within its ph·pw·c floats.
             unsafe {
                 let rows = std::array::from_fn(|l| match img {
                     Image::Dense(x) => {
@@ -474,6 +506,7 @@ mod tests {
                         Transform::Grad => {
                             super::super::weight::transform_grad(plane, h, w, &mut v, pld)
                         }
+                        _ => unreachable!("F(2×2)'s transforms only"),
                     }
                     for xi in 0..16 {
                         for t in 0..tiles {

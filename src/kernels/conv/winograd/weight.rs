@@ -114,7 +114,8 @@ fn add_output(d: &[f32; 16], k: &mut [f32]) {
     }
 }
 
-/// `dw += ∂L/∂W` from the input `x` and `dy = ∂L/∂y` for a conv that [`fits`].
+/// `dw += ∂L/∂W` from the input `x` and `dy = ∂L/∂y` for a conv that [`fits`]: by
+/// F(3×3, 4×4) where its outer-product path applies (`weight4`), else by F(3×3, 2×2).
 ///
 /// # Panics
 /// If `g` does not fit or a slice length disagrees with `g`.
@@ -125,6 +126,10 @@ pub fn backward_weight(
     dw: &mut [f32],
     ws: &mut ConvWorkspace,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if super::weight4::applies(g) {
+        return super::weight4::backward_weight(g, Input::Dense(x), dy, dw, ws);
+    }
     backward_weight_with(Transforms::detect(g), g, Input::Dense(x), dy, dw, ws);
 }
 
@@ -157,6 +162,10 @@ pub fn backward_weight_spikes(
     ws: &mut ConvWorkspace,
 ) {
     assert!(reads_spikes(g), "winograd: spike bits not taken for {g:?}");
+    #[cfg(target_arch = "x86_64")]
+    if super::weight4::applies(g) {
+        return super::weight4::backward_weight(g, Input::Spikes(x), dy, dw, ws);
+    }
     backward_weight_with(Transforms::detect(g), g, Input::Spikes(x), dy, dw, ws);
 }
 

@@ -1,0 +1,163 @@
+//! The weight gradient of a 3×3, stride-1, padding-1 conv by Winograd's F(3×3, 4×4), on the
+//! outer-product path ([`super::outer`]) where its partial `D` stays in L2.
+//!
+//! Per 4×4 tile of `dY`, `dW[o][c]` gains the 3×3 correlation of the 6×6 input window
+//! (from `4ty − 1`, `4tx − 1`) with the tile: with F(4×4, 3×3)'s matrices ([`super::f43`]),
+//! `Gᵀ·[(A·dy·Aᵀ) ⊙ (Bᵀ·x·B)]·G` (the transposition of its forward algorithm: the gradient
+//! tile plays the kernel, `dW` the output). Summed over tiles, the products are 36 GEMMs
+//! `D_ξ += U_ξ·V_ξᵀ`, each over a quarter of F(3×3, 2×2)'s tiles ([`super::weight`]): on a
+//! 14×14 plane 16 tiles × 36 = 576 products per channel pair instead of 49 × 16 = 784, and as
+//! many fewer transformed values written and read.
+//!
+//! Numerics: `A` has coefficients up to 8 and `Gᵀ` down to 1/24, so the rounding is F(4×4)'s
+//! (the conv tests bound it against the direct correlation in f64). Deterministic for any
+//! thread count: as [`super::weight`], fixed image ranges summed in order.
+
+use super::super::direct::Input;
+use super::super::{with_scratch, ConvGeom, ConvWorkspace};
+use super::outer::{self, Image, Transform};
+use super::{f43, fits, Transforms, XI_PAD};
+use rayon::prelude::*;
+
+/// Image ranges (tasks): a constant, so the summation order does not depend on the threads.
+const TASKS: usize = 8;
+/// Products per tile.
+const XIS: usize = 36;
+/// Bytes of a partial `D` (`36·C_out·C_in` floats) up to which this path is taken: it stays in
+/// L2 beside a group's transforms.
+const MAX_PARTIAL_BYTES: usize = 512 * 1024;
+/// Bytes of one group's transformed tiles (`Vᵀ` and `Uᵀ`) the groups aim for.
+const GROUP_BYTES: usize = 640 * 1024;
+
+/// True if [`backward_weight`] takes `g` on this CPU: a conv that [`fits`], at least
+/// [`f43::MIN_WIDTH`] wide (narrower planes waste most of a 4×4 tile), AVX-512 with channel
+/// counts the outer-product blocks take, and a partial `D` of at most [`MAX_PARTIAL_BYTES`].
+pub(super) fn applies(g: &ConvGeom) -> bool {
+    fits(g)
+        && g.w >= f43::MIN_WIDTH
+        && XIS * g.c_in * g.c_out * 4 <= MAX_PARTIAL_BYTES
+        && Transforms::detect(g) == Transforms::Avx512
+        && outer::applies(g.c_in, g.c_out)
+}
+
+/// `Gᵀ·x`: three values from six products (one row or column of `D`).
+fn gt(x: [f32; 6]) -> [f32; 3] {
+    let [x0, x1, x2, x3, x4, x5] = x;
+    let (p, q) = (x1 + x2, x3 + x4);
+    [
+        x0 / 4.0 - p / 6.0 + q / 24.0,
+        (x2 - x1) / 6.0 + (x3 - x4) / 12.0,
+        (q - p) / 6.0 + x5,
+    ]
+}
+
+/// `k[a·3 + b] += (Gᵀ·d·G)[a][b]` for the 6×6 `d[6i + j]`.
+fn add_output(d: &[f32; XIS], k: &mut [f32]) {
+    // (d·G)[i][b]: each row of `d` through Gᵀ.
+    let rows: [[f32; 3]; 6] = std::array::from_fn(|i| gt(std::array::from_fn(|j| d[6 * i + j])));
+    for b in 0..3 {
+        let column = gt(std::array::from_fn(|i| rows[i][b]));
+        for (a, v) in column.into_iter().enumerate() {
+            k[3 * a + b] += v;
+        }
+    }
+}
+
+/// `dw += ∂L/∂W` from the input `x` (floats or spike bits) and `dy = ∂L/∂y`.
+///
+/// # Panics
+/// If [`applies`] is false for `g`, or a length disagrees with `g`.
+pub(super) fn backward_weight(
+    g: &ConvGeom,
+    x: Input,
+    dy: &[f32],
+    dw: &mut [f32],
+    ws: &mut ConvWorkspace,
+) {
+    assert!(applies(g), "winograd F(3x3, 4x4): not taken for {g:?}");
+    let x_len = match x {
+        Input::Dense(x) => x.len(),
+        Input::Spikes(b) => b.len(),
+    };
+    assert!(
+        x_len == g.n * g.in_img() && dw.len() == g.weight_len() && dy.len() == g.n * g.out_img(),
+        "winograd backward_weight: slice lengths do not match {g:?}"
+    );
+    if let Input::Spikes(b) = x {
+        assert_eq!(
+            b.geometry(),
+            (g.n, g.c_in, g.h * g.w),
+            "spike bits of {g:?}"
+        );
+    }
+    if g.n == 0 {
+        return;
+    }
+    let tiles = g.h.div_ceil(4) * g.w.div_ceil(4);
+    let gs = (GROUP_BYTES / (XIS * (g.c_in + g.c_out) * 4) / tiles).clamp(1, g.n);
+    let ncols = gs * tiles;
+    let per = g.n.div_ceil(TASKS).div_ceil(gs) * gs;
+    let tasks = g.n.div_ceil(per);
+    let mat = g.c_out * g.c_in;
+    let slot = XIS * mat;
+    if ws.partials.len() < tasks * slot {
+        ws.partials.resize(tasks * slot, 0.0);
+    }
+    let (v_ld, u_ld) = (g.c_in * ncols + XI_PAD, g.c_out * ncols + XI_PAD);
+    let padded = outer::padded_len(g.c_in.max(g.c_out), g.h, g.w);
+    ws.partials[..tasks * slot]
+        .par_chunks_mut(slot)
+        .enumerate()
+        .for_each(|(t, part)| {
+            with_scratch(XIS * v_ld + padded, XIS * u_ld, |s| {
+                let (n0, n1) = (t * per, ((t + 1) * per).min(g.n));
+                part.fill(0.0);
+                for i0 in (n0..n1).step_by(gs) {
+                    let cnt = gs.min(n1 - i0);
+                    for j in 0..cnt {
+                        let image = i0 + j;
+                        let xi = match x {
+                            Input::Dense(x) => Image::Dense(&x[image * g.in_img()..][..g.in_img()]),
+                            Input::Spikes(b) => {
+                                let wpp = b.plane_words();
+                                Image::Spikes {
+                                    words: &b.words()[image * g.c_in * wpp..][..g.c_in * wpp],
+                                    plane_words: wpp,
+                                    scale: b.scale(),
+                                }
+                            }
+                        };
+                        let di = Image::Dense(&dy[image * g.out_img()..][..g.out_img()]);
+                        let (vt, pad) = s.col.split_at_mut(XIS * v_ld);
+                        let col0 = j * tiles;
+                        let dims = (g.c_in, g.h, g.w);
+                        outer::transform_t(Transform::Input4, xi, dims, pad, vt, v_ld, col0);
+                        let dims = (g.c_out, g.h, g.w);
+                        outer::transform_t(Transform::Grad4, di, dims, pad, &mut s.tmp, u_ld, col0);
+                    }
+                    for xi in 0..XIS {
+                        outer::gemm(
+                            (g.c_out, g.c_in, cnt * tiles),
+                            &s.tmp[xi * u_ld..],
+                            &s.col[xi * v_ld..],
+                            &mut part[xi * mat..][..mat],
+                        );
+                    }
+                }
+            })
+        });
+    let partials = &ws.partials[..tasks * slot];
+    dw.par_chunks_mut(g.c_in * 9)
+        .enumerate()
+        .for_each(|(o, row)| {
+            for (c, k) in row.chunks_exact_mut(9).enumerate() {
+                let mut d = [0.0f32; XIS];
+                for part in partials.chunks_exact(slot) {
+                    for (xi, v) in d.iter_mut().enumerate() {
+                        *v += part[xi * mat + o * g.c_in + c];
+                    }
+                }
+                add_output(&d, k);
+            }
+        });
+}
