@@ -7,8 +7,8 @@
 use super::super::avx512::{lanes, load_row};
 use super::{at, bt};
 use std::arch::x86_64::{
-    __m512, __m512i, _mm512_loadu_si512, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
-    _mm512_maskz_permutex2var_ps, _mm512_permutex2var_ps, _mm512_setr_epi32,
+    __m512, __m512i, _mm512_loadu_si512, _mm512_mask_blend_ps, _mm512_mask_storeu_ps,
+    _mm512_maskz_loadu_ps, _mm512_maskz_permutex2var_ps, _mm512_permutex2var_ps, _mm512_setr_epi32,
 };
 use wide::f32x16;
 
@@ -42,6 +42,10 @@ fn window_column(j: usize) -> (__m512i, u16) {
 pub unsafe fn transform_input(plane: &[f32], h: usize, w: usize, v: &mut [f32], ld: usize) {
     let (th, tw) = (h.div_ceil(4), w.div_ceil(4));
     assert!(w <= MAX_W && plane.len() >= h * w && v.len() >= 35 * ld + th * tw);
+    if tw == 4 {
+        // SAFETY: as this function's contract; `tw == 4` checked.
+        return unsafe { transform_input_4_tiles_wide(plane, h, w, v, ld) };
+    }
     let keep = lanes(tw);
     let cols = [
         window_column(0),
@@ -95,6 +99,10 @@ pub unsafe fn transform_input(plane: &[f32], h: usize, w: usize, v: &mut [f32], 
 pub unsafe fn transform_output(m: &[f32], ld: usize, h: usize, w: usize, out: &mut [f32]) {
     let (th, tw) = (h.div_ceil(4), w.div_ceil(4));
     assert!(w <= MAX_W && out.len() >= h * w && m.len() >= 35 * ld + th * tw);
+    if tw == 4 {
+        // SAFETY: as this function's contract; `tw == 4` checked.
+        return unsafe { transform_output_4_tiles_wide(m, ld, h, w, out) };
+    }
     let keep = lanes(tw);
     // Interleave the four output columns of each block: first pairs (y0, y1) and (y2, y3)
     // lane by lane, then the pairs two by two: blocks 0–3 in the low vector, 4–7 the high.
@@ -146,6 +154,165 @@ pub unsafe fn transform_output(m: &[f32], ld: usize, h: usize, w: usize, out: &m
                 if w > 16 {
                     let hi = _mm512_permutex2var_ps(p01, zip4_hi, p23);
                     _mm512_mask_storeu_ps(dst.add(16), lanes(w - 16), hi);
+                }
+            }
+        }
+    }
+}
+
+/// For window column `j` of four tile rows at once (see [`transform_input_4_tiles_wide`]): the
+/// permute indices that put element `4tx + j − 1` of tile row `q`'s transformed row at lane
+/// `4q + tx` (tile rows `2k` and `2k + 1` read as the two sources of one permute), and the
+/// lanes whose element lies in the row (`0 ≤ 4tx + j − 1 < 16`).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn window_column_4_rows(j: usize) -> (__m512i, u16) {
+    let mut idx = [0i32; 16];
+    let mut keep = 0u16;
+    for (lane, i) in idx.iter_mut().enumerate() {
+        let (q, tx) = (lane / 4, lane % 4);
+        let x = 4 * tx as i32 + j as i32 - 1;
+        *i = (x & 15) + 16 * (q as i32 % 2);
+        if (0..16).contains(&x) {
+            keep |= 1 << lane;
+        }
+    }
+    // SAFETY: `idx` is 64 bytes; the load is unaligned.
+    (unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }, keep)
+}
+
+/// [`transform_input`] of a plane four tiles wide (`w` 13 to 16): the windows of four tile
+/// rows fill a vector (lane `4q + tx`: tile row `ty0 + q`, column `tx`), so the second `Bᵀ`
+/// and the stores run on all 16 lanes instead of 4. Each tile row's rows go down `Bᵀ` as in
+/// [`transform_input`]; two permutes and a blend gather a window column of four tile rows.
+///
+/// # Safety
+/// As [`transform_input`], and `⌈w/4⌉ = 4`.
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_input_4_tiles_wide(
+    plane: &[f32],
+    h: usize,
+    w: usize,
+    v: &mut [f32],
+    ld: usize,
+) {
+    let th = h.div_ceil(4);
+    debug_assert!(w <= 16 && w.div_ceil(4) == 4);
+    let cols = [
+        window_column_4_rows(0),
+        window_column_4_rows(1),
+        window_column_4_rows(2),
+        window_column_4_rows(3),
+        window_column_4_rows(4),
+        window_column_4_rows(5),
+    ];
+    let zero = f32x16::splat(0.0);
+    for ty0 in (0..th).step_by(4) {
+        let rows = (th - ty0).min(4);
+        // down[q][i]: Bᵀ down the six plane rows of tile row ty0 + q (zero past the plane).
+        let mut down = [[zero; 6]; 4];
+        for (q, d) in down.iter_mut().enumerate().take(rows) {
+            let mut r6 = [zero; 6];
+            for (r, x) in r6.iter_mut().enumerate() {
+                let y = (4 * (ty0 + q) + r).wrapping_sub(1);
+                if y < h {
+                    // SAFETY: AVX-512F (this function's contract); row `y` is inside `plane`.
+                    *x = unsafe { load_row(&plane[y * w..], w) }.0.into();
+                }
+            }
+            *d = bt(r6);
+        }
+        let keep = lanes(4 * rows);
+        // `i` picks the same row out of the four tile rows' arrays.
+        #[allow(clippy::needless_range_loop)]
+        for i in 0..6 {
+            let (a, b, c, d): (__m512, __m512, __m512, __m512) = (
+                down[0][i].into(),
+                down[1][i].into(),
+                down[2][i].into(),
+                down[3][i].into(),
+            );
+            let pick = |j: usize| {
+                let (idx, k) = cols[j];
+                let low = _mm512_maskz_permutex2var_ps(k & 0x00ff, a, idx, b);
+                let high = _mm512_maskz_permutex2var_ps(k & 0xff00, c, idx, d);
+                f32x16::from(_mm512_mask_blend_ps(0xff00, low, high))
+            };
+            let window = [pick(0), pick(1), pick(2), pick(3), pick(4), pick(5)];
+            for (j, x) in bt(window).into_iter().enumerate() {
+                let at = (6 * i + j) * ld + 4 * ty0;
+                // SAFETY: `at + 4·rows ≤ 35·ld + th·4 ≤ v.len()` (asserted); masked lanes.
+                unsafe { _mm512_mask_storeu_ps(v.as_mut_ptr().add(at), keep, x.into()) };
+            }
+        }
+    }
+}
+
+/// [`transform_output`] of a plane four tiles wide (`w` 13 to 16, `mnist-cnn`'s 14×14): the
+/// tiles of four tile rows fill a vector (lane `4q + tx`: tile row `ty0 + q`, column `tx`),
+/// so `Aᵀ` runs on all 16 lanes instead of 4, a quarter of the arithmetic and of the loads.
+///
+/// # Safety
+/// As [`transform_output`], and `⌈w/4⌉ = 4`.
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_output_4_tiles_wide(m: &[f32], ld: usize, h: usize, w: usize, out: &mut [f32]) {
+    let th = h.div_ceil(4);
+    debug_assert_eq!(w.div_ceil(4), 4);
+    // As in `transform_output`, with the pairs of lanes 8–15 as well.
+    let zip2_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let zip2_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let zip4_lo = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+    let zip4_hi = _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+    for ty0 in (0..th).step_by(4) {
+        let rows = (th - ty0).min(4);
+        let keep = lanes(4 * rows);
+        let base = 4 * ty0;
+        // SAFETY: `xi·ld + base + 4·rows ≤ 35·ld + th·4 ≤ m.len()` (asserted); masked lanes.
+        let row = |xi: usize| -> f32x16 {
+            unsafe { _mm512_maskz_loadu_ps(keep, m.as_ptr().add(xi * ld + base)) }.into()
+        };
+        let col = |j: usize| {
+            [
+                row(j),
+                row(6 + j),
+                row(12 + j),
+                row(18 + j),
+                row(24 + j),
+                row(30 + j),
+            ]
+        };
+        let down = [
+            at(col(0)),
+            at(col(1)),
+            at(col(2)),
+            at(col(3)),
+            at(col(4)),
+            at(col(5)),
+        ];
+        for a in 0..4 {
+            let d = &down;
+            let [y0, y1, y2, y3] = at([d[0][a], d[1][a], d[2][a], d[3][a], d[4][a], d[5][a]]);
+            let (y0, y1, y2, y3): (__m512, __m512, __m512, __m512) =
+                (y0.into(), y1.into(), y2.into(), y3.into());
+            let (p01, p23) = (
+                _mm512_permutex2var_ps(y0, zip2_lo, y1),
+                _mm512_permutex2var_ps(y2, zip2_lo, y3),
+            );
+            let (q01, q23) = (
+                _mm512_permutex2var_ps(y0, zip2_hi, y1),
+                _mm512_permutex2var_ps(y2, zip2_hi, y3),
+            );
+            let out_rows = [
+                _mm512_permutex2var_ps(p01, zip4_lo, p23),
+                _mm512_permutex2var_ps(p01, zip4_hi, p23),
+                _mm512_permutex2var_ps(q01, zip4_lo, q23),
+                _mm512_permutex2var_ps(q01, zip4_hi, q23),
+            ];
+            for (q, v) in out_rows.into_iter().enumerate().take(rows) {
+                let oy = 4 * (ty0 + q) + a;
+                if oy < h {
+                    // SAFETY: the mask covers `out[oy·w..oy·w + w]`, inside `out` (asserted).
+                    unsafe { _mm512_mask_storeu_ps(out[oy * w..].as_mut_ptr(), lanes(w), v) };
                 }
             }
         }
