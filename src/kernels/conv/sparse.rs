@@ -47,11 +47,15 @@ pub const FWD_MAX_DENSITY: f64 = 0.5;
 /// does 36/144 of the multiplies, and the switch point is `0.15 + 4/C_in` instead (if lower):
 /// measured break-even (`conv2d_sparse`, `sparse_fwd` against `dense_fwd`, 1 and 2 threads)
 /// ≈ 0.27–0.30 at the MNIST conv2 (`C_in` = 32), ≈ 0.15–0.18 at ResNet-19 layer 1 (128),
-/// ≈ 0.23 at layer 2 (256).
+/// ≈ 0.23 at layer 2 (256). On planes four tiles wide (13–16 pixels) its transforms run a
+/// vector per four tile rows, and the switch is `0.15 + 2/C_in`: the MNIST conv2's
+/// break-even fell to ≈ 0.20–0.25 (`sparse_fwd` 5.1–6.1 ms at 0.2, 6.0–6.1 at 0.25, dense
+/// 5.9–6.1, 2 threads, two runs).
 pub fn fwd_max_density(g: &ConvGeom) -> f64 {
     let im2col = (FWD_MAX_DENSITY - 38.0 / g.col_rows() as f64).max(0.0);
     if super::winograd::f43::preferred(g) {
-        im2col.min(0.15 + 4.0 / g.c_in as f64)
+        let per_channel = if g.w.div_ceil(4) == 4 { 2.0 } else { 4.0 };
+        im2col.min(0.15 + per_channel / g.c_in as f64)
     } else {
         im2col
     }
@@ -65,9 +69,11 @@ pub fn fwd_max_density(g: &ConvGeom) -> f64 {
 /// A 1×1 conv reuses no event across taps: the kernel alone lost to the GEMM at density 0.05
 /// (1.58 vs 1.39 ms on the 128→256 shortcut), but in a training step the dense path must
 /// first unpack the bits to f32, and switching the shortcuts to it made ResNet-19 training
-/// slower; 1×1 keeps the earlier 0.08.
+/// slower; 1×1 keeps the earlier 0.08. Where the dense weight gradient is Winograd
+/// F(3×3, 4×4) ([`super::winograd::weight::takes_f4x4`]) the MNIST conv2's break-even fell to
+/// ≈ 0.08 (dense 6.4–7.2 ms; event path 5.9 at 0.05, 6.9–8.3 at 0.1, 2 threads): 0.08.
 pub fn wgrad_max_density(g: &ConvGeom) -> f64 {
-    if g.k == 1 {
+    if g.k == 1 || super::winograd::weight::takes_f4x4(g) {
         0.08
     } else {
         0.18

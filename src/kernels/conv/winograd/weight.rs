@@ -127,10 +127,24 @@ pub fn backward_weight(
     ws: &mut ConvWorkspace,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if super::weight4::applies(g) {
+    if takes_f4x4(g) {
         return super::weight4::backward_weight(g, Input::Dense(x), dy, dw, ws);
     }
     backward_weight_with(Transforms::detect(g), g, Input::Dense(x), dy, dw, ws);
+}
+
+/// True if [`backward_weight`] (and [`backward_weight_spikes`]) take `g` by F(3×3, 4×4) on
+/// this CPU: 36 products per 4×4 tile of `dY` where its partial sums stay in L2.
+pub fn takes_f4x4(g: &ConvGeom) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::weight4::applies(g)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = g;
+        false
+    }
 }
 
 /// True if [`backward_weight_spikes`] takes `g` on this CPU: the transposed transforms read
@@ -163,7 +177,7 @@ pub fn backward_weight_spikes(
 ) {
     assert!(reads_spikes(g), "winograd: spike bits not taken for {g:?}");
     #[cfg(target_arch = "x86_64")]
-    if super::weight4::applies(g) {
+    if takes_f4x4(g) {
         return super::weight4::backward_weight(g, Input::Spikes(x), dy, dw, ws);
     }
     backward_weight_with(Transforms::detect(g), g, Input::Spikes(x), dy, dw, ws);
