@@ -210,18 +210,37 @@ unsafe fn transform_input_4_tiles_wide(
     for ty0 in (0..th).step_by(4) {
         let rows = (th - ty0).min(4);
         // down[q][i]: Bᵀ down the six plane rows of tile row ty0 + q (zero past the plane).
-        let mut down = [[zero; 6]; 4];
-        for (q, d) in down.iter_mut().enumerate().take(rows) {
-            let mut r6 = [zero; 6];
-            for (r, x) in r6.iter_mut().enumerate() {
-                let y = (4 * (ty0 + q) + r).wrapping_sub(1);
+        // (Built whole by macros, not zeroed and filled, nor by closures: the zeroing was a
+        // `memset` call per group, and the closures were not inlined.)
+        macro_rules! plane_row {
+            ($y:expr) => {{
+                let y: usize = $y;
                 if y < h {
-                    // SAFETY: AVX-512F (this function's contract); row `y` is inside `plane`.
-                    *x = unsafe { load_row(&plane[y * w..], w) }.0.into();
+                    // SAFETY: AVX-512F (this function's contract); row `y` is in `plane`.
+                    f32x16::from(unsafe { load_row(&plane[y * w..], w) }.0)
+                } else {
+                    zero
                 }
-            }
-            *d = bt(r6);
+            }};
         }
+        macro_rules! tile_row {
+            ($q:expr) => {{
+                if $q < rows {
+                    let y = (4 * (ty0 + $q)).wrapping_sub(1);
+                    bt([
+                        plane_row!(y),
+                        plane_row!(y.wrapping_add(1)),
+                        plane_row!(y.wrapping_add(2)),
+                        plane_row!(y.wrapping_add(3)),
+                        plane_row!(y.wrapping_add(4)),
+                        plane_row!(y.wrapping_add(5)),
+                    ])
+                } else {
+                    [zero; 6]
+                }
+            }};
+        }
+        let down = [tile_row!(0), tile_row!(1), tile_row!(2), tile_row!(3)];
         let keep = lanes(4 * rows);
         // `i` picks the same row out of the four tile rows' arrays.
         #[allow(clippy::needless_range_loop)]
