@@ -50,11 +50,21 @@ def run(cmd, env=None):
 
 
 def cpu_model():
+    """The CPU's model name with its x86 family and model: a VM's "AMD EPYC" alone does not
+    tell Zen 4 (family 25, AVX-512 on 256-bit units) from Zen 5 (family 26, 512-bit)."""
     try:
+        fields = {}
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+        if "model name" in fields:
+            name = fields["model name"]
+            if "cpu family" in fields and "model" in fields:
+                name += f", family {fields['cpu family']} model {fields['model']}"
+            return name
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
