@@ -196,14 +196,7 @@ pub(super) fn backward_weight_with(
         fits(g),
         "winograd: needs a 3x3 stride-1 pad-1 conv, got {g:?}"
     );
-    let x_len = match x {
-        Input::Dense(x) => x.len(),
-        Input::Spikes(b) => b.len(),
-    };
-    assert!(
-        x_len == g.n * g.in_img() && dw.len() == g.weight_len() && dy.len() == g.n * g.out_img(),
-        "winograd backward_weight: slice lengths do not match {g:?}"
-    );
+    check_lens(g, x, dy, dw);
     if g.n == 0 {
         return;
     }
@@ -254,21 +247,8 @@ pub(super) fn backward_weight_with(
                         let di = &dy[(i0 + j) * g.out_img()..][..g.out_img()];
                         #[cfg(target_arch = "x86_64")]
                         if outer {
-                            use outer::{Image, Transform};
-                            let xi = match x {
-                                Input::Dense(x) => {
-                                    Image::Dense(&x[(i0 + j) * g.in_img()..][..g.in_img()])
-                                }
-                                Input::Spikes(b) => {
-                                    let wpp = b.plane_words();
-                                    Image::Spikes {
-                                        words: &b.words()[(i0 + j) * g.c_in * wpp..]
-                                            [..g.c_in * wpp],
-                                        plane_words: wpp,
-                                        scale: b.scale(),
-                                    }
-                                }
-                            };
+                            use outer::Transform;
+                            let xi = input_image(g, x, i0 + j);
                             let (vt, pad) = s.col.split_at_mut(16 * v_ld);
                             let (dims, col0) = ((g.c_in, g.h, g.w), j * tiles);
                             outer::transform_t(Transform::Input, xi, dims, pad, vt, v_ld, col0);
@@ -316,14 +296,52 @@ pub(super) fn backward_weight_with(
                 }
             })
         });
-    let partials = &ws.partials[..tasks * slot];
+    add_partials::<16>(g, &ws.partials[..tasks * slot], dw, add_output);
+}
+
+/// Asserts that the slice lengths match `g`.
+pub(super) fn check_lens(g: &ConvGeom, x: Input, dy: &[f32], dw: &[f32]) {
+    let x_len = match x {
+        Input::Dense(x) => x.len(),
+        Input::Spikes(b) => b.len(),
+    };
+    assert!(
+        x_len == g.n * g.in_img() && dw.len() == g.weight_len() && dy.len() == g.n * g.out_img(),
+        "winograd backward_weight: slice lengths do not match {g:?}"
+    );
+}
+
+/// Image `image` of the input `x` as the transposed transforms take it.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn input_image<'a>(g: &ConvGeom, x: Input<'a>, image: usize) -> outer::Image<'a> {
+    match x {
+        Input::Dense(x) => outer::Image::Dense(&x[image * g.in_img()..][..g.in_img()]),
+        Input::Spikes(b) => {
+            let wpp = b.plane_words();
+            outer::Image::Spikes {
+                words: &b.words()[image * g.c_in * wpp..][..g.c_in * wpp],
+                plane_words: wpp,
+                scale: b.scale(),
+            }
+        }
+    }
+}
+
+/// `dw += output(Σ partials)`: the tasks' partial `D`s (`XIS` matrices `C_out × C_in` each)
+/// added in task order per weight, then taken through the output transform `add_output`.
+pub(super) fn add_partials<const XIS: usize>(
+    g: &ConvGeom,
+    partials: &[f32],
+    dw: &mut [f32],
+    add_output: fn(&[f32; XIS], &mut [f32]),
+) {
     let mat = g.c_out * g.c_in;
     dw.par_chunks_mut(g.c_in * 9)
         .enumerate()
         .for_each(|(o, row)| {
             for (c, k) in row.chunks_exact_mut(9).enumerate() {
-                let mut d = [0.0f32; 16];
-                for part in partials.chunks_exact(slot) {
+                let mut d = [0.0f32; XIS];
+                for part in partials.chunks_exact(XIS * mat) {
                     for (xi, v) in d.iter_mut().enumerate() {
                         *v += part[xi * mat + o * g.c_in + c];
                     }

@@ -16,7 +16,7 @@
 use super::super::direct::Input;
 use super::super::{with_scratch, ConvGeom, ConvWorkspace};
 use super::outer::{self, Image, Transform};
-use super::{f43, fits, Transforms, XI_PAD};
+use super::{f43, fits, weight, Transforms, XI_PAD};
 use rayon::prelude::*;
 
 /// Image ranges (tasks): a constant, so the summation order does not depend on the threads.
@@ -75,14 +75,7 @@ pub(super) fn backward_weight(
     ws: &mut ConvWorkspace,
 ) {
     assert!(applies(g), "winograd F(3x3, 4x4): not taken for {g:?}");
-    let x_len = match x {
-        Input::Dense(x) => x.len(),
-        Input::Spikes(b) => b.len(),
-    };
-    assert!(
-        x_len == g.n * g.in_img() && dw.len() == g.weight_len() && dy.len() == g.n * g.out_img(),
-        "winograd backward_weight: slice lengths do not match {g:?}"
-    );
+    weight::check_lens(g, x, dy, dw);
     if let Input::Spikes(b) = x {
         assert_eq!(
             b.geometry(),
@@ -116,17 +109,7 @@ pub(super) fn backward_weight(
                     let cnt = gs.min(n1 - i0);
                     for j in 0..cnt {
                         let image = i0 + j;
-                        let xi = match x {
-                            Input::Dense(x) => Image::Dense(&x[image * g.in_img()..][..g.in_img()]),
-                            Input::Spikes(b) => {
-                                let wpp = b.plane_words();
-                                Image::Spikes {
-                                    words: &b.words()[image * g.c_in * wpp..][..g.c_in * wpp],
-                                    plane_words: wpp,
-                                    scale: b.scale(),
-                                }
-                            }
-                        };
+                        let xi = weight::input_image(g, x, image);
                         let di = Image::Dense(&dy[image * g.out_img()..][..g.out_img()]);
                         let (vt, pad) = s.col.split_at_mut(XIS * v_ld);
                         let col0 = j * tiles;
@@ -146,18 +129,5 @@ pub(super) fn backward_weight(
                 }
             })
         });
-    let partials = &ws.partials[..tasks * slot];
-    dw.par_chunks_mut(g.c_in * 9)
-        .enumerate()
-        .for_each(|(o, row)| {
-            for (c, k) in row.chunks_exact_mut(9).enumerate() {
-                let mut d = [0.0f32; XIS];
-                for part in partials.chunks_exact(slot) {
-                    for (xi, v) in d.iter_mut().enumerate() {
-                        *v += part[xi * mat + o * g.c_in + c];
-                    }
-                }
-                add_output(&d, k);
-            }
-        });
+    weight::add_partials::<XIS>(g, &ws.partials[..tasks * slot], dw, add_output);
 }
