@@ -92,36 +92,39 @@ pub unsafe fn transform_input(plane: &[f32], h: usize, w: usize, v: &mut [f32], 
     }
 }
 
-/// `down[j][a]`: `Aᵀ` down column `j` of the 6×6 products `M` of the tiles at `base`, lanes
-/// `keep` (explicit arrays: see [`transform_input`]). Shared by both output transforms.
+/// `down[j][a]`: `Aᵀ` down column `j` of the 6×6 products `M` (`$m`, matrices `$ld` apart)
+/// of the tiles at `$base`, lanes `$keep`. Shared by both output transforms. A macro, not a
+/// function: as a `target_feature` function it was not inlined, and its 24 vectors went back
+/// through the stack (`perf`: its prologue's spills stalled on a full store buffer).
 ///
-/// # Safety
-/// AVX-512F; the `keep` lanes from `xi·ld + base` are inside `m` for every `xi < 36`.
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn down_columns(m: &[f32], ld: usize, base: usize, keep: u16) -> [[f32x16; 4]; 6] {
-    // SAFETY: the caller's contract; masked-off lanes are not read.
-    let row = |xi: usize| -> f32x16 {
-        unsafe { _mm512_maskz_loadu_ps(keep, m.as_ptr().add(xi * ld + base)) }.into()
-    };
-    let col = |j: usize| {
+/// Safety (the caller's): AVX-512F; the `$keep` lanes from `xi·$ld + $base` are inside `$m`
+/// for every `xi < 36`.
+macro_rules! down_columns {
+    ($m:expr, $ld:expr, $base:expr, $keep:expr) => {{
+        let (m, ld, base, keep): (&[f32], usize, usize, u16) = ($m, $ld, $base, $keep);
+        // SAFETY: the caller's contract; masked-off lanes are not read.
+        let row = |xi: usize| -> f32x16 {
+            unsafe { _mm512_maskz_loadu_ps(keep, m.as_ptr().add(xi * ld + base)) }.into()
+        };
+        let col = |j: usize| {
+            [
+                row(j),
+                row(6 + j),
+                row(12 + j),
+                row(18 + j),
+                row(24 + j),
+                row(30 + j),
+            ]
+        };
         [
-            row(j),
-            row(6 + j),
-            row(12 + j),
-            row(18 + j),
-            row(24 + j),
-            row(30 + j),
+            at(col(0)),
+            at(col(1)),
+            at(col(2)),
+            at(col(3)),
+            at(col(4)),
+            at(col(5)),
         ]
-    };
-    [
-        at(col(0)),
-        at(col(1)),
-        at(col(2)),
-        at(col(3)),
-        at(col(4)),
-        at(col(5)),
-    ]
+    }};
 }
 
 /// [`super::transform_output`] for `w ≤ MAX_W`.
@@ -144,8 +147,8 @@ pub unsafe fn transform_output(m: &[f32], ld: usize, h: usize, w: usize, out: &m
     let zip4_hi = _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
     for ty in 0..th {
         let base = ty * tw;
-        // SAFETY: `35·ld + base + tw ≤ 35·ld + th·tw ≤ m.len()` (asserted).
-        let down = unsafe { down_columns(m, ld, base, keep) };
+        // `35·ld + base + tw ≤ 35·ld + th·tw ≤ m.len()` (asserted): the macro's contract.
+        let down: [[f32x16; 4]; 6] = down_columns!(m, ld, base, keep);
         for a in 0..4 {
             let oy = 4 * ty + a;
             if oy >= h {
@@ -300,8 +303,8 @@ unsafe fn transform_output_4_tiles_wide(m: &[f32], ld: usize, h: usize, w: usize
         let rows = (th - ty0).min(4);
         let keep = lanes(4 * rows);
         let base = 4 * ty0;
-        // SAFETY: `35·ld + base + 4·rows ≤ 35·ld + th·4 ≤ m.len()` (asserted).
-        let down = unsafe { down_columns(m, ld, base, keep) };
+        // `35·ld + base + 4·rows ≤ 35·ld + th·4 ≤ m.len()` (asserted): the macro's contract.
+        let down: [[f32x16; 4]; 6] = down_columns!(m, ld, base, keep);
         for a in 0..4 {
             let d = &down;
             let [y0, y1, y2, y3] = at([d[0][a], d[1][a], d[2][a], d[3][a], d[4][a], d[5][a]]);
