@@ -158,13 +158,15 @@ fn take(len: usize) -> Option<Vec<f32>> {
     POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         let fits = |cap: usize| cap >= len && (!limits.tight || cap <= len * TIGHT_FIT_FACTOR);
-        // Of equal fits the newest: its memory is the likeliest still in cache.
+        // Best fit among the buffers already `len` long (a shorter one must be zero-filled
+        // up to `len` first), of equal fits the newest: its memory is the likeliest still in
+        // cache.
         let best = pool
             .iter()
             .enumerate()
             .rev()
             .filter(|(_, v)| fits(v.capacity()))
-            .min_by_key(|(_, v)| v.capacity())
+            .min_by_key(|(_, v)| (v.len() < len, v.capacity()))
             .map(|(at, _)| at);
         match best {
             Some(at) => Some(pool.remove(at)),
@@ -365,6 +367,25 @@ mod tests {
             "a training scope pools what it gets"
         );
         drop(train);
+        clear();
+    }
+
+    #[test]
+    fn a_buffer_already_long_enough_is_taken_before_a_shorter_better_fit() {
+        clear();
+        let n = MIN_POOLED_LEN;
+        let train = PoolScope::training();
+        // Two buffers of the same capacity, one used last for a shorter tensor.
+        let mut short = Vec::with_capacity(2 * n);
+        short.resize(n, 1.0);
+        let full = vec![2.0; 2 * n];
+        let full_ptr = full.as_ptr();
+        give_back(full);
+        give_back(short);
+        let got = overwritable(2 * n);
+        assert_eq!(got.as_ptr(), full_ptr, "no zero fill needed");
+        assert_eq!(got.len(), 2 * n);
+        drop((got, train));
         clear();
     }
 
