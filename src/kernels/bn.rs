@@ -14,7 +14,7 @@
 //! cache. Every result is the same for any thread count.
 
 use rayon::prelude::*;
-use wide::f32x8;
+use wide::{f32x16, f32x8};
 
 const LANES: usize = 8;
 
@@ -69,40 +69,21 @@ impl BnDims {
     }
 }
 
-/// `(Σ (a−sa)·(b−sb), Σ (a−sa))` over one block in f32 lanes; `b = None` means `b = a`,
-/// `sb = sa` (the shifted sum of squares).
-fn block_sums(a: &[f32], sa: f32, b: Option<(&[f32], f32)>) -> (f32, f32) {
+/// `(Σ (a−sa)², Σ (a−sa))` over one block in f32 lanes (the shifted sum of squares).
+fn block_sums(a: &[f32], sa: f32) -> (f32, f32) {
     let sav = f32x8::splat(sa);
     let (mut s1, mut s2) = (f32x8::splat(0.0), f32x8::splat(0.0));
     let mut ac = a.chunks_exact(LANES);
+    for c in &mut ac {
+        let d = f32x8::new(c.try_into().unwrap()) - sav;
+        s1 += d;
+        s2 = d.mul_add(d, s2);
+    }
     let (mut t1, mut t2) = (0.0f32, 0.0f32);
-    match b {
-        None => {
-            for c in &mut ac {
-                let d = f32x8::new(c.try_into().unwrap()) - sav;
-                s1 += d;
-                s2 = d.mul_add(d, s2);
-            }
-            for &v in ac.remainder() {
-                let d = v - sa;
-                t1 += d;
-                t2 = d.mul_add(d, t2);
-            }
-        }
-        Some((b, sb)) => {
-            let sbv = f32x8::splat(sb);
-            let mut bc = b.chunks_exact(LANES);
-            for (c, e) in (&mut ac).zip(&mut bc) {
-                let d = f32x8::new(c.try_into().unwrap()) - sav;
-                s1 += d;
-                s2 = d.mul_add(f32x8::new(e.try_into().unwrap()) - sbv, s2);
-            }
-            for (&v, &w) in ac.remainder().iter().zip(bc.remainder()) {
-                let d = v - sa;
-                t1 += d;
-                t2 = d.mul_add(w - sb, t2);
-            }
-        }
+    for &v in ac.remainder() {
+        let d = v - sa;
+        t1 += d;
+        t2 = d.mul_add(d, t2);
     }
     (s2.reduce_add() + t2, s1.reduce_add() + t1)
 }
@@ -134,7 +115,7 @@ fn all_channel_sums(a: &[f32], shift_a: &[f32], d: &BnDims) -> Vec<(f64, f64)> {
                     let mut start = seg;
                     while start < seg + d.hw {
                         let end = (start + STAT_BLOCK).min(seg + d.hw);
-                        let (bp, bs) = block_sums(&a[start..end], shift_a[ch], None);
+                        let (bp, bs) = block_sums(&a[start..end], shift_a[ch]);
                         acc.0 += bp as f64;
                         acc.1 += bs as f64;
                         start = end;
@@ -326,11 +307,48 @@ pub fn plane_grad_sums(dy: &[f32], x: &[f32], m: f32) -> (f64, f64) {
     assert_eq!(dy.len(), x.len(), "plane_grad_sums: lengths");
     let (mut dot, mut sum) = (0.0f64, 0.0f64);
     for (a, b) in dy.chunks(STAT_BLOCK).zip(x.chunks(STAT_BLOCK)) {
-        let (bp, bs) = block_sums(a, 0.0, Some((b, m)));
+        let (bp, bs) = grad_block_sums(a, b, m);
         dot += bp as f64;
         sum += bs as f64;
     }
     (dot, sum)
+}
+
+/// `(Σ a·(b − m), Σ a)` over one block: two 16-lane accumulators per sum, so the adds of
+/// consecutive vectors do not wait on each other. (The statistics' [`block_sums`], with one
+/// 8-lane chain per sum, ran at 1.4 cycles per element here: 4 % of a `mnist-cnn` training
+/// step, in the fused LIF backward's per-plane sums.)
+fn grad_block_sums(a: &[f32], b: &[f32], m: f32) -> (f32, f32) {
+    const W: usize = 16;
+    let load = |v: &[f32]| f32x16::new(v.try_into().expect("16 lanes"));
+    let mv = f32x16::splat(m);
+    let zero = f32x16::splat(0.0);
+    let (mut s, mut p) = ([zero; 2], [zero; 2]);
+    let mut ac = a.chunks_exact(2 * W);
+    let mut bc = b.chunks_exact(2 * W);
+    for (c, e) in (&mut ac).zip(&mut bc) {
+        for k in 0..2 {
+            let (x, y) = (load(&c[k * W..][..W]), load(&e[k * W..][..W]));
+            s[k] += x;
+            p[k] = x.mul_add(y - mv, p[k]);
+        }
+    }
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    let half = ar.len() / W * W;
+    if half > 0 {
+        let (x, y) = (load(&ar[..W]), load(&br[..W]));
+        s[0] += x;
+        p[0] = x.mul_add(y - mv, p[0]);
+    }
+    let (mut ts, mut tp) = (0.0f32, 0.0f32);
+    for (&x, &y) in ar[half..].iter().zip(&br[half..]) {
+        ts += x;
+        tp = x.mul_add(y - m, tp);
+    }
+    (
+        (p[0] + p[1]).reduce_add() + tp,
+        (s[0] + s[1]).reduce_add() + ts,
+    )
 }
 
 /// [`plane_grad_sums`] of every plane `[image, channel]` of `dy` and `x` into `sums`

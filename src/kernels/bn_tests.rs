@@ -196,3 +196,33 @@ fn out_of_place_normalize_gives_the_in_place_bits() {
         );
     }
 }
+
+#[test]
+fn plane_grad_sums_match_f64_at_every_tail_length() {
+    let mut seed = 21;
+    // Lengths around the 16- and 32-lane steps, the mnist-cnn planes (196, 784) and past one
+    // f32 block.
+    for n in [
+        0, 1, 15, 16, 17, 31, 32, 33, 48, 63, 196, 784, 1024, 1500, 2500,
+    ] {
+        let dy = rand_vec(n, &mut seed, -1.0, 1.0);
+        let x = rand_vec(n, &mut seed, -2.0, 3.0);
+        let m = 0.25f32;
+        let (dot, sum) = plane_grad_sums(&dy, &x, m);
+        let want_dot: f64 = dy
+            .iter()
+            .zip(&x)
+            .map(|(&a, &b)| a as f64 * (b - m) as f64)
+            .sum();
+        let want_sum: f64 = dy.iter().map(|&a| a as f64).sum();
+        let mag: f64 = dy.iter().zip(&x).map(|(&a, &b)| (a * b).abs() as f64).sum();
+        assert!(
+            (dot - want_dot).abs() <= 1e-5 * (mag + 1.0),
+            "n {n}: dot {dot} vs {want_dot}"
+        );
+        assert!(
+            (sum - want_sum).abs() <= 1e-5 * (n as f64 + 1.0),
+            "n {n}: sum {sum} vs {want_sum}"
+        );
+    }
+}
