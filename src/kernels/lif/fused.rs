@@ -219,7 +219,8 @@ pub(super) struct InputAffine<'a> {
     pub scale: &'a [f32],
     /// Per-channel shift.
     pub shift: &'a [f32],
-    /// Neurons per channel plane: a multiple of 16, so no vector group straddles two planes.
+    /// Neurons per channel plane. A vector group that straddles two planes (`plane` not a
+    /// multiple of 16, e.g. `mnist-cnn`'s 14×14) takes each lane's channel.
     pub plane: usize,
     /// The step index of the chunk's first neuron.
     pub first: usize,
@@ -229,6 +230,53 @@ impl InputAffine<'_> {
     #[inline(always)]
     fn channel(&self, j: usize) -> usize {
         ((self.first + j) / self.plane) % self.mean.len()
+    }
+}
+
+/// The affine's per-lane coefficients for the vector groups of a chunk, taken in increasing
+/// order: the plane boundary ahead is tracked, so a group costs no division unless it
+/// straddles one (then each lane finds its channel).
+struct AffineCursor<'a, 'b> {
+    affine: &'b InputAffine<'a>,
+    /// The channel plane (counted from the step's start) of the last group's first lane.
+    plane: usize,
+    /// Chunk index where the next plane starts.
+    next: usize,
+}
+
+impl<'a, 'b> AffineCursor<'a, 'b> {
+    fn new(affine: &'b InputAffine<'a>) -> Self {
+        let plane = affine.first / affine.plane;
+        let next = (plane + 1) * affine.plane - affine.first;
+        AffineCursor {
+            affine,
+            plane,
+            next,
+        }
+    }
+
+    /// `(mean, scale, shift)` of the lanes `j..j + LANES`; `j` never decreases between calls.
+    #[inline(always)]
+    fn at(&mut self, j: usize) -> (V, V, V) {
+        let a = self.affine;
+        while j >= self.next {
+            self.plane += 1;
+            self.next += a.plane;
+        }
+        if j + LANES <= self.next {
+            let c = self.plane % a.mean.len();
+            return (
+                V::splat(a.mean[c]),
+                V::splat(a.scale[c]),
+                V::splat(a.shift[c]),
+            );
+        }
+        let (mut m, mut k, mut b) = ([0.0; LANES], [0.0; LANES], [0.0; LANES]);
+        for l in 0..LANES {
+            let c = a.channel(j + l);
+            (m[l], k[l], b[l]) = (a.mean[c], a.scale[c], a.shift[c]);
+        }
+        (V::new(m), V::new(k), V::new(b))
     }
 }
 
@@ -289,24 +337,17 @@ fn forward_body<F: Format, const TAPE: bool, const OUT: bool>(
         "a forward without output reads a source"
     );
     assert!(!OUT || io.iter().all(|r| r.len() == len));
-    assert!(affine.is_none_or(|a| a.plane.is_multiple_of(LANES) && a.first % LANES == 0));
     let groups = len / LANES;
     let (mut spikes, mut active) = (0u64, 0u64);
     let mut lane_sum = [0f64; LANES];
+    let mut cursor = affine.map(AffineCursor::new);
     for first in (0..groups).step_by(BLOCK) {
         let mut block = V::ZERO;
         for v in first..(first + BLOCK).min(groups) {
             let j = v * LANES;
             let mut u = V::splat(u0);
             let mut any = 0u32;
-            let norm = affine.map(|a| {
-                let c = a.channel(j);
-                (
-                    V::splat(a.mean[c]),
-                    V::splat(a.scale[c]),
-                    V::splat(a.shift[c]),
-                )
-            });
+            let norm = cursor.as_mut().map(|c| c.at(j));
             for t in 0..steps {
                 let x = load16(src.map_or(&*io[t], |r| r[t]), j);
                 let i = norm.map_or(x, |(mv, av, bv)| (x - mv).mul_add(av, bv));

@@ -24,7 +24,7 @@
 //! [`crate::kernels::pool::max_backward`], [`super::backward`],
 //! [`crate::kernels::elementwise::par_sum_tiles`]); the tests check it.
 
-use super::fused::{self, Bits, Format, Recompute};
+use super::fused::{self, Bits, Format, InputAffine, Recompute};
 use super::planes::max_pool_spikes;
 use super::route::{is_2x2, route, route_2x2_bits};
 use super::{chunk_count, sum_over_chunks, BackwardSums, ForwardSums, PlaneStages, CHUNK};
@@ -93,41 +93,46 @@ fn input_rows<'a>(
         .collect()
 }
 
-/// [`input_rows`] through `stages.affine`, if set (a training batch norm's coefficients): the
-/// whole planes around `[lo, hi)` are copied to `norm` and normalized there, plane by plane
-/// with [`bn::normalize_plane_inplace`] (so the values are `bn::normalize`'s bits), and the
-/// rows point into it (a repeated input is normalized once).
+/// The LIF input of neurons `[lo, hi)` through `stages.affine`, if set (a training batch
+/// norm's coefficients): the raw input rows and the affine for the kernel to apply as it
+/// loads them ([`fused::InputAffine`]); a repeated input instead has its whole planes around
+/// `[lo, hi)` copied to `norm` and normalized there once for all steps, plane by plane with
+/// [`bn::normalize_plane`], and the rows point into it. Either way the values are
+/// `bn::normalize`'s bits.
 fn source_rows<'a>(
-    stages: &PlaneStages,
+    stages: &'a PlaneStages,
     t: usize,
     input: &'a [f32],
     lo: usize,
     hi: usize,
     norm: &'a mut Vec<f32>,
-) -> Vec<&'a [f32]> {
+) -> (Vec<&'a [f32]>, Option<InputAffine<'a>>) {
     let Some(a) = &stages.affine else {
-        return input_rows(stages, t, input, lo, hi);
+        return (input_rows(stages, t, input, lo, hi), None);
     };
     let hw = stages.plane_len();
+    if !stages.repeated {
+        // Normalized in registers: a copy would be written and read once per step.
+        let affine = InputAffine {
+            mean: a.mean,
+            scale: a.scale,
+            shift: a.shift,
+            plane: hw,
+            first: lo,
+        };
+        return (input_rows(stages, t, input, lo, hi), Some(affine));
+    }
     let (p0, p1) = (lo / hw, hi.div_ceil(hw));
     let (start, len) = (p0 * hw, (p1 - p0) * hw);
     let raw = input_rows(stages, t, input, start, start + len);
-    let rows = if stages.repeated { 1 } else { t };
-    let buf = grow(norm, rows * len);
-    for (dst, src) in buf.chunks_exact_mut(len).zip(&raw) {
-        let planes = dst.chunks_exact_mut(hw).zip(src.chunks_exact(hw));
-        for (k, (plane, x)) in planes.enumerate() {
-            let c = (p0 + k) % stages.channels;
-            bn::normalize_plane(x, plane, a.mean[c], a.scale[c], a.shift[c]);
-        }
+    let buf = grow(norm, len);
+    let planes = buf.chunks_exact_mut(hw).zip(raw[0].chunks_exact(hw));
+    for (k, (plane, x)) in planes.enumerate() {
+        let c = (p0 + k) % stages.channels;
+        bn::normalize_plane(x, plane, a.mean[c], a.scale[c], a.shift[c]);
     }
-    let buf: &'a [f32] = buf;
-    (0..t)
-        .map(|step| {
-            let row = if stages.repeated { 0 } else { step };
-            &buf[row * len + lo - start..row * len + hi - start]
-        })
-        .collect()
+    let row: &'a [f32] = &buf[lo - start..hi - start];
+    (vec![row; t], None)
 }
 
 /// Splits every row of `rows` at `at`.
@@ -171,18 +176,20 @@ pub fn forward_train_planes(
             // Through the end of the last owned plane (a chunk inside one big plane owns none).
             let end = if p_hi > p_lo { (p_hi * hw).max(hi) } else { hi };
             let len = end - lo;
-            let src = source_rows(stages, t, input, lo, end, &mut s.norm);
+            let (src, affine) = source_rows(stages, t, input, lo, end, &mut s.norm);
             let (src_own, src_rest): (Vec<&[f32]>, Vec<&[f32]>) =
                 src.iter().map(|r| r.split_at(hi - lo)).unzip();
+            let affine_rest = affine.as_ref().map(|a| InputAffine { first: hi, ..*a });
             let io = grow(&mut s.io, t * len);
             let rows: Vec<&mut [f32]> = io.chunks_exact_mut(len).collect();
             let (mut own, mut rest) = split_at(rows, hi - lo);
             let mut none: Vec<&mut [f32]> = (0..t).map(|_| <&mut [f32]>::default()).collect();
             let mut no_bits: Vec<&mut [u8]> = (0..t).map(|_| <&mut [u8]>::default()).collect();
-            let sums = fused::forward_chunk_from::<Recompute, false>(
+            let sums = fused::forward_chunk_affine::<Recompute, false, true>(
                 p,
                 u0,
                 Some(&src_own),
+                affine.as_ref(),
                 &mut own,
                 &mut none,
                 &mut no_bits,
@@ -190,10 +197,11 @@ pub fn forward_train_planes(
             if end > hi {
                 // The rest of the last plane: the next chunk counts it.
                 let src_rest = Some(&src_rest[..]);
-                fused::forward_chunk_from::<Recompute, false>(
+                fused::forward_chunk_affine::<Recompute, false, true>(
                     p,
                     u0,
                     src_rest,
+                    affine_rest.as_ref(),
                     &mut rest,
                     &mut none,
                     &mut no_bits,
@@ -295,7 +303,7 @@ pub fn backward_train_planes(
                 prefetch(&grad_out[(step * stages.planes + p0) * ohw..][..(p1 - p0) * ohw]);
             }
             let (start, len) = (p0 * hw, (p1 - p0) * hw);
-            let src = source_rows(stages, t, input, start, start + len, &mut s.norm);
+            let (src, affine) = source_rows(stages, t, input, start, start + len, &mut s.norm);
             let io = grow(&mut s.io, t * len);
             let membrane = grow(&mut s.membrane, t * len);
             let mut io_rows: Vec<&mut [f32]> = io.chunks_exact_mut(len).collect();
@@ -317,7 +325,7 @@ pub fn backward_train_planes(
                         p,
                         u0,
                         Some(&src),
-                        None,
+                        affine.as_ref(),
                         &mut no_out,
                         &mut m_rows,
                         &mut bit_rows,
@@ -333,10 +341,11 @@ pub fn backward_train_planes(
                 pool => {
                     let mut no_bits: Vec<&mut [u8]> =
                         (0..t).map(|_| <&mut [u8]>::default()).collect();
-                    fused::forward_chunk_from::<Recompute, true>(
+                    fused::forward_chunk_affine::<Recompute, true, true>(
                         p,
                         u0,
                         Some(&src),
+                        affine.as_ref(),
                         &mut io_rows,
                         &mut m_rows,
                         &mut no_bits,
