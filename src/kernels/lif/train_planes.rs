@@ -47,7 +47,8 @@ struct Scratch {
     argmax: Vec<u32>,
     /// One pooled plane (the generic argmax path writes it).
     pooled: Vec<f32>,
-    /// The batch-normalized input planes of a task, if the stages have an affine.
+    /// A repeated input's batch-normalized planes around a task (a non-repeated input is
+    /// normalized as the kernel loads it).
     norm: Vec<f32>,
 }
 
