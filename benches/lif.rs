@@ -303,10 +303,14 @@ fn residual_tail(c: &mut Criterion) {
 /// A training step of `mnist-cnn`'s stem after its batch norm (B = 64, 32 × 28 × 28, T = 4):
 /// repeat → LIF → 2×2 max pool forward and backward, layer by layer (the kernels the layers
 /// call: tiling, LIF with a tape, pooling with argmax; pool backward, LIF backward, the sum
-/// over T) against the fused training kernels (`Network`'s default in training).
+/// over T) against the fused training kernels (`Network`'s default in training); and the fused
+/// kernels on `mnist-cnn`'s second neuron (64 × 14 × 14, an input per step, with its batch
+/// norm's affine and backward sums).
 fn train_planes(c: &mut Criterion) {
     use mpsnn::kernels::elementwise::{par_sum_tiles, par_tile};
-    use mpsnn::kernels::lif::{backward_train_planes, forward_train_planes, PlaneStages};
+    use mpsnn::kernels::lif::{
+        backward_train_planes, forward_train_planes, ChannelAffine, PlaneStages,
+    };
     use mpsnn::kernels::pool::{max_backward, max_forward, PoolGeom};
     let (ch, h, w) = (32, 28, 28);
     let input = data(B * ch * h * w, -1.0, 2.5, 21);
@@ -348,6 +352,39 @@ fn train_planes(c: &mut Criterion) {
         bch.iter(|| {
             forward_train_planes(&p, 0.0, T, &stages, &input, &mut y);
             backward_train_planes(&p, 0.0, T, &stages, &input, &dy, &mut dx, None);
+            dx[0]
+        })
+    });
+    // conv2's neuron: every step its own input, read through the batch norm's affine, and the
+    // batch norm's backward plane sums taken in the backward.
+    let (ch, h, w) = (64, 14, 14);
+    let input = data(T * B * ch * h * w, -1.0, 2.5, 23);
+    let dy = data(T * B * ch * (h / 2) * (w / 2), -0.01, 0.01, 24);
+    let mean = data(ch, -0.2, 0.2, 25);
+    let scale = data(ch, 0.5, 1.5, 26);
+    let shift = data(ch, -0.2, 0.4, 27);
+    g.throughput(Throughput::Elements(input.len() as u64));
+    g.bench_function("conv2_fused_affine", |bch| {
+        let stages = PlaneStages {
+            planes: B * ch,
+            channels: ch,
+            height: h,
+            width: w,
+            repeated: false,
+            affine: Some(ChannelAffine {
+                mean: &mean,
+                scale: &scale,
+                shift: &shift,
+            }),
+            pool: PoolGeom::new(1, h, w, 2, 2, 0),
+            addend: None,
+        };
+        let mut y = vec![0.0; stages.output_len(T)];
+        let mut dx = vec![0.0; input.len()];
+        let mut sums = vec![(0.0, 0.0); T * B * ch];
+        bch.iter(|| {
+            forward_train_planes(&p, 0.0, T, &stages, &input, &mut y);
+            backward_train_planes(&p, 0.0, T, &stages, &input, &dy, &mut dx, Some(&mut sums));
             dx[0]
         })
     });
