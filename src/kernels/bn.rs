@@ -374,16 +374,59 @@ pub fn grad_plane_sums(dy: &[f32], x: &[f32], d: BnDims, mean: &[f32], sums: &mu
         .for_each(|(plane, (s, (g, xp)))| *s = plane_grad_sums(g, xp, mean[plane % d.c]));
 }
 
-/// [`backward`] given the planes' [`plane_grad_sums`] (`sums`, `N·C` entries in plane order):
-/// a channel's sums are its planes' added in image order, so any kernel that produced the
-/// plane sums gives the same bits as [`backward`].
+/// One channel's batch-norm backward as an affine of the output gradient `dy` and the input
+/// `x`: `dx = a·dy + b·(x − mean) + c`. [`backward_from_plane_sums`] applies it with
+/// [`GradAffine::apply`]'s rounding; a kernel that reads `dy` anyway can form `dx` with it as it
+/// loads `dy` (the same bits, one pass over `dy` and `x` fewer).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GradAffine {
+    /// Coefficient of `dy`: `γ/σ`.
+    pub a: f32,
+    /// Coefficient of `x − mean` (zero with running statistics).
+    pub b: f32,
+    /// The constant term (zero with running statistics).
+    pub c: f32,
+    /// The channel mean the forward used.
+    pub mean: f32,
+}
+
+impl GradAffine {
+    /// `dx` for one element.
+    #[inline(always)]
+    pub fn apply(&self, dy: f32, x: f32) -> f32 {
+        dy.mul_add(self.a, (x - self.mean).mul_add(self.b, self.c))
+    }
+
+    /// [`GradAffine::apply`] on 8 lanes (the same bits per lane: every step rounds once).
+    #[inline(always)]
+    pub fn apply8(&self, dy: f32x8, x: f32x8) -> f32x8 {
+        let xm = x - f32x8::splat(self.mean);
+        dy.mul_add(
+            f32x8::splat(self.a),
+            xm.mul_add(f32x8::splat(self.b), f32x8::splat(self.c)),
+        )
+    }
+
+    /// [`GradAffine::apply`] on 16 lanes.
+    #[inline(always)]
+    pub fn apply16(&self, dy: f32x16, x: f32x16) -> f32x16 {
+        let xm = x - f32x16::splat(self.mean);
+        dy.mul_add(
+            f32x16::splat(self.a),
+            xm.mul_add(f32x16::splat(self.b), f32x16::splat(self.c)),
+        )
+    }
+}
+
+/// The parameter gradients and every channel's [`GradAffine`] of a batch-norm backward from the
+/// planes' [`plane_grad_sums`] (`sums`, `N·C` entries in plane order): a channel's sums are its
+/// planes' added in image order, so any kernel that produced the plane sums gives the same bits
+/// as [`backward`]. `dgamma` and `dbeta` are overwritten.
 ///
 /// # Panics
 /// If a slice length disagrees with `d`.
 #[allow(clippy::too_many_arguments)]
-pub fn backward_from_plane_sums(
-    x: &[f32],
-    dy_dx: &mut [f32],
+pub fn grad_affines(
     d: BnDims,
     mean: &[f32],
     invstd: &[f32],
@@ -392,10 +435,10 @@ pub fn backward_from_plane_sums(
     sums: &[(f64, f64)],
     dgamma: &mut [f32],
     dbeta: &mut [f32],
-) {
+) -> Vec<GradAffine> {
     d.check(
         "backward",
-        &[x.len(), dy_dx.len()],
+        &[],
         &[
             mean.len(),
             invstd.len(),
@@ -412,7 +455,7 @@ pub fn backward_from_plane_sums(
     if d.is_empty() {
         dgamma.fill(0.0);
         dbeta.fill(0.0);
-        return;
+        return vec![GradAffine::default(); d.c];
     }
     for (ch, (dg, db)) in dgamma.iter_mut().zip(dbeta.iter_mut()).enumerate() {
         let (mut sxd, mut sd) = (0.0f64, 0.0f64);
@@ -424,40 +467,64 @@ pub fn backward_from_plane_sums(
         *db = sd as f32;
     }
     let m = d.count() as f64;
-    let dgamma: &[f32] = dgamma;
-    let dbeta: &[f32] = dbeta;
+    (0..d.c)
+        .map(|ch| {
+            let r = invstd[ch] as f64;
+            let a = gamma[ch] as f64 * r;
+            let (b, c) = if batch_stats {
+                (-a * r * dgamma[ch] as f64 / m, -a * dbeta[ch] as f64 / m)
+            } else {
+                (0.0, 0.0)
+            };
+            GradAffine {
+                a: a as f32,
+                b: b as f32,
+                c: c as f32,
+                mean: mean[ch],
+            }
+        })
+        .collect()
+}
+
+/// [`backward`] given the planes' [`plane_grad_sums`]: [`grad_affines`], then each channel's
+/// affine applied to `dy_dx` (overwritten with `dx`) and `x`.
+///
+/// # Panics
+/// If a slice length disagrees with `d`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_from_plane_sums(
+    x: &[f32],
+    dy_dx: &mut [f32],
+    d: BnDims,
+    mean: &[f32],
+    invstd: &[f32],
+    gamma: &[f32],
+    batch_stats: bool,
+    sums: &[(f64, f64)],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
+    d.check("backward", &[x.len(), dy_dx.len()], &[]);
+    let affines = grad_affines(d, mean, invstd, gamma, batch_stats, sums, dgamma, dbeta);
+    if d.is_empty() {
+        return;
+    }
     dy_dx
         .par_chunks_mut(d.hw)
         .zip(x.par_chunks(d.hw))
         .enumerate()
         .with_min_len(MIN_TASK.div_ceil(d.hw))
         .for_each(|(plane, (g, xp))| {
-            let ch = plane % d.c;
-            let r = invstd[ch] as f64;
-            let a = gamma[ch] as f64 * r;
-            // dx = a·dy + b·(x − μ) + c
-            let (b, c) = if batch_stats {
-                (-a * r * dgamma[ch] as f64 / m, -a * dbeta[ch] as f64 / m)
-            } else {
-                (0.0, 0.0)
-            };
-            let (a, b, c, mu) = (a as f32, b as f32, c as f32, mean[ch]);
-            let (av, bv, cv, mv) = (
-                f32x8::splat(a),
-                f32x8::splat(b),
-                f32x8::splat(c),
-                f32x8::splat(mu),
-            );
+            let k = affines[plane % d.c];
             let mut gc = g.chunks_exact_mut(LANES);
             let mut xc = xp.chunks_exact(LANES);
             for (go, xi) in (&mut gc).zip(&mut xc) {
                 let dyv = f32x8::new((&*go).try_into().unwrap());
-                let xm = f32x8::new(xi.try_into().unwrap()) - mv;
-                let v = dyv.mul_add(av, xm.mul_add(bv, cv));
+                let v = k.apply8(dyv, f32x8::new(xi.try_into().unwrap()));
                 go.copy_from_slice(&v.to_array());
             }
             for (go, &xi) in gc.into_remainder().iter_mut().zip(xc.remainder()) {
-                *go = go.mul_add(a, (xi - mu).mul_add(b, c));
+                *go = k.apply(*go, xi);
             }
         });
 }

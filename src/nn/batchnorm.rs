@@ -6,7 +6,7 @@ use super::spec::BatchNorm2dSpec;
 use super::{Buffer, ForwardCtx, Layer, Param};
 use crate::dist::{sync_bn, SharedCollective};
 use crate::error::{Error, Result};
-use crate::kernels::bn::{self, BnDims};
+use crate::kernels::bn::{self, BnDims, GradAffine};
 use crate::kernels::lif::ChannelAffine;
 use crate::tensor::Tensor;
 
@@ -308,6 +308,60 @@ impl BatchNorm2d {
         sums: Vec<(f64, f64)>,
     ) -> Result<Tensor> {
         self.backward_with(grad_output, Some(sums))
+    }
+
+    /// True if [`BatchNorm2d::backward_to_grad_affines`] takes the last training forward: its
+    /// input was kept and its statistics are this process's own (a synchronized batch norm
+    /// corrects its gradient with a second pass).
+    pub(crate) fn gives_grad_affines(&self) -> bool {
+        self.synced_count.is_none() && self.kept_input().is_some()
+    }
+
+    /// The backward from the per-plane sums ([`BatchNorm2d::take_plane_sums`]) up to the input
+    /// gradient, which is left to the layer before to form as it reads the output gradient:
+    /// adds γ's and β's gradients and returns every channel's [`GradAffine`] and the kept input
+    /// (consuming the forward cache).
+    pub(crate) fn backward_to_grad_affines(
+        &mut self,
+        sums: Vec<(f64, f64)>,
+    ) -> Result<(Vec<GradAffine>, Tensor)> {
+        let Some(Cached {
+            x: Some(_),
+            dims: d,
+            batch_stats,
+            ..
+        }) = &self.cache
+        else {
+            return Err(Error::NoForwardCache {
+                layer: self.spec.name.clone(),
+            });
+        };
+        if !self.gives_grad_affines() || sums.len() != d.n * d.c {
+            return Err(Error::State(format!(
+                "{}: no gradient affines from this forward or these sums",
+                self.spec.name
+            )));
+        }
+        self.check_params()?;
+        // Scratch for the per-channel sums: `var` and `scale` are free once forward is done.
+        let affines = bn::grad_affines(
+            *d,
+            &self.mean,
+            &self.invstd,
+            self.gamma.value.data(),
+            *batch_stats,
+            &sums,
+            &mut self.var,
+            &mut self.scale,
+        );
+        self.plane_sums = sums;
+        let x = self.cache.take().and_then(|c| c.x).expect("checked above");
+        for (p, g) in [(&mut self.gamma, &self.var), (&mut self.beta, &self.scale)] {
+            if p.trainable {
+                crate::kernels::elementwise::add_assign(p.grad.data_mut(), g);
+            }
+        }
+        Ok((affines, x))
     }
 
     /// Backward, computing the per-plane sums first unless given.

@@ -4,8 +4,9 @@ use super::build::{uniform, InitRng};
 use super::spec::Conv2dSpec;
 use super::{ForwardCtx, Layer, Param};
 use crate::error::{Error, Result};
+use crate::kernels::bn::GradAffine;
 use crate::kernels::conv::sparse::{self, PackedWeight, SpikeBits};
-use crate::kernels::conv::{self, direct, winograd, ConvGeom, ConvWorkspace};
+use crate::kernels::conv::{self, direct, stem, winograd, ConvGeom, ConvWorkspace};
 use crate::tensor::Tensor;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -258,6 +259,67 @@ pub(crate) fn check_param(p: &Param, shape: &[usize]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+impl Conv2d {
+    /// True if [`Conv2d::backward_through_bn`] takes the last training forward: no input
+    /// gradient is wanted, no bias is trained, the input was kept dense and the weight gradient
+    /// runs on the stem kernel ([`stem::preferred`]), which can form `dY` from a following
+    /// batch norm's output gradient as it loads it.
+    pub(crate) fn takes_bn_grad(&self) -> bool {
+        let Some((Saved::Dense(_), g)) = &self.cache else {
+            return false;
+        };
+        !self.input_grad && self.bias.as_ref().is_none_or(|b| !b.trainable) && stem::preferred(g)
+    }
+
+    /// [`Layer::backward`] of a conv that [`Conv2d::takes_bn_grad`], given the following
+    /// training batch norm's output gradient `grad`, its input `bn_input` (this conv's output)
+    /// and its per-channel [`GradAffine`]s instead of `∂L/∂y`: the same weight gradient bits
+    /// as the batch norm's backward followed by [`Layer::backward`], without writing `∂L/∂y`.
+    /// Returns the (unwanted, zero) input gradient, as [`Layer::backward`] does.
+    pub(crate) fn backward_through_bn(
+        &mut self,
+        grad: &Tensor,
+        bn_input: &Tensor,
+        affines: &[GradAffine],
+    ) -> Result<Tensor> {
+        let g = match &self.cache {
+            Some((_, g)) if self.takes_bn_grad() => *g,
+            _ => {
+                return Err(Error::State(format!(
+                    "{}: no forward the batch norm's gradient can run through",
+                    self.spec.name
+                )))
+            }
+        };
+        let want = [g.n, g.c_out, g.oh, g.ow];
+        for t in [grad, bn_input] {
+            if t.shape() != want {
+                return Err(Error::shape(
+                    &self.spec.name,
+                    format!("gradient {want:?}"),
+                    t.shape(),
+                ));
+            }
+        }
+        self.check_params()?;
+        let Some((Saved::Dense(input), _)) = self.cache.take() else {
+            unreachable!("takes_bn_grad checked the cache");
+        };
+        if self.weight.trainable {
+            let dw = self.weight.grad.data_mut();
+            stem::backward_weight_through_bn(
+                &g,
+                input.data(),
+                grad.data(),
+                bn_input.data(),
+                affines,
+                dw,
+            );
+        }
+        Ok(Tensor::zeros(&[g.n, g.c_in, g.h, g.w]))
+    }
 }
 
 impl Layer for Conv2d {

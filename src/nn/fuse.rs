@@ -16,6 +16,7 @@
 //! runs 11–18 % faster (docs/perf.md).
 
 use super::batchnorm::BatchNorm2d;
+use super::conv::Conv2d;
 use super::lif::{EvalStages, Lif};
 use super::pool::MaxPool2d;
 use super::repeat::Repeat;
@@ -206,6 +207,48 @@ pub(super) fn backward_train(
     let x = bn.kept_input().ok_or_else(|| missing(bn))?;
     let grad = lif.backward_train_planes_affine(grad, x, bn.train_affine(), Some(&mut sums))?;
     bn.backward_from_plane_sums(grad, sums)
+}
+
+/// The conv before `run`'s batch norm, if it takes the batch norm's backward as it reads the
+/// gradient ([`Conv2d::takes_bn_grad`], [`BatchNorm2d::gives_grad_affines`]): backward then
+/// runs both with the run ([`backward_train_through_conv`]). A stem conv, which wants no input
+/// gradient, is the case.
+pub(super) fn conv_taking_run_grad(layers: &[Box<dyn Layer>], run: Run) -> Option<usize> {
+    let b = run.batch_norm.filter(|_| !run.is_bn_lif())?;
+    let conv = b.checked_sub(1)?;
+    let takes = layers[conv]
+        .as_any()
+        .downcast_ref::<Conv2d>()
+        .is_some_and(Conv2d::takes_bn_grad);
+    let gives = layers[b]
+        .as_any()
+        .downcast_ref::<BatchNorm2d>()
+        .is_some_and(BatchNorm2d::gives_grad_affines);
+    (takes && gives).then_some(conv)
+}
+
+/// [`backward_train`] of `run` together with the conv at `conv` just before it (a
+/// [`conv_taking_run_grad`]): the batch norm stops at its per-channel gradient affines, and
+/// the conv forms `∂L/∂y` from them as it loads the neuron's gradient
+/// ([`Conv2d::backward_through_bn`]), so `∂L/∂y` is never written. The same bits as
+/// [`backward_train`] then the conv's backward. Returns the conv's input gradient.
+pub(super) fn backward_train_through_conv(
+    layers: &mut [Box<dyn Layer>],
+    conv: usize,
+    run: Run,
+    grad: Tensor,
+) -> Result<Tensor> {
+    let b = run.batch_norm.expect("a run with a batch norm");
+    let (head, tail) = layers.split_at_mut(b);
+    let conv = downcast::<Conv2d>(head[conv].as_mut());
+    let (bn, lif) = batch_norm_and_lif(tail, 0, run.lif - b);
+    let mut sums = bn.take_plane_sums();
+    let x = bn.kept_input().ok_or_else(|| Error::NoForwardCache {
+        layer: bn.name().to_string(),
+    })?;
+    let grad = lif.backward_train_planes_affine(grad, x, bn.train_affine(), Some(&mut sums))?;
+    let (affines, x) = bn.backward_to_grad_affines(sums)?;
+    conv.backward_through_bn(&grad, &x, &affines)
 }
 
 /// The training run `BatchNorm2d → Lif` at layer `i` for an input of shape `input`, if the

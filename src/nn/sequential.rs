@@ -268,6 +268,11 @@ impl Layer for Sequential {
                 {
                     self.restore_input(b)?;
                 }
+                if let Some(conv) = fuse::conv_taking_run_grad(&self.layers, run) {
+                    g = fuse::backward_train_through_conv(&mut self.layers, conv, run, g)?;
+                    end = conv;
+                    continue;
+                }
                 g = fuse::backward_train(&mut self.layers, run, g)?;
                 end = run.start();
                 continue;
