@@ -300,32 +300,28 @@ pub(super) fn forward_chunk_affine<F: Format, const TAPE: bool, const OUT: bool>
     m: &mut [&mut [f32]],
     s: &mut [&mut [u8]],
 ) -> ForwardSums {
-    // The forward depends on the configuration only through the reset.
+    // The forward depends on the configuration only through the reset; four steps (the
+    // paper's T) get a body with the time loop unrolled.
     let (k, sh) = (p.surrogate.kind(), p.surrogate.shape());
+    macro_rules! body {
+        ($r:ident) => {{
+            let q = p.specialized(k, sh, Reset::$r);
+            match io.len() {
+                4 => forward_body::<F, TAPE, OUT, 4>(&q, u0, src, affine, io, m, s),
+                _ => forward_body::<F, TAPE, OUT, 0>(&q, u0, src, affine, io, m, s),
+            }
+        }};
+    }
     match p.reset {
-        Reset::Soft => forward_body::<F, TAPE, OUT>(
-            &p.specialized(k, sh, Reset::Soft),
-            u0,
-            src,
-            affine,
-            io,
-            m,
-            s,
-        ),
-        Reset::Hard => forward_body::<F, TAPE, OUT>(
-            &p.specialized(k, sh, Reset::Hard),
-            u0,
-            src,
-            affine,
-            io,
-            m,
-            s,
-        ),
+        Reset::Soft => body!(Soft),
+        Reset::Hard => body!(Hard),
     }
 }
 
+/// The forward over a chunk; `STEPS` is the step count if nonzero (a constant, so the time
+/// loop unrolls and the rows' pointers stay in registers), else `io.len()`.
 #[inline(always)]
-fn forward_body<F: Format, const TAPE: bool, const OUT: bool>(
+fn forward_body<F: Format, const TAPE: bool, const OUT: bool, const STEPS: usize>(
     p: &StepParams,
     u0: f32,
     src: Option<&[&[f32]]>,
@@ -335,7 +331,8 @@ fn forward_body<F: Format, const TAPE: bool, const OUT: bool>(
     s: &mut [&mut [u8]],
 ) -> ForwardSums {
     // `io` has a row per step (empty rows if !OUT); the rows' length comes from the input.
-    let steps = io.len();
+    let steps = if STEPS > 0 { STEPS } else { io.len() };
+    assert_eq!(steps, io.len(), "lif forward: one io row per step");
     let len = src.map_or_else(|| io[0].len(), |r| r[0].len());
     if let Some(src) = src {
         assert!(src.len() >= steps && src.iter().all(|r| r.len() == len));
@@ -445,13 +442,16 @@ pub(super) fn backward_chunk<F: Format>(
     // One monomorphic loop per configuration: inside each arm the family, shape and reset are
     // constants, so the per-element dispatch in the step functions folds away. Together with
     // the blocked sums and mask-AND selects this made the L2-resident TrSG backward 1.7×
-    // faster (CPU time, 1 thread).
+    // faster (CPU time, 1 thread). Four steps (the paper's T) unroll the time loop.
     macro_rules! specialized {
         ($(($k:ident, $s:ident, $r:ident)),* $(,)?) => {
             match (p.surrogate.kind(), p.surrogate.shape(), p.reset) {
                 $((SurrogateKind::$k, SurrogateShape::$s, Reset::$r) => {
                     let q = p.specialized(SurrogateKind::$k, SurrogateShape::$s, Reset::$r);
-                    backward_body::<F>(&q, u0, m, s, g, g_u_last)
+                    match g.len() {
+                        4 => backward_body::<F, 4>(&q, u0, m, s, g, g_u_last),
+                        _ => backward_body::<F, 0>(&q, u0, m, s, g, g_u_last),
+                    }
                 })*
             }
         };
@@ -484,8 +484,9 @@ pub(super) fn backward_chunk<F: Format>(
     )
 }
 
+/// The backward over a chunk; `STEPS` as in [`forward_body`].
 #[inline(always)]
-fn backward_body<F: Format>(
+fn backward_body<F: Format, const STEPS: usize>(
     p: &StepParams,
     u0: f32,
     m: &[&[f32]],
@@ -493,7 +494,8 @@ fn backward_body<F: Format>(
     g: &mut [&mut [f32]],
     g_u_last: Option<&[f32]>,
 ) -> BackwardSums {
-    let steps = g.len();
+    let steps = if STEPS > 0 { STEPS } else { g.len() };
+    assert_eq!(steps, g.len(), "lif backward: one gradient row per step");
     let len = g[0].len();
     let groups = len / LANES;
     let theta = V::splat(p.theta);
