@@ -310,6 +310,15 @@ impl BatchNorm2d {
         self.backward_with(grad_output, Some(sums))
     }
 
+    /// Adds γ's and β's gradients, which a backward left in the `var` and `scale` scratch.
+    fn add_param_grads(&mut self) {
+        for (p, g) in [(&mut self.gamma, &self.var), (&mut self.beta, &self.scale)] {
+            if p.trainable {
+                crate::kernels::elementwise::add_assign(p.grad.data_mut(), g);
+            }
+        }
+    }
+
     /// True if [`BatchNorm2d::backward_to_grad_affines`] takes the last training forward: its
     /// input was kept and its statistics are this process's own (a synchronized batch norm
     /// corrects its gradient with a second pass).
@@ -356,11 +365,7 @@ impl BatchNorm2d {
         );
         self.plane_sums = sums;
         let x = self.cache.take().and_then(|c| c.x).expect("checked above");
-        for (p, g) in [(&mut self.gamma, &self.var), (&mut self.beta, &self.scale)] {
-            if p.trainable {
-                crate::kernels::elementwise::add_assign(p.grad.data_mut(), g);
-            }
-        }
+        self.add_param_grads();
         Ok((affines, x))
     }
 
@@ -434,11 +439,7 @@ impl BatchNorm2d {
             );
         }
         self.cache = None;
-        for (p, g) in [(&mut self.gamma, &self.var), (&mut self.beta, &self.scale)] {
-            if p.trainable {
-                crate::kernels::elementwise::add_assign(p.grad.data_mut(), g);
-            }
-        }
+        self.add_param_grads();
         Ok(grad_output)
     }
 
