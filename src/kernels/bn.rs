@@ -406,16 +406,6 @@ impl GradAffine {
             xm.mul_add(f32x8::splat(self.b), f32x8::splat(self.c)),
         )
     }
-
-    /// [`GradAffine::apply`] on 16 lanes.
-    #[inline(always)]
-    pub fn apply16(&self, dy: f32x16, x: f32x16) -> f32x16 {
-        let xm = x - f32x16::splat(self.mean);
-        dy.mul_add(
-            f32x16::splat(self.a),
-            xm.mul_add(f32x16::splat(self.b), f32x16::splat(self.c)),
-        )
-    }
 }
 
 /// The parameter gradients and every channel's [`GradAffine`] of a batch-norm backward from the
