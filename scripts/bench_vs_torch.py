@@ -4,7 +4,8 @@
 For every configuration (model x mode x threads) it runs `mpsnn bench` and the reference
 `torch_snn_bench.py` one after the other, `--rounds` times, and reports the medians of images/s,
 the median of the per-round ratios (mpsnn / PyTorch; runs made back to back see the same machine
-load), peak RSS, and the load average around each run. The table goes to stdout and, with
+load), peak RSS, the load average around each run and the share of CPU time the hypervisor
+stole during it (a shared VM's neighbours show there, not in the load average). The table goes to stdout and, with
 `--write`, into docs/perf.md and README.md between the `<!-- bench-table -->` markers.
 
 Called by scripts/bench_vs_torch.sh, which builds mpsnn and finds (or installs) PyTorch.
@@ -31,6 +32,30 @@ def loadavg():
         return float(f.read().split()[0])
 
 
+def cpu_times():
+    """(stolen, total) jiffies of all CPUs from /proc/stat, or None where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def stolen_share(before, after):
+    """Fraction of the CPU time between two `cpu_times` readings that was stolen.
+
+    >>> stolen_share((100, 1000), (130, 1100))
+    0.3
+    >>> stolen_share(None, (1, 2)) is None, stolen_share((5, 10), (5, 10)) is None
+    (True, True)
+    """
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def last_json(out):
     for line in reversed(out.strip().splitlines()):
         line = line.strip()
@@ -40,12 +65,13 @@ def last_json(out):
 
 
 def run(cmd, env=None):
-    load0 = loadavg()
+    load0, times0 = loadavg(), cpu_times()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
     r = last_json(p.stdout)
     r["_load"] = (load0, loadavg())
+    r["_steal"] = stolen_share(times0, cpu_times())
     return r
 
 
@@ -68,6 +94,25 @@ def cpu_model():
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def percent(share):
+    """A share as a whole percentage, or a dash where there was no reading.
+
+    >>> percent(0.304), percent(None)
+    ('30 %', '—')
+    """
+    return "—" if share is None else f"{100 * share:.0f} %"
+
+
+def med_or_none(values):
+    """The median of the values that are not None (None if there are none).
+
+    >>> med_or_none([0.1, None, 0.3, 0.2]), med_or_none([None])
+    (0.2, None)
+    """
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 def main():
@@ -124,7 +169,8 @@ def main():
                     theirs.append(t)
                     print(f"{model} {mode} {th}t round {rnd + 1}: mpsnn {m['images_per_s']:.1f} "
                           f"img/s ({m['peak_rss_mb']:.0f} MB), torch {t['images_per_s']:.1f} img/s "
-                          f"({t['peak_rss_mb']:.0f} MB), load {m['_load'][0]:.1f}-{t['_load'][1]:.1f}",
+                          f"({t['peak_rss_mb']:.0f} MB), load {m['_load'][0]:.1f}-{t['_load'][1]:.1f}, "
+                          f"steal {percent(m['_steal'])}/{percent(t['_steal'])}",
                           file=sys.stderr, flush=True)
                     if a.json_out:
                         with open(a.json_out, "a") as f:
@@ -141,6 +187,8 @@ def main():
                     "rss_ours": max(r["peak_rss_mb"] for r in ours),
                     "rss_theirs": max(r["peak_rss_mb"] for r in theirs),
                     "load": med(x for r in ours + theirs for x in r["_load"]),
+                    # Older --json-out files have no steal readings.
+                    "steal": med_or_none(r.get("_steal") for r in ours + theirs),
                     "density": (min(dens.values()), max(dens.values())) if dens else None,
                     "cpu": med(r.get("cpu_seconds_per_step") or float("nan") for r in ours),
                     "wall": med(r["step_seconds_median"] for r in ours),
@@ -153,13 +201,14 @@ def main():
         f"Measured {date} on {os.cpu_count()} vCPUs of {cpu_model()} ({platform.system()} "
         f"{platform.release()}), T = {a.T}, B = {a.B}; mpsnn and PyTorch alternate, {a.rounds} "
         f"rounds per row ({a.heavy_rounds} for ResNet-19), medians; load avg = the machine's "
-        f"1-minute load average around the runs (2 = both cores busy). "
+        f"1-minute load average around the runs (2 = both cores busy); steal = the share of "
+        f"the VM's CPU time the hypervisor took during the runs (`/proc/stat`). "
         f"`scripts/bench_vs_torch.sh` reruns it.",
         "",
         "| model | mode | threads | mpsnn img/s | PyTorch img/s | ratio | mpsnn peak RSS MB "
         "| PyTorch peak RSS MB | RSS ratio | conv input density | mpsnn s/step wall (CPU) "
-        "| load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| load avg | steal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         d = "—" if r["density"] is None else f"{r['density'][0]:.2f}–{r['density'][1]:.2f}"
@@ -167,7 +216,7 @@ def main():
             f"| {r['model']} | {r['mode']} | {r['threads']} | {r['ours']:.1f} | {r['theirs']:.1f} "
             f"| **{r['ratio']:.2f}×** | {r['rss_ours']:.0f} | {r['rss_theirs']:.0f} "
             f"| {r['rss_ours'] / r['rss_theirs']:.2f} | {d} | {r['wall']:.3g} ({r['cpu']:.3g}) "
-            f"| {r['load']:.1f} |")
+            f"| {r['load']:.1f} | {percent(r['steal'])} |")
     scaling = []
     for model in a.models.split(","):
         for mode in a.modes.split(","):
