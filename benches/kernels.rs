@@ -268,6 +268,12 @@ fn head_benches(c: &mut Criterion) {
     group.bench_function("narrow_dw_256x3136x10", |b| {
         b.iter(|| narrow::weight_grad(black_box(&dy), &x, &mut dw, (n, i, o)))
     });
+    group.bench_function("narrow_bwd_in_place_256x3136x10", |b| {
+        // After the first call `xd` holds `dy·w`, which the next calls read as their input
+        // and write again: the same work on the same values every time.
+        let mut xd = x.clone();
+        b.iter(|| narrow::backward_in_place(black_box(&dy), &w, &mut xd, Some(&mut dw), (n, i, o)))
+    });
     let (lx, lw, ly) = (
         MatLayout::row_major(n, i),
         MatLayout::row_major(o, i),

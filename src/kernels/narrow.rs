@@ -130,20 +130,8 @@ pub fn weight_grad(dy: &[f32], x: &[f32], dw: &mut [f32], (n, i, o): (usize, usi
             let k0 = t * COLS_PER_TASK;
             let cols = (i - k0).min(COLS_PER_TASK);
             let mut acc = [[f32x16::splat(0.0); 4]; MAX_OUTPUTS];
-            let mut xv = [f32x16::splat(0.0); 4];
             for (xr, gr) in x.chunks_exact(i).zip(dy.chunks_exact(o)) {
-                let seg = &xr[k0..k0 + cols];
-                for (v, xs) in xv.iter_mut().enumerate() {
-                    *xs = match seg.get(v * LANES..) {
-                        Some(s) if s.len() >= LANES => load(s),
-                        Some(s) => {
-                            let mut pad = [0.0; LANES];
-                            pad[..s.len()].copy_from_slice(s);
-                            f32x16::new(pad)
-                        }
-                        None => f32x16::splat(0.0),
-                    };
-                }
+                let xv = load_segment(&xr[k0..k0 + cols]);
                 for (a, &g) in acc.iter_mut().zip(gr) {
                     let g = f32x16::splat(g);
                     for (av, xs) in a.iter_mut().zip(&xv) {
@@ -154,6 +142,128 @@ pub fn weight_grad(dy: &[f32], x: &[f32], dw: &mut [f32], (n, i, o): (usize, usi
             acc
         })
         .collect();
+    add_task_sums(&sums, dw, i);
+}
+
+/// A task's `COLS_PER_TASK` columns of one row of `x`, loaded as four vectors (zero past the
+/// row's end).
+fn load_segment(seg: &[f32]) -> [f32x16; 4] {
+    std::array::from_fn(|v| match seg.get(v * LANES..) {
+        Some(s) if s.len() >= LANES => load(s),
+        Some(s) => {
+            let mut pad = [0.0; LANES];
+            pad[..s.len()].copy_from_slice(s);
+            f32x16::new(pad)
+        }
+        None => f32x16::splat(0.0),
+    })
+}
+
+/// The rows of `x` shared by [`backward_in_place`]'s tasks, each of which reads and writes
+/// only its own columns of every row.
+struct SharedRows {
+    base: *mut f32,
+    len: usize,
+}
+
+// SAFETY: `SharedRows` hands out only the segments `segment` is asked for; the tasks that
+// share it ask for disjoint column ranges (see `backward_in_place`), so no two threads touch
+// the same element.
+unsafe impl Sync for SharedRows {}
+
+impl SharedRows {
+    /// `x[at..at + len]`.
+    ///
+    /// # Safety
+    /// `at + len` ≤ the slice's length, and no other live reference overlaps the range.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn segment(&self, at: usize, len: usize) -> &mut [f32] {
+        debug_assert!(at + len <= self.len);
+        // SAFETY: in bounds and unaliased by the caller's contract; `base` came from a
+        // `&mut [f32]` that outlives `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.base.add(at), len) }
+    }
+}
+
+/// The head's backward in one pass over its cached input: `dw[j, k] += Σ_r dy[r, j]·x[r, k]`
+/// (if `dw` is given; the same sums, in the same order, as [`weight_grad`], so the same
+/// bits), then `x[r, k] ← Σ_j dy[r, j]·w[j, k]`, the input gradient, over the input it no
+/// longer needs.
+///
+/// Why: in a training step `x` (`mnist-cnn`'s `[256, 3136]`, 3.2 MB) has left the caches by
+/// the time the backward runs, and [`weight_grad`] then a GEMM for `dy·w` read it twice and
+/// wrote it once; here each task takes a 64-column strip through both, so each element is
+/// read once and written once, with the task's slice of `w` in registers.
+///
+/// # Panics
+/// As [`forward`].
+pub fn backward_in_place(
+    dy: &[f32],
+    w: &[f32],
+    x: &mut [f32],
+    dw: Option<&mut [f32]>,
+    (n, i, o): (usize, usize, usize),
+) {
+    check(n, i, o, x.len(), w.len(), dy.len());
+    if let Some(dw) = &dw {
+        assert_eq!(
+            dw.len(),
+            o * i,
+            "narrow: dw length does not match [{o}, {i}]"
+        );
+    }
+    if n == 0 || i == 0 {
+        return;
+    }
+    let want_dw = dw.is_some();
+    let tasks = i.div_ceil(COLS_PER_TASK);
+    let rows = SharedRows {
+        base: x.as_mut_ptr(),
+        len: x.len(),
+    };
+    let sums: Vec<[[f32x16; 4]; MAX_OUTPUTS]> = (0..tasks)
+        .into_par_iter()
+        .map(|t| {
+            let k0 = t * COLS_PER_TASK;
+            let cols = (i - k0).min(COLS_PER_TASK);
+            let mut wv = [[f32x16::splat(0.0); 4]; MAX_OUTPUTS];
+            for (j, wj) in wv.iter_mut().take(o).enumerate() {
+                *wj = load_segment(&w[j * i + k0..j * i + k0 + cols]);
+            }
+            let mut acc = [[f32x16::splat(0.0); 4]; MAX_OUTPUTS];
+            for (r, gr) in dy.chunks_exact(o).enumerate() {
+                // SAFETY: task `t` alone owns columns [k0, k0 + cols) of every row, and
+                // `r·i + k0 + cols` ≤ `n·i` = `x.len()` (checked above).
+                let seg = unsafe { rows.segment(r * i + k0, cols) };
+                let xv = load_segment(seg);
+                if want_dw {
+                    for (a, &g) in acc.iter_mut().zip(gr) {
+                        let g = f32x16::splat(g);
+                        for (av, xs) in a.iter_mut().zip(&xv) {
+                            *av = xs.mul_add(g, *av);
+                        }
+                    }
+                }
+                let mut dx = [f32x16::splat(0.0); 4];
+                for (wj, &g) in wv.iter().zip(gr) {
+                    let g = f32x16::splat(g);
+                    for (d, wl) in dx.iter_mut().zip(wj) {
+                        *d = wl.mul_add(g, *d);
+                    }
+                }
+                let dx = dx.map(|v| v.to_array());
+                seg.copy_from_slice(&dx.as_flattened()[..cols]);
+            }
+            acc
+        })
+        .collect();
+    if let Some(dw) = dw {
+        add_task_sums(&sums, dw, i);
+    }
+}
+
+/// Adds the tasks' column sums (`[k0, k0 + 64)` of every row of `dW` each) into `dw`.
+fn add_task_sums(sums: &[[[f32x16; 4]; MAX_OUTPUTS]], dw: &mut [f32], i: usize) {
     dw.par_chunks_mut(i).enumerate().for_each(|(j, row)| {
         for (t, acc) in sums.iter().enumerate() {
             let k0 = t * COLS_PER_TASK;
@@ -256,6 +366,64 @@ mod tests {
                 forward(&x, &w, &mut y, (n, i, o), 0.0);
                 weight_grad(&dy, &x, &mut dw, (n, i, o));
                 (y, dw)
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            assert!(run(threads) == one, "{threads} threads");
+        }
+    }
+
+    /// f64 reference of the input gradient `dy·w`.
+    fn input_grad_reference(dy: &[f32], w: &[f32], (n, i, o): (usize, usize, usize)) -> Vec<f64> {
+        (0..n * i)
+            .map(|e| {
+                (0..o)
+                    .map(|j| dy[e / i * o + j] as f64 * w[j * i + e % i] as f64)
+                    .sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_in_place_backward_matches_references_and_the_separate_weight_gradient() {
+        for &(n, i, o) in &[
+            (1, 1, 1),
+            (3, 15, 2),
+            (9, 16, 10),
+            (17, 63, 16),
+            (8, 65, 7),
+            (20, 200, 10),
+            (5, 300, 9),
+        ] {
+            let (x, w, dy) = (data(n * i, 7), data(o * i, 8), data(n * o, 9));
+            let mut dw_separate = vec![1.0; o * i];
+            weight_grad(&dy, &x, &mut dw_separate, (n, i, o));
+            let mut dx = x.clone();
+            let mut dw = vec![1.0; o * i];
+            backward_in_place(&dy, &w, &mut dx, Some(&mut dw), (n, i, o));
+            assert!(dw == dw_separate, "dw bits differ at {:?}", (n, i, o));
+            close(&dx, &input_grad_reference(&dy, &w, (n, i, o)), o, "dx");
+            // Without a weight gradient the input gradient is the same.
+            let mut dx_only = x.clone();
+            backward_in_place(&dy, &w, &mut dx_only, None, (n, i, o));
+            assert!(dx_only == dx, "dx without dw differs at {:?}", (n, i, o));
+        }
+    }
+
+    #[test]
+    fn the_in_place_backward_does_not_depend_on_the_thread_count() {
+        let (n, i, o) = (37, 3136, 10);
+        let (x, w, dy) = (data(n * i, 10), data(o * i, 11), data(n * o, 12));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let (mut dx, mut dw) = (x.clone(), vec![0.0; o * i]);
+                backward_in_place(&dy, &w, &mut dx, Some(&mut dw), (n, i, o));
+                (dx, dw)
             })
         };
         let one = run(1);

@@ -76,6 +76,21 @@ impl Linear {
         self.bias.as_ref()
     }
 
+    /// `db[j] += Σ_r dy[r, j]` (summed in f64, rows in order), if the bias is trained.
+    fn add_bias_grad(&mut self, dy: &[f32], n: usize) {
+        let o = self.spec.out_features;
+        if let Some(b) = self.bias.as_mut().filter(|b| b.trainable) {
+            b.grad
+                .data_mut()
+                .par_iter_mut()
+                .enumerate()
+                .for_each(|(j, g)| {
+                    let s: f64 = (0..n).map(|r| dy[r * o + j] as f64).sum();
+                    *g += s as f32;
+                });
+        }
+    }
+
     fn check_params(&self) -> Result<()> {
         let s = &self.spec;
         check_param(&self.weight, &[s.out_features, s.in_features])?;
@@ -162,18 +177,16 @@ impl Layer for Linear {
         self.check_params()?;
         let mut x = self.cache.take().expect("checked above");
         let dy = grad_output.data();
+        self.add_bias_grad(dy, n);
+        if o <= narrow::MAX_OUTPUTS {
+            // One pass over the cached input: weight gradient, then the input gradient over it.
+            let weight = &mut self.weight;
+            let dw = weight.trainable.then(|| weight.grad.data_mut());
+            narrow::backward_in_place(dy, weight.value.data(), x.data_mut(), dw, (n, i, o));
+            return Ok(x);
+        }
         if self.weight.trainable {
             weight_grad(dy, x.data(), n, o, i, self.weight.grad.data_mut());
-        }
-        if let Some(b) = self.bias.as_mut().filter(|b| b.trainable) {
-            b.grad
-                .data_mut()
-                .par_iter_mut()
-                .enumerate()
-                .for_each(|(j, g)| {
-                    let s: f64 = (0..n).map(|r| dy[r * o + j] as f64).sum();
-                    *g += s as f32;
-                });
         }
         // dx = dy·W, written over the cached input (same shape, no longer needed).
         sgemm_rows_par(
