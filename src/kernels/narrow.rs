@@ -6,8 +6,9 @@
 //! rows, so one GEMM task) ran transposed into a scratch buffer added back transposed.
 //! Criterion `linear_head` (`mnist-cnn`'s `3136 → 10` at `n` = 256, 2 threads): forward
 //! 0.20–0.25 ms against the GEMM's 0.33–0.45; the training step gained 10 % (interleaved
-//! A/B, `docs/perf.md`). The input gradient `dy·W` stays a GEMM: there the packing is of
-//! the small operand, and a row-by-row kernel that streams `W` from L2 per row was 2× slower.
+//! A/B, `docs/perf.md`). The input gradient `dy·W` runs with the weight gradient in
+//! [`backward_in_place`], in 64-column strips so `W`'s slice stays in registers (a row-by-row
+//! kernel that streamed all of `W` from L2 per row was 2× slower than the GEMM).
 //!
 //! Determinism: each output element is one sum in a fixed order (lanes over `k` in
 //! `dots`, rows ascending in [`weight_grad`]), and tasks split only independent outputs, so
