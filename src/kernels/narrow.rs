@@ -324,18 +324,36 @@ mod tests {
         }
     }
 
+    /// `(n, i, o)`: widths around the 16 lanes and the 64-column tasks, row counts around the
+    /// forward's task size.
+    const SHAPES: &[(usize, usize, usize)] = &[
+        (1, 1, 1),
+        (3, 15, 2),
+        (9, 16, 10),
+        (17, 63, 16),
+        (8, 65, 7),
+        (20, 200, 10),
+        (5, 300, 9),
+    ];
+
+    /// `f` on a pool of 1 thread, then of 2 and 3: each result must equal the first.
+    fn same_on_any_thread_count<R: PartialEq + Send>(f: impl Fn() -> R + Sync) {
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(&f)
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            assert!(run(threads) == one, "{threads} threads");
+        }
+    }
+
     #[test]
     fn both_products_match_f64_references() {
-        // Widths around the 16 lanes and the 64-column tasks, row counts around the task size.
-        for &(n, i, o) in &[
-            (1, 1, 1),
-            (3, 15, 2),
-            (9, 16, 10),
-            (17, 63, 16),
-            (8, 65, 7),
-            (20, 200, 10),
-            (5, 300, 9),
-        ] {
+        for &(n, i, o) in SHAPES {
             let (x, w, dy) = (data(n * i, 1), data(o * i, 2), data(n * o, 3));
             let [y_ref, dw_ref] = reference(&x, &w, &dy, (n, i, o));
             let mut y = vec![f32::NAN; n * o];
@@ -357,22 +375,12 @@ mod tests {
     fn results_do_not_depend_on_the_thread_count() {
         let (n, i, o) = (37, 3136, 10);
         let (x, w, dy) = (data(n * i, 4), data(o * i, 5), data(n * o, 6));
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                let (mut y, mut dw) = (vec![0.0; n * o], vec![0.0; o * i]);
-                forward(&x, &w, &mut y, (n, i, o), 0.0);
-                weight_grad(&dy, &x, &mut dw, (n, i, o));
-                (y, dw)
-            })
-        };
-        let one = run(1);
-        for threads in [2, 3] {
-            assert!(run(threads) == one, "{threads} threads");
-        }
+        same_on_any_thread_count(|| {
+            let (mut y, mut dw) = (vec![0.0; n * o], vec![0.0; o * i]);
+            forward(&x, &w, &mut y, (n, i, o), 0.0);
+            weight_grad(&dy, &x, &mut dw, (n, i, o));
+            (y, dw)
+        });
     }
 
     /// f64 reference of the input gradient `dy·w`.
@@ -388,15 +396,7 @@ mod tests {
 
     #[test]
     fn the_in_place_backward_matches_references_and_the_separate_weight_gradient() {
-        for &(n, i, o) in &[
-            (1, 1, 1),
-            (3, 15, 2),
-            (9, 16, 10),
-            (17, 63, 16),
-            (8, 65, 7),
-            (20, 200, 10),
-            (5, 300, 9),
-        ] {
+        for &(n, i, o) in SHAPES {
             let (x, w, dy) = (data(n * i, 7), data(o * i, 8), data(n * o, 9));
             let mut dw_separate = vec![1.0; o * i];
             weight_grad(&dy, &x, &mut dw_separate, (n, i, o));
@@ -416,21 +416,11 @@ mod tests {
     fn the_in_place_backward_does_not_depend_on_the_thread_count() {
         let (n, i, o) = (37, 3136, 10);
         let (x, w, dy) = (data(n * i, 10), data(o * i, 11), data(n * o, 12));
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                let (mut dx, mut dw) = (x.clone(), vec![0.0; o * i]);
-                backward_in_place(&dy, &w, &mut dx, Some(&mut dw), (n, i, o));
-                (dx, dw)
-            })
-        };
-        let one = run(1);
-        for threads in [2, 3] {
-            assert!(run(threads) == one, "{threads} threads");
-        }
+        same_on_any_thread_count(|| {
+            let (mut dx, mut dw) = (x.clone(), vec![0.0; o * i]);
+            backward_in_place(&dy, &w, &mut dx, Some(&mut dw), (n, i, o));
+            (dx, dw)
+        });
     }
 
     #[test]
