@@ -218,15 +218,13 @@ impl Layer for Linear {
 
 /// `dW[o, i] += Σ_n dy[n, o]·x[n, i]` for `dy: [n, o]`, `x: [n, i]`, `dW: [o, i]`.
 ///
-/// Classifier heads (`o` ≤ [`narrow::MAX_OUTPUTS`]) take [`narrow::weight_grad`]. With a few
-/// more outputs (`o` ≤ [`ROW_BLOCK`]) `dW`'s rows are one GEMM task, so the
-/// product runs as `dWᵀ = xᵀ·dy` instead, split over the `i` rows on the pool, into a pooled
-/// buffer that is then added transposed: `mnist-cnn`'s `10 × 3136` weight gradient took
-/// 1.1 ms of a training step the other way round (one thread, a 10-row GEMM).
+/// For layers wider than a classifier head (heads, `o` ≤ [`narrow::MAX_OUTPUTS`], take
+/// [`narrow::backward_in_place`]). With a few outputs (`o` ≤ [`ROW_BLOCK`]) `dW`'s rows are
+/// one GEMM task, so the product runs as `dWᵀ = xᵀ·dy` instead, split over the `i` rows on
+/// the pool, into a pooled buffer that is then added transposed: `mnist-cnn`'s `10 × 3136`
+/// weight gradient took 1.1 ms of a training step the other way round (one thread, a 10-row
+/// GEMM).
 fn weight_grad(dy: &[f32], x: &[f32], n: usize, o: usize, i: usize, dw: &mut [f32]) {
-    if o <= narrow::MAX_OUTPUTS {
-        return narrow::weight_grad(dy, x, dw, (n, i, o));
-    }
     if o > ROW_BLOCK {
         let (a, b) = (MatLayout::row_major(n, o).t(), MatLayout::row_major(n, i));
         sgemm_rows_par(1.0, dy, a, x, b, 1.0, dw, MatLayout::row_major(o, i));
