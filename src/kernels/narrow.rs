@@ -7,8 +7,9 @@
 //! Criterion `linear_head` (`mnist-cnn`'s `3136 → 10` at `n` = 256, 2 threads): forward
 //! 0.20–0.25 ms against the GEMM's 0.33–0.45; the training step gained 10 % (interleaved
 //! A/B, `docs/perf.md`). The input gradient `dy·W` runs with the weight gradient in
-//! [`backward_in_place`], in 64-column strips so `W`'s slice stays in registers (a row-by-row
-//! kernel that streamed all of `W` from L2 per row was 2× slower than the GEMM).
+//! [`backward_in_place`], in 64-column strips so `W`'s slice stays in L1 and the strip's sums
+//! in registers (a row-by-row kernel that streamed all of `W` from L2 per row was 2× slower
+//! than the GEMM).
 //!
 //! Determinism: each output element is one sum in a fixed order (lanes over `k` in
 //! `dots`, rows ascending in [`weight_grad`]), and tasks split only independent outputs, so
@@ -81,35 +82,60 @@ pub fn forward(x: &[f32], w: &[f32], y: &mut [f32], (n, i, o): (usize, usize, us
     y.par_chunks_mut(ROWS_PER_TASK * o)
         .zip(x.par_chunks(ROWS_PER_TASK * i))
         .for_each(|(yc, xc)| {
-            let put = |y: &mut f32, s: f32| *y = if beta == 0.0 { s } else { beta * *y + s };
-            let w_row = |j: usize| &w[j * i..][..i];
-            // Two rows by four outputs at a time: eight chains.
-            for (yp, xp) in yc.chunks_mut(2 * o).zip(xc.chunks(2 * i)) {
-                if yp.len() < 2 * o {
-                    // An odd last row.
-                    for (j, v) in yp.iter_mut().enumerate() {
-                        put(v, dots([xp], [w_row(j)])[0][0]);
+            let blocks = yc
+                .chunks_mut(FORWARD_ROWS * o)
+                .zip(xc.chunks(FORWARD_ROWS * i));
+            for (yb, xb) in blocks {
+                if yb.len() < FORWARD_ROWS * o {
+                    // The last few rows, one at a time.
+                    for (yr, xr) in yb.chunks_mut(o).zip(xb.chunks(i)) {
+                        forward_rows::<1>([xr], [yr], w, i, beta);
                     }
                     continue;
                 }
-                let (x0, x1) = xp.split_at(i);
-                let (y0, y1) = yp.split_at_mut(o);
-                let mut j = 0;
-                while j + 4 <= o {
-                    let s = dots::<2, 4>([x0, x1], std::array::from_fn(|q| w_row(j + q)));
-                    for q in 0..4 {
-                        put(&mut y0[j + q], s[0][q]);
-                        put(&mut y1[j + q], s[1][q]);
-                    }
-                    j += 4;
-                }
-                for j in j..o {
-                    let s = dots([x0, x1], [w_row(j)]);
-                    put(&mut y0[j], s[0][0]);
-                    put(&mut y1[j], s[1][0]);
-                }
+                let xs: [&[f32]; FORWARD_ROWS] = std::array::from_fn(|r| &xb[r * i..][..i]);
+                let mut it = yb.chunks_mut(o);
+                let ys: [&mut [f32]; FORWARD_ROWS] =
+                    std::array::from_fn(|_| it.next().expect("FORWARD_ROWS rows"));
+                forward_rows::<FORWARD_ROWS>(xs, ys, w, i, beta);
             }
         });
+}
+
+/// Rows of `x` taken together by [`forward`]: each block of `w`'s rows is read once for all
+/// of them (`mnist-cnn`'s `w` is 125 KB, in L2). Four rows by four outputs (16 sums) with
+/// their 4 + 4 vectors of `x` and `w` fit the 32 vector registers. Criterion
+/// `linear_head/narrow_fwd` on a Zen 4, 2 threads: 0.23 ms with two rows, 0.165 with four.
+const FORWARD_ROWS: usize = 4;
+
+/// `y[r] = beta·y[r] + x[r]·wᵀ` for `R` rows; each output is [`dots`]' sum, the same bits
+/// for any `R`.
+fn forward_rows<const R: usize>(
+    x: [&[f32]; R],
+    mut y: [&mut [f32]; R],
+    w: &[f32],
+    i: usize,
+    beta: f32,
+) {
+    let o = y[0].len();
+    let put = |y: &mut f32, s: f32| *y = if beta == 0.0 { s } else { beta * *y + s };
+    let w_row = |j: usize| &w[j * i..][..i];
+    let mut j = 0;
+    while j + 4 <= o {
+        let s = dots::<R, 4>(x, std::array::from_fn(|q| w_row(j + q)));
+        for (yr, sr) in y.iter_mut().zip(&s) {
+            for q in 0..4 {
+                put(&mut yr[j + q], sr[q]);
+            }
+        }
+        j += 4;
+    }
+    for j in j..o {
+        let s = dots::<R, 1>(x, [w_row(j)]);
+        for (yr, sr) in y.iter_mut().zip(&s) {
+            put(&mut yr[j], sr[0]);
+        }
+    }
 }
 
 /// `dw[j, k] += Σ_r dy[r, j]·x[r, k]` for `dy: [n, o]`, `x: [n, i]`, `dw: [o, i]`; each
@@ -227,6 +253,10 @@ pub fn backward_in_place(
         .map(|t| {
             let k0 = t * COLS_PER_TASK;
             let cols = (i - k0).min(COLS_PER_TASK);
+            if cols == COLS_PER_TASK {
+                return full_strip_of(o, dy, w, &rows, i, k0, want_dw);
+            }
+            // The last, narrower task.
             let mut wv = [[f32x16::splat(0.0); 4]; MAX_OUTPUTS];
             for (j, wj) in wv.iter_mut().take(o).enumerate() {
                 *wj = load_segment(&w[j * i + k0..j * i + k0 + cols]);
@@ -261,6 +291,80 @@ pub fn backward_in_place(
     if let Some(dw) = dw {
         add_task_sums(&sums, dw, i);
     }
+}
+
+/// [`full_strip`] for the run-time output count `o` (1..=[`MAX_OUTPUTS`]).
+fn full_strip_of(
+    o: usize,
+    dy: &[f32],
+    w: &[f32],
+    rows: &SharedRows,
+    i: usize,
+    k0: usize,
+    want_dw: bool,
+) -> [[f32x16; 4]; MAX_OUTPUTS] {
+    macro_rules! by_outputs {
+        ($($o:literal)*) => {
+            match o {
+                $($o => full_strip::<$o>(dy, w, rows, i, k0, want_dw),)*
+                _ => unreachable!("check() bounds o by MAX_OUTPUTS"),
+            }
+        };
+    }
+    by_outputs!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+}
+
+/// Vectors of a row [`full_strip`] takes at a time: their `2·O` sums stay in registers
+/// (all four, `4·O` = 40 for `mnist-cnn`, do not fit the 32 and spill).
+const STRIP_VECTORS: usize = 2;
+
+/// A full 64-column task of [`backward_in_place`] with `O` outputs, `STRIP_VECTORS` vectors
+/// at a time. `O` is a constant so that the sums are registers: with `o` known only at run
+/// time they lived on the stack, a load and a store around every FMA, and the rows went
+/// through a stack copy and `memcpy`. Criterion `linear_head/narrow_bwd_in_place` on a Zen 4,
+/// 2 threads: 0.41 → 0.25 ms (all four vectors at once: 0.35; one: 0.27). Each sum still runs
+/// over the rows in order, so the bits are [`weight_grad`]'s.
+fn full_strip<const O: usize>(
+    dy: &[f32],
+    w: &[f32],
+    rows: &SharedRows,
+    i: usize,
+    k0: usize,
+    want_dw: bool,
+) -> [[f32x16; 4]; MAX_OUTPUTS] {
+    const V: usize = STRIP_VECTORS;
+    let mut out = [[f32x16::splat(0.0); 4]; MAX_OUTPUTS];
+    for part in 0..COLS_PER_TASK / (V * LANES) {
+        let c0 = k0 + part * V * LANES;
+        let mut acc = [[f32x16::splat(0.0); V]; O];
+        for (r, gr) in dy.chunks_exact(O).enumerate() {
+            // SAFETY: the task alone owns columns [k0, k0 + 64) of every row, and
+            // `r·i + c0 + V·16` ≤ `r·i + k0 + 64` ≤ `n·i` = `x.len()` (the caller takes only
+            // full tasks here, and checked the lengths).
+            let seg = unsafe { rows.segment(r * i + c0, V * LANES) };
+            let xv: [f32x16; V] = std::array::from_fn(|v| load(&seg[v * LANES..]));
+            let mut dx = [f32x16::splat(0.0); V];
+            for (j, a) in acc.iter_mut().enumerate() {
+                let g = f32x16::splat(gr[j]);
+                if want_dw {
+                    for (av, xs) in a.iter_mut().zip(&xv) {
+                        *av = xs.mul_add(g, *av);
+                    }
+                }
+                let wj = &w[j * i + c0..][..V * LANES];
+                for (v, d) in dx.iter_mut().enumerate() {
+                    *d = load(&wj[v * LANES..]).mul_add(g, *d);
+                }
+            }
+            for (v, d) in dx.iter().enumerate() {
+                seg[v * LANES..][..LANES].copy_from_slice(&d.to_array());
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            o[part * V..][..V].copy_from_slice(&a);
+        }
+    }
+    out
 }
 
 /// Adds the tasks' column sums (`[k0, k0 + 64)` of every row of `dW` each) into `dw`.
@@ -334,6 +438,8 @@ mod tests {
         (8, 65, 7),
         (20, 200, 10),
         (5, 300, 9),
+        (6, 130, 16),
+        (3, 64, 1),
     ];
 
     /// `f` on a pool of 1 thread, then of 2 and 3: each result must equal the first.
