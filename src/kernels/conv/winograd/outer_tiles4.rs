@@ -84,7 +84,7 @@ pub(super) unsafe fn transform<const INPUT: bool>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{padded_len, transform_t, Image, Transform};
+    use super::super::{padded_len, transform_t, Grid, Image, Transform};
     use super::*;
     use crate::kernels::conv::tests::rand_vec as data;
 
@@ -118,7 +118,7 @@ mod tests {
                     kind,
                     Image::Dense(&img),
                     dims,
-                    &mut padded,
+                    &mut Grid::new(&mut padded),
                     &mut out,
                     ld,
                     col0,
@@ -181,6 +181,47 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// A grid reused across images keeps only the border of the layout it last held: a run
+    /// of transforms through one grid (same layout, then others, then back) gives the bits
+    /// of transforms through fresh grids.
+    #[test]
+    fn a_reused_grid_gives_a_fresh_grids_bits() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX-512F: F(4×4) transposed transforms not tested");
+            return;
+        }
+        let mut seed = 3u64;
+        let runs: [(Transform, (usize, usize, usize)); 6] = [
+            (Transform::Input4, (32, 14, 14)),
+            (Transform::Input4, (32, 14, 14)),
+            (Transform::Grad4, (32, 14, 14)),
+            (Transform::Grad4, (64, 14, 14)),
+            (Transform::Input4, (16, 13, 15)),
+            (Transform::Input4, (32, 14, 14)),
+        ];
+        let mut shared = vec![f32::NAN; padded_len(64, 15, 15)];
+        let mut grid = Grid::new(&mut shared);
+        for (kind, (c, h, w)) in runs {
+            let tiles = h.div_ceil(4) * w.div_ceil(4);
+            let ld = tiles * c;
+            let img = data(c * h * w, &mut seed);
+            let run = |grid: &mut Grid| {
+                let mut out = vec![f32::NAN; 36 * ld];
+                transform_t(kind, Image::Dense(&img), (c, h, w), grid, &mut out, ld, 0);
+                out
+            };
+            let mut fresh = vec![f32::NAN; padded_len(c, h, w)];
+            let want = run(&mut Grid::new(&mut fresh));
+            let got = run(&mut grid);
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{kind:?} {c}x{h}x{w} through a reused grid"
+            );
         }
     }
 }

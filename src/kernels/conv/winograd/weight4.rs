@@ -102,27 +102,47 @@ pub(super) fn backward_weight(
         .par_chunks_mut(slot)
         .enumerate()
         .for_each(|(t, part)| {
-            with_scratch(XIS * v_ld + padded, XIS * u_ld, |s| {
+            with_scratch(XIS * v_ld + 2 * padded, XIS * u_ld, |s| {
                 let (n0, n1) = (t * per, ((t + 1) * per).min(g.n));
                 part.fill(0.0);
+                // One grid per transform, so each keeps its zero border across the images.
+                let (vt, grids) = s.col.split_at_mut(XIS * v_ld);
+                let (x_grid, dy_grid) = grids.split_at_mut(padded);
+                let (mut x_grid, mut dy_grid) =
+                    (outer::Grid::new(x_grid), outer::Grid::new(dy_grid));
                 for i0 in (n0..n1).step_by(gs) {
                     let cnt = gs.min(n1 - i0);
                     for j in 0..cnt {
                         let image = i0 + j;
                         let xi = weight::input_image(g, x, image);
                         let di = Image::Dense(&dy[image * g.out_img()..][..g.out_img()]);
-                        let (vt, pad) = s.col.split_at_mut(XIS * v_ld);
                         let col0 = j * tiles;
                         let dims = (g.c_in, g.h, g.w);
-                        outer::transform_t(Transform::Input4, xi, dims, pad, vt, v_ld, col0);
-                        let dims = (g.c_out, g.h, g.w);
-                        outer::transform_t(Transform::Grad4, di, dims, pad, &mut s.tmp, u_ld, col0);
+                        outer::transform_t(
+                            Transform::Input4,
+                            xi,
+                            dims,
+                            &mut x_grid,
+                            vt,
+                            v_ld,
+                            col0,
+                        );
+                        let (dims, ut) = ((g.c_out, g.h, g.w), &mut s.tmp);
+                        outer::transform_t(
+                            Transform::Grad4,
+                            di,
+                            dims,
+                            &mut dy_grid,
+                            ut,
+                            u_ld,
+                            col0,
+                        );
                     }
                     for xi in 0..XIS {
                         outer::gemm(
                             (g.c_out, g.c_in, cnt * tiles),
                             &s.tmp[xi * u_ld..],
-                            &s.col[xi * v_ld..],
+                            &vt[xi * v_ld..],
                             &mut part[xi * mat..][..mat],
                         );
                     }
