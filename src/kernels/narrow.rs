@@ -248,13 +248,20 @@ pub fn backward_in_place(
         base: x.as_mut_ptr(),
         len: x.len(),
     };
+    let strips = Strips {
+        dy,
+        w,
+        rows: &rows,
+        i,
+        want_dw,
+    };
     let sums: Vec<[[f32x16; 4]; MAX_OUTPUTS]> = (0..tasks)
         .into_par_iter()
         .map(|t| {
             let k0 = t * COLS_PER_TASK;
             let cols = (i - k0).min(COLS_PER_TASK);
             if cols == COLS_PER_TASK {
-                return full_strip_of(o, dy, w, &rows, i, k0, want_dw);
+                return strips.full_of(o, k0);
             }
             // The last, narrower task.
             let mut wv = [[f32x16::splat(0.0); 4]; MAX_OUTPUTS];
@@ -293,78 +300,81 @@ pub fn backward_in_place(
     }
 }
 
-/// [`full_strip`] for the run-time output count `o` (1..=[`MAX_OUTPUTS`]).
-fn full_strip_of(
-    o: usize,
-    dy: &[f32],
-    w: &[f32],
-    rows: &SharedRows,
+/// The operands of [`backward_in_place`]'s full tasks.
+struct Strips<'a> {
+    dy: &'a [f32],
+    w: &'a [f32],
+    rows: &'a SharedRows,
     i: usize,
-    k0: usize,
     want_dw: bool,
-) -> [[f32x16; 4]; MAX_OUTPUTS] {
-    macro_rules! by_outputs {
-        ($($o:literal)*) => {
-            match o {
-                $($o => full_strip::<$o>(dy, w, rows, i, k0, want_dw),)*
-                _ => unreachable!("check() bounds o by MAX_OUTPUTS"),
-            }
-        };
-    }
-    by_outputs!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
 }
 
-/// Vectors of a row [`full_strip`] takes at a time: their `2·O` sums stay in registers
+/// Vectors of a row [`Strips::full`] takes at a time: their `2·O` sums stay in registers
 /// (all four, `4·O` = 40 for `mnist-cnn`, do not fit the 32 and spill).
 const STRIP_VECTORS: usize = 2;
 
-/// A full 64-column task of [`backward_in_place`] with `O` outputs, `STRIP_VECTORS` vectors
-/// at a time. `O` is a constant so that the sums are registers: with `o` known only at run
-/// time they lived on the stack, a load and a store around every FMA, and the rows went
-/// through a stack copy and `memcpy`. Criterion `linear_head/narrow_bwd_in_place` on a Zen 4,
-/// 2 threads: 0.41 → 0.25 ms (all four vectors at once: 0.35; one: 0.27). Each sum still runs
-/// over the rows in order, so the bits are [`weight_grad`]'s.
-fn full_strip<const O: usize>(
-    dy: &[f32],
-    w: &[f32],
-    rows: &SharedRows,
-    i: usize,
-    k0: usize,
-    want_dw: bool,
-) -> [[f32x16; 4]; MAX_OUTPUTS] {
-    const V: usize = STRIP_VECTORS;
-    let mut out = [[f32x16::splat(0.0); 4]; MAX_OUTPUTS];
-    for part in 0..COLS_PER_TASK / (V * LANES) {
-        let c0 = k0 + part * V * LANES;
-        let mut acc = [[f32x16::splat(0.0); V]; O];
-        for (r, gr) in dy.chunks_exact(O).enumerate() {
-            // SAFETY: the task alone owns columns [k0, k0 + 64) of every row, and
-            // `r·i + c0 + V·16` ≤ `r·i + k0 + 64` ≤ `n·i` = `x.len()` (the caller takes only
-            // full tasks here, and checked the lengths).
-            let seg = unsafe { rows.segment(r * i + c0, V * LANES) };
-            let xv: [f32x16; V] = std::array::from_fn(|v| load(&seg[v * LANES..]));
-            let mut dx = [f32x16::splat(0.0); V];
-            for (j, a) in acc.iter_mut().enumerate() {
-                let g = f32x16::splat(gr[j]);
-                if want_dw {
-                    for (av, xs) in a.iter_mut().zip(&xv) {
-                        *av = xs.mul_add(g, *av);
+impl Strips<'_> {
+    /// [`Strips::full`] for the run-time output count `o` (1..=[`MAX_OUTPUTS`]).
+    fn full_of(&self, o: usize, k0: usize) -> [[f32x16; 4]; MAX_OUTPUTS] {
+        macro_rules! by_outputs {
+            ($($o:literal)*) => {
+                match o {
+                    $($o => self.full::<$o>(k0),)*
+                    _ => unreachable!("check() bounds o by MAX_OUTPUTS"),
+                }
+            };
+        }
+        by_outputs!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+    }
+
+    /// The full 64-column task at column `k0` with `O` outputs, `STRIP_VECTORS` vectors at a
+    /// time. `O` is a constant so that the sums are registers: with `o` known only at run
+    /// time they lived on the stack, a load and a store around every FMA, and the rows went
+    /// through a stack copy and `memcpy`. Criterion `linear_head/narrow_bwd_in_place` on a
+    /// Zen 4, 2 threads: 0.41 → 0.25 ms (all four vectors at once: 0.35; one: 0.27). Each sum
+    /// still runs over the rows in order, so the bits are [`weight_grad`]'s.
+    fn full<const O: usize>(&self, k0: usize) -> [[f32x16; 4]; MAX_OUTPUTS] {
+        let Strips {
+            dy,
+            w,
+            rows,
+            i,
+            want_dw,
+        } = *self;
+        const V: usize = STRIP_VECTORS;
+        let mut out = [[f32x16::splat(0.0); 4]; MAX_OUTPUTS];
+        for part in 0..COLS_PER_TASK / (V * LANES) {
+            let c0 = k0 + part * V * LANES;
+            let mut acc = [[f32x16::splat(0.0); V]; O];
+            for (r, gr) in dy.chunks_exact(O).enumerate() {
+                // SAFETY: the task alone owns columns [k0, k0 + 64) of every row, and
+                // `r·i + c0 + V·16` ≤ `r·i + k0 + 64` ≤ `n·i` = `x.len()` (the caller takes only
+                // full tasks here, and checked the lengths).
+                let seg = unsafe { rows.segment(r * i + c0, V * LANES) };
+                let xv: [f32x16; V] = std::array::from_fn(|v| load(&seg[v * LANES..]));
+                let mut dx = [f32x16::splat(0.0); V];
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let g = f32x16::splat(gr[j]);
+                    if want_dw {
+                        for (av, xs) in a.iter_mut().zip(&xv) {
+                            *av = xs.mul_add(g, *av);
+                        }
+                    }
+                    let wj = &w[j * i + c0..][..V * LANES];
+                    for (v, d) in dx.iter_mut().enumerate() {
+                        *d = load(&wj[v * LANES..]).mul_add(g, *d);
                     }
                 }
-                let wj = &w[j * i + c0..][..V * LANES];
-                for (v, d) in dx.iter_mut().enumerate() {
-                    *d = load(&wj[v * LANES..]).mul_add(g, *d);
+                for (v, d) in dx.iter().enumerate() {
+                    seg[v * LANES..][..LANES].copy_from_slice(&d.to_array());
                 }
             }
-            for (v, d) in dx.iter().enumerate() {
-                seg[v * LANES..][..LANES].copy_from_slice(&d.to_array());
+            for (o, a) in out.iter_mut().zip(acc) {
+                o[part * V..][..V].copy_from_slice(&a);
             }
         }
-        for (o, a) in out.iter_mut().zip(acc) {
-            o[part * V..][..V].copy_from_slice(&a);
-        }
+        out
     }
-    out
 }
 
 /// Adds the tasks' column sums (`[k0, k0 + 64)` of every row of `dW` each) into `dw`.
