@@ -250,8 +250,8 @@ pub(super) fn backward_weight_with(
                             use outer::Transform;
                             let xi = input_image(g, x, i0 + j);
                             let (vt, pad) = s.col.split_at_mut(16 * v_ld);
-                            // One grid for both transforms: their borders differ, so each
-                            // fills its own (F(4×4)'s `weight4` keeps one grid per transform).
+                            // A fresh grid per image, shared by both transforms, so each
+                            // fills its border (`weight4` keeps one grid per transform).
                             let pad = &mut outer::Grid::new(pad);
                             let (dims, col0) = ((g.c_in, g.h, g.w), j * tiles);
                             outer::transform_t(Transform::Input, xi, dims, pad, vt, v_ld, col0);
