@@ -358,6 +358,7 @@ fn forward_body<F: Format, const TAPE: bool, const OUT: bool, const STEPS: usize
             let mut u = V::splat(u0);
             let mut any = 0u32;
             let norm = cursor.as_mut().map(|c| c.at(j));
+            let through_affine = |x: V| norm.map_or(x, |(mv, av, bv)| (x - mv).mul_add(av, bv));
             if let Some(src) = src {
                 // A repeated input's rows are one row.
                 let rows = if distinct_rows { steps } else { 1 };
@@ -365,9 +366,14 @@ fn forward_body<F: Format, const TAPE: bool, const OUT: bool, const STEPS: usize
                     prefetch_line(row, j + AHEAD);
                 }
             }
+            // A repeated input is loaded and normalized once for all steps.
+            let repeated = match src {
+                Some(r) if !distinct_rows => Some(through_affine(load16(r[0], j))),
+                _ => None,
+            };
             for t in 0..steps {
-                let x = load16(src.map_or(&*io[t], |r| r[t]), j);
-                let i = norm.map_or(x, |(mv, av, bv)| (x - mv).mul_add(av, bv));
+                let i = repeated
+                    .unwrap_or_else(|| through_affine(load16(src.map_or(&*io[t], |r| r[t]), j)));
                 let out = step(p, u, i);
                 if OUT {
                     store16(io[t], j, out.o);

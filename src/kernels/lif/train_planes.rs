@@ -47,9 +47,6 @@ struct Scratch {
     argmax: Vec<u32>,
     /// One pooled plane (the generic argmax path writes it).
     pooled: Vec<f32>,
-    /// A repeated input's batch-normalized planes around a task (a non-repeated input is
-    /// normalized as the kernel loads it).
-    norm: Vec<f32>,
 }
 
 thread_local! {
@@ -94,46 +91,28 @@ fn input_rows<'a>(
         .collect()
 }
 
-/// The LIF input of neurons `[lo, hi)` through `stages.affine`, if set (a training batch
-/// norm's coefficients): the raw input rows and the affine for the kernel to apply as it
-/// loads them ([`fused::InputAffine`]); a repeated input instead has its whole planes around
-/// `[lo, hi)` copied to `norm` and normalized there once for all steps, plane by plane with
-/// [`bn::normalize_plane`], and the rows point into it. Either way the values are
-/// `bn::normalize`'s bits.
+/// The LIF input of neurons `[lo, hi)` and `stages.affine`, if set (a training batch norm's
+/// coefficients), for the kernel to apply as it loads the rows ([`fused::InputAffine`], with
+/// `bn::normalize`'s bits; a repeated input is normalized once per vector for all steps).
+/// Normalized in registers, no copy: a repeated input's planes once went through an L2
+/// buffer, 1.4 % of a `mnist-cnn` training step on a Zen 4; in registers the kernels' share
+/// grew by about as much (same step share in all, one profile each), so this saves a scratch
+/// buffer and code, not time.
 fn source_rows<'a>(
     stages: &'a PlaneStages,
     t: usize,
     input: &'a [f32],
     lo: usize,
     hi: usize,
-    norm: &'a mut Vec<f32>,
 ) -> (Vec<&'a [f32]>, Option<InputAffine<'a>>) {
-    let Some(a) = &stages.affine else {
-        return (input_rows(stages, t, input, lo, hi), None);
-    };
-    let hw = stages.plane_len();
-    if !stages.repeated {
-        // Normalized in registers: a copy would be written and read once per step.
-        let affine = InputAffine {
-            mean: a.mean,
-            scale: a.scale,
-            shift: a.shift,
-            plane: hw,
-            first: lo,
-        };
-        return (input_rows(stages, t, input, lo, hi), Some(affine));
-    }
-    let (p0, p1) = (lo / hw, hi.div_ceil(hw));
-    let (start, len) = (p0 * hw, (p1 - p0) * hw);
-    let raw = input_rows(stages, t, input, start, start + len);
-    let buf = grow(norm, len);
-    let planes = buf.chunks_exact_mut(hw).zip(raw[0].chunks_exact(hw));
-    for (k, (plane, x)) in planes.enumerate() {
-        let c = (p0 + k) % stages.channels;
-        bn::normalize_plane(x, plane, a.mean[c], a.scale[c], a.shift[c]);
-    }
-    let row: &'a [f32] = &buf[lo - start..hi - start];
-    (vec![row; t], None)
+    let affine = stages.affine.as_ref().map(|a| InputAffine {
+        mean: a.mean,
+        scale: a.scale,
+        shift: a.shift,
+        plane: stages.plane_len(),
+        first: lo,
+    });
+    (input_rows(stages, t, input, lo, hi), affine)
 }
 
 /// Splits every row of `rows` at `at`.
@@ -177,7 +156,7 @@ pub fn forward_train_planes(
             // Through the end of the last owned plane (a chunk inside one big plane owns none).
             let end = if p_hi > p_lo { (p_hi * hw).max(hi) } else { hi };
             let len = end - lo;
-            let (src, affine) = source_rows(stages, t, input, lo, end, &mut s.norm);
+            let (src, affine) = source_rows(stages, t, input, lo, end);
             let (src_own, src_rest): (Vec<&[f32]>, Vec<&[f32]>) =
                 src.iter().map(|r| r.split_at(hi - lo)).unzip();
             let affine_rest = affine.as_ref().map(|a| InputAffine { first: hi, ..*a });
@@ -304,7 +283,7 @@ pub fn backward_train_planes(
                 prefetch(&grad_out[(step * stages.planes + p0) * ohw..][..(p1 - p0) * ohw]);
             }
             let (start, len) = (p0 * hw, (p1 - p0) * hw);
-            let (src, affine) = source_rows(stages, t, input, start, start + len, &mut s.norm);
+            let (src, affine) = source_rows(stages, t, input, start, start + len);
             let io = grow(&mut s.io, t * len);
             let membrane = grow(&mut s.membrane, t * len);
             let mut io_rows: Vec<&mut [f32]> = io.chunks_exact_mut(len).collect();
