@@ -54,6 +54,7 @@
 
 pub mod direct;
 pub mod im2col;
+mod output_grad;
 pub mod sparse;
 pub mod stem;
 pub mod winograd;
@@ -61,6 +62,7 @@ pub mod winograd;
 use super::elementwise::{add_assign, sum};
 use super::gemm::{sgemm, MatLayout};
 use im2col::{col2im, gather, im2col, scatter};
+pub use output_grad::OutputGrad;
 use rayon::prelude::*;
 
 /// Minimum columns per GEMM: images whose output plane is smaller are grouped (see the module
@@ -337,6 +339,26 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) 
     backward_input_im2col(g, dy, weight, dx);
 }
 
+/// [`backward_input`] from `dy` given as an [`OutputGrad`]: the Winograd kernels form a
+/// [`OutputGrad::ThroughBn`] plane by plane as they load it; other shapes get it formed into a
+/// buffer first. The same bits as [`backward_input`] on the formed `∂L/∂y`.
+///
+/// # Panics
+/// If a slice length disagrees with `g`, or `dy`'s parts disagree.
+pub fn backward_input_from(g: &ConvGeom, dy: OutputGrad, weight: &[f32], dx: &mut [f32]) {
+    let dense = match dy {
+        OutputGrad::Dense(dy) => return backward_input(g, dy, weight, dx),
+        _ if winograd::preferred(g) => {
+            check_lens(g, dx.len(), weight.len(), dy.len(), "backward_input");
+            assert!(dy.is_consistent(g.c_out), "conv2d backward_input: {dy:?}");
+            return winograd::backward_input_from(g, dy, weight, dx);
+        }
+        _ => dy.to_dense(g),
+    };
+    backward_input(g, &dense, weight, dx);
+    crate::buffer_pool::give_back(dense);
+}
+
 /// [`backward_input`] as `Wᵀ·dY` GEMMs and col2im, for any shape.
 ///
 /// # Panics
@@ -459,6 +481,26 @@ pub fn backward_weight_spikes(
         "conv2d backward_weight_spikes: not taken for {g:?}"
     );
     winograd::weight::backward_weight_spikes(g, x, dy, dw, ws);
+}
+
+/// [`backward_weight_spikes`] from `dy` given as an [`OutputGrad`] (formed image by image if
+/// it comes through a batch norm): the same bits as [`backward_weight_spikes`] on the formed
+/// `∂L/∂y`.
+///
+/// # Panics
+/// As [`backward_weight_spikes`], or if `dy`'s parts disagree.
+pub fn backward_weight_spikes_from(
+    g: &ConvGeom,
+    x: &sparse::SpikeBits,
+    dy: OutputGrad,
+    dw: &mut [f32],
+    ws: &mut ConvWorkspace,
+) {
+    assert!(
+        weight_grad_reads_spikes(g),
+        "conv2d backward_weight_spikes: not taken for {g:?}"
+    );
+    winograd::weight::backward_weight_spikes_from(g, x, dy, dw, ws);
 }
 
 /// [`backward_weight`] as `dY·colᵀ` GEMMs over a fixed grid of channel blocks and image

@@ -16,6 +16,7 @@
 //! range order: the result does not depend on the thread count.
 
 use super::ConvGeom;
+use super::OutputGrad;
 use crate::kernels::bn::GradAffine;
 use rayon::prelude::*;
 use wide::f32x16;
@@ -56,7 +57,7 @@ const TASKS: usize = 8;
 pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     assert!(applies(g), "stem backward_weight: {g:?} not taken here");
     super::check_lens(g, x.len(), dw.len(), dy.len(), "backward_weight");
-    backward_weight_from(g, x, GradRows::Plain(dy), dw);
+    backward_weight_from(g, x, OutputGrad::Dense(dy), dw);
 }
 
 /// [`backward_weight`] for a conv followed by a training batch norm, from the batch norm's
@@ -84,49 +85,15 @@ pub fn backward_weight_through_bn(
         bn_input.len() == grad.len() && affines.len() == g.c_out,
         "stem backward_weight: batch-norm input or affines do not match {g:?}"
     );
-    let rows = GradRows::ThroughBn {
+    let rows = OutputGrad::ThroughBn {
         grad,
-        input: bn_input,
+        bn_input,
         affines,
     };
     backward_weight_from(g, x, rows, dw);
 }
 
-/// Where [`backward_weight_c`] reads the rows of `dY`.
-#[derive(Clone, Copy)]
-enum GradRows<'a> {
-    /// `dY` itself.
-    Plain(&'a [f32]),
-    /// A batch norm's output gradient and input, `dY` being their channel's [`GradAffine`].
-    ThroughBn {
-        grad: &'a [f32],
-        input: &'a [f32],
-        affines: &'a [GradAffine],
-    },
-}
-
-impl GradRows<'_> {
-    /// Writes the `dst.len()` values of `dY` from flat index `at` (in channel `o`) to `dst`.
-    #[inline(always)]
-    fn read(&self, at: usize, o: usize, dst: &mut [f32]) {
-        match *self {
-            GradRows::Plain(dy) => dst.copy_from_slice(&dy[at..][..dst.len()]),
-            GradRows::ThroughBn {
-                grad,
-                input,
-                affines,
-            } => {
-                let k = affines[o];
-                let (g, x) = (&grad[at..][..dst.len()], &input[at..][..dst.len()]);
-                for ((d, &gv), &xv) in dst.iter_mut().zip(g).zip(x) {
-                    *d = k.apply(gv, xv);
-                }
-            }
-        }
-    }
-}
-
-fn backward_weight_from(g: &ConvGeom, x: &[f32], rows: GradRows, dw: &mut [f32]) {
+fn backward_weight_from(g: &ConvGeom, x: &[f32], rows: OutputGrad, dw: &mut [f32]) {
     match g.c_in {
         1 => backward_weight_c::<1>(g, x, rows, dw),
         2 => backward_weight_c::<2>(g, x, rows, dw),
@@ -137,7 +104,7 @@ fn backward_weight_from(g: &ConvGeom, x: &[f32], rows: GradRows, dw: &mut [f32])
 
 /// [`backward_weight`] for `C` input channels: the `9·C` accumulators of a task are
 /// registers.
-fn backward_weight_c<const C: usize>(g: &ConvGeom, x: &[f32], dy: GradRows, dw: &mut [f32]) {
+fn backward_weight_c<const C: usize>(g: &ConvGeom, x: &[f32], dy: OutputGrad, dw: &mut [f32]) {
     let (h, w) = (g.h, g.w);
     if g.n == 0 || h == 0 || w == 0 {
         return;

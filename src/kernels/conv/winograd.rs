@@ -19,8 +19,7 @@
 //! only; the tests bound it by the same `1e-5 · Σ|products|` as the direct kernels.
 
 use super::super::gemm::{sgemm, MatLayout};
-use super::{with_scratch, ConvGeom};
-use crate::kernels::elementwise::prefetch;
+use super::{with_scratch, ConvGeom, OutputGrad};
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
@@ -283,7 +282,20 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) 
 /// # Panics
 /// As [`backward_input`].
 pub fn backward_input_f2x2(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) {
-    input_gradient(Transforms::detect(g), g, dy, weight, dx);
+    input_gradient(Transforms::detect(g), g, OutputGrad::Dense(dy), weight, dx);
+}
+
+/// [`backward_input`] from `dy` given as an [`OutputGrad`] (formed plane by plane if it
+/// comes through a batch norm): the same bits as [`backward_input`] on the formed `∂L/∂y`.
+///
+/// # Panics
+/// As [`backward_input`], or if `dy`'s parts disagree.
+pub fn backward_input_from(g: &ConvGeom, dy: OutputGrad, weight: &[f32], dx: &mut [f32]) {
+    if f43::preferred(g) {
+        input_gradient(f43::F43(Transforms::detect(g)), g, dy, weight, dx);
+    } else {
+        input_gradient(Transforms::detect(g), g, dy, weight, dx);
+    }
 }
 
 /// One Winograd algorithm F(m×m, 3×3) for the input gradient: its tile size and transforms.
@@ -322,7 +334,7 @@ impl InputVariant for Transforms {
 fn input_gradient<V: InputVariant>(
     tf: V,
     g: &ConvGeom,
-    dy: &[f32],
+    dy: OutputGrad,
     weight: &[f32],
     dx: &mut [f32],
 ) {
@@ -333,7 +345,8 @@ fn input_gradient<V: InputVariant>(
     assert!(
         dx.len() == g.n * g.in_img()
             && weight.len() == g.weight_len()
-            && dy.len() == g.n * g.out_img(),
+            && dy.len() == g.n * g.out_img()
+            && dy.is_consistent(g.c_out),
         "winograd backward_input: slice lengths do not match {g:?}"
     );
     if g.n == 0 {
@@ -350,7 +363,13 @@ fn input_gradient<V: InputVariant>(
 /// [`InputVariant::weight`] writes it): `dx` ← the "same" correlation of `dy` (`C_out`
 /// channels) that `wt` stands for, `C_in` channels. The forward runs through here too, with
 /// the channel counts swapped ([`f43::forward`]).
-fn transformed_conv<V: InputVariant>(tf: V, g: &ConvGeom, dy: &[f32], wt: &[f32], dx: &mut [f32]) {
+fn transformed_conv<V: InputVariant>(
+    tf: V,
+    g: &ConvGeom,
+    dy: OutputGrad,
+    wt: &[f32],
+    dx: &mut [f32],
+) {
     let xis = (V::TILE + 2) * (V::TILE + 2);
     debug_assert_eq!(wt.len(), xis * g.c_in * g.c_out);
     let tiles = g.h.div_ceil(V::TILE) * g.w.div_ceil(V::TILE);
@@ -377,15 +396,17 @@ fn transformed_conv<V: InputVariant>(tf: V, g: &ConvGeom, dy: &[f32], wt: &[f32]
     let plane = g.h * g.w;
     let per = super::groups_per_task(g.n.div_ceil(gs)) * gs;
     dx.par_chunks_mut(per * g.in_img())
-        .zip(dy.par_chunks(per * g.out_img()))
-        .for_each(|(dxc, dyc)| {
+        .enumerate()
+        .for_each(|(task, dxc)| {
+            // A plane of `dy` formed through a batch norm (`OutputGrad::ThroughBn`).
+            let mut formed = Vec::new();
             with_scratch(v_len, m_len, |s| {
-                for (dxg, dyg) in dxc
-                    .chunks_mut(gs * g.in_img())
-                    .zip(dyc.chunks(gs * g.out_img()))
-                {
-                    let cnt = dyg.len() / g.out_img();
+                for (group, dxg) in dxc.chunks_mut(gs * g.in_img()).enumerate() {
+                    let cnt = dxg.len() / g.in_img();
                     let cols = cnt * tiles;
+                    let first = task * per + group * gs;
+                    // Plane `o` of the group's image `j` in `dy`.
+                    let at = |j: usize, o: usize| ((first + j) * g.c_out + o) * plane;
                     // V_ξ is `C_out × cols` at `ξ·v_ld`, rows `ncols` apart. Channel by
                     // channel, so each row of V_ξ is written from start to end: with few
                     // tiles per image, image by image would leave partial cache lines
@@ -395,11 +416,11 @@ fn transformed_conv<V: InputVariant>(tf: V, g: &ConvGeom, dy: &[f32], wt: &[f32]
                         // not follow: the next channel's planes come in during this one's.
                         if o + 1 < g.c_out {
                             for j in 0..cnt {
-                                prefetch(&dyg[j * g.out_img() + (o + 1) * plane..][..plane]);
+                                dy.prefetch(at(j, o + 1), plane);
                             }
                         }
                         for j in 0..cnt {
-                            let pl = &dyg[j * g.out_img() + o * plane..][..plane];
+                            let pl = dy.span(at(j, o), plane, o, &mut formed);
                             let v = &mut s.col[o * ncols + j * tiles..];
                             tf.input(pl, g.h, g.w, v, v_ld);
                         }
@@ -468,8 +489,14 @@ mod tests {
                 let (dy, w8) = (data(g.n * g.out_img()), data(g.weight_len()));
                 let mut a = vec![f32::NAN; g.n * g.in_img()];
                 let mut b = vec![f32::NAN; g.n * g.in_img()];
-                input_gradient(Transforms::Portable, &g, &dy, &w8, &mut a);
-                input_gradient(Transforms::Avx512, &g, &dy, &w8, &mut b);
+                input_gradient(
+                    Transforms::Portable,
+                    &g,
+                    OutputGrad::Dense(&dy),
+                    &w8,
+                    &mut a,
+                );
+                input_gradient(Transforms::Avx512, &g, OutputGrad::Dense(&dy), &w8, &mut b);
                 let same =
                     |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(same(&a, &b), "{h}x{w} input gradient");
@@ -485,7 +512,7 @@ mod tests {
                     Transforms::Portable,
                     &g,
                     super::super::direct::Input::Dense(&x),
-                    &dy,
+                    OutputGrad::Dense(&dy),
                     &mut dwa,
                     &mut ws,
                 );
@@ -493,7 +520,7 @@ mod tests {
                     Transforms::Avx512,
                     &g,
                     super::super::direct::Input::Dense(&x),
-                    &dy,
+                    OutputGrad::Dense(&dy),
                     &mut dwb,
                     &mut ws,
                 );

@@ -24,7 +24,7 @@
 //! tile, in the same order, so both give the same bits (tested). Both apply `Bᵀ` to the rows
 //! of a window first (whole padded rows at once), then to its columns.
 
-use super::super::ConvGeom;
+use super::super::{ConvGeom, OutputGrad};
 use super::{input_gradient, transformed_conv, InputVariant, Transforms};
 use rayon::prelude::*;
 use std::ops::{Add, Mul, Sub};
@@ -230,7 +230,7 @@ fn transform_output(m: &[f32], ld: usize, h: usize, w: usize, out: &mut [f32]) {
 /// F(4×4)'s tile transforms: the portable loops, or AVX-512 where [`super`]'s detection
 /// picks its AVX-512 transforms (the same condition: at most 32 wide, AVX-512F).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct F43(Transforms);
+pub(super) struct F43(pub(super) Transforms);
 
 impl InputVariant for F43 {
     const TILE: usize = 4;
@@ -266,7 +266,13 @@ pub const COLS: usize = 256;
 /// # Panics
 /// If `g` does not fit or a slice length disagrees with `g`.
 pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) {
-    input_gradient(F43(Transforms::detect(g)), g, dy, weight, dx);
+    input_gradient(
+        F43(Transforms::detect(g)),
+        g,
+        OutputGrad::Dense(dy),
+        weight,
+        dx,
+    );
 }
 
 /// `y ← conv(x, W) + bias` by F(4×4, 3×3) for a conv that [`super::fits`]; the contract of
@@ -311,7 +317,7 @@ fn forward_with(
     };
     let mut wt = crate::buffer_pool::overwritable(36 * g.c_in * g.c_out);
     transform_weight_forward(g, weight, &mut wt);
-    transformed_conv(tf, &swapped, x, &wt, y);
+    transformed_conv(tf, &swapped, OutputGrad::Dense(x), &wt, y);
     crate::buffer_pool::give_back(wt);
     if let Some(b) = bias {
         let plane = g.oh * g.ow;
@@ -432,7 +438,13 @@ mod tests {
             );
             let want = direct(&g, &dy, &wt);
             let mut portable = vec![f32::NAN; g.n * g.in_img()];
-            input_gradient(F43(Transforms::Portable), &g, &dy, &wt, &mut portable);
+            input_gradient(
+                F43(Transforms::Portable),
+                &g,
+                OutputGrad::Dense(&dy),
+                &wt,
+                &mut portable,
+            );
             for (i, (&got, &(s, abs))) in portable.iter().zip(&want).enumerate() {
                 let err = (got as f64 - s).abs();
                 assert!(
@@ -443,7 +455,13 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             if Transforms::detect(&g) == Transforms::Avx512 {
                 let mut vector = vec![f32::NAN; g.n * g.in_img()];
-                input_gradient(F43(Transforms::Avx512), &g, &dy, &wt, &mut vector);
+                input_gradient(
+                    F43(Transforms::Avx512),
+                    &g,
+                    OutputGrad::Dense(&dy),
+                    &wt,
+                    &mut vector,
+                );
                 let same = portable
                     .iter()
                     .zip(&vector)

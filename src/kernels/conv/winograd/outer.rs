@@ -17,6 +17,7 @@
 //! Numerics: each element of `D` is one FMA chain over the tiles in order, so the result
 //! differs from the GEMM's in rounding only (the Winograd tests bound it).
 
+use crate::kernels::bn::GradAffine;
 use crate::kernels::elementwise::prefetch;
 
 #[path = "outer_tiles4.rs"]
@@ -86,6 +87,17 @@ pub(super) enum Image<'a> {
         /// The value of a set bit.
         scale: f32,
     },
+    /// `C·h·w` floats of `∂L/∂y` formed from a batch norm's output gradient and input as they
+    /// are loaded: element `i` is `affines[i / (h·w)].apply(grad[i], input[i])`, in the same
+    /// roundings (see [`crate::kernels::conv::OutputGrad`]).
+    ThroughBn {
+        /// The batch norm's output gradient.
+        grad: &'a [f32],
+        /// The batch norm's input.
+        input: &'a [f32],
+        /// One affine per channel.
+        affines: &'a [GradAffine],
+    },
 }
 
 /// The transposed transforms of one image.
@@ -144,6 +156,11 @@ pub(super) fn transform_t(
             Image::Spikes {
                 words, plane_words, ..
             } => plane_words >= (h * w).div_ceil(64) && words.len() >= c * plane_words,
+            Image::ThroughBn {
+                grad,
+                input,
+                affines,
+            } => grad.len() >= c * h * w && input.len() >= c * h * w && affines.len() >= c,
         } && padded.buf.len() >= padded_len(c, h, w)
             && ld >= (col0 + tiles) * c
             && out.len() >= (kind.values() - 1) * ld + (col0 + tiles) * c,
@@ -248,18 +265,25 @@ unsafe fn to_channels_last(
     let (hw, pp) = (h * w, padded.as_mut_ptr());
     // The 16 planes of a block are read as 16 short streams at once, which the hardware
     // prefetchers do not follow: the next block is fetched while this one is copied.
-    if let Image::Dense(x) = img {
-        prefetch(&x[..16 * hw]);
-    }
+    let fetch = |cv: usize| match img {
+        Image::Dense(x) => prefetch(&x[cv * hw..(cv + 16) * hw]),
+        Image::ThroughBn { grad, input, .. } => {
+            prefetch(&grad[cv * hw..(cv + 16) * hw]);
+            prefetch(&input[cv * hw..(cv + 16) * hw]);
+        }
+        Image::Spikes { .. } => {}
+    };
+    fetch(0);
     for cv in (0..c).step_by(16) {
-        if let (Image::Dense(x), true) = (img, cv + 16 < c) {
-            prefetch(&x[(cv + 16) * hw..(cv + 32) * hw]);
+        if cv + 16 < c {
+            fetch(cv + 16);
         }
         for p0 in (0..hw).step_by(16) {
             let n = 16.min(hw - p0);
             let mask = ((1u32 << n) - 1) as u16;
             // SAFETY: row l reads img[(cv + l)·hw + p0..][..n] within `c·h·w` (or, for
-            // bits, word (cv + l)·plane_words + p0 / 64 of the `c·plane_words` asserted by
+            // bits, word (cv + l)·plane_words + p0 / 64 of the `c·plane_words`, or both
+            // streams of a batch norm's and its affine cv + l < c, asserted by
             // `transform_t`); the stores write 16 floats at pixel (y + off, x + off) ≤ (h, w)
             // of the grid, within its ph·pw·c floats.
             unsafe {
@@ -276,6 +300,21 @@ unsafe fn to_channels_last(
                         let word = *words.get_unchecked((cv + l) * plane_words + p0 / 64);
                         let set = (word >> (p0 % 64)) as u16 & mask;
                         _mm512_maskz_mov_ps(set, _mm512_set1_ps(scale))
+                    }
+                    Image::ThroughBn {
+                        grad,
+                        input,
+                        affines,
+                    } => {
+                        // GradAffine::apply: dy·a + ((x − mean)·b + c), each step rounded
+                        // once. Lanes past `n` are never stored.
+                        let at = (cv + l) * hw + p0;
+                        let k = *affines.get_unchecked(cv + l);
+                        let dy = _mm512_maskz_loadu_ps(mask, grad.as_ptr().add(at));
+                        let x = _mm512_maskz_loadu_ps(mask, input.as_ptr().add(at));
+                        let xm = _mm512_sub_ps(x, _mm512_set1_ps(k.mean));
+                        let rest = _mm512_fmadd_ps(xm, _mm512_set1_ps(k.b), _mm512_set1_ps(k.c));
+                        _mm512_fmadd_ps(dy, _mm512_set1_ps(k.a), rest)
                     }
                 });
                 let cols = transpose16(rows);

@@ -15,7 +15,7 @@
 
 use super::super::direct::Input;
 use super::super::sparse::SpikeBits;
-use super::super::{with_scratch, ConvGeom, ConvWorkspace};
+use super::super::{with_scratch, ConvGeom, ConvWorkspace, OutputGrad};
 #[cfg(target_arch = "x86_64")]
 use super::outer;
 use super::{fits, group, tile_grid, Transforms, MAX_SPLIT, XI_PAD};
@@ -128,8 +128,9 @@ pub fn backward_weight(
 ) {
     #[cfg(target_arch = "x86_64")]
     if takes_f4x4(g) {
-        return super::weight4::backward_weight(g, Input::Dense(x), dy, dw, ws);
+        return super::weight4::backward_weight(g, Input::Dense(x), OutputGrad::Dense(dy), dw, ws);
     }
+    let dy = OutputGrad::Dense(dy);
     backward_weight_with(Transforms::detect(g), g, Input::Dense(x), dy, dw, ws);
 }
 
@@ -175,6 +176,21 @@ pub fn backward_weight_spikes(
     dw: &mut [f32],
     ws: &mut ConvWorkspace,
 ) {
+    backward_weight_spikes_from(g, x, OutputGrad::Dense(dy), dw, ws);
+}
+
+/// [`backward_weight_spikes`] from `dy` given as an [`OutputGrad`] (formed image by image if
+/// it comes through a batch norm): the same bits as on the formed `∂L/∂y`.
+///
+/// # Panics
+/// As [`backward_weight_spikes`], or if `dy`'s parts disagree.
+pub fn backward_weight_spikes_from(
+    g: &ConvGeom,
+    x: &SpikeBits,
+    dy: OutputGrad,
+    dw: &mut [f32],
+    ws: &mut ConvWorkspace,
+) {
     assert!(reads_spikes(g), "winograd: spike bits not taken for {g:?}");
     #[cfg(target_arch = "x86_64")]
     if takes_f4x4(g) {
@@ -188,7 +204,7 @@ pub(super) fn backward_weight_with(
     tf: Transforms,
     g: &ConvGeom,
     x: Input,
-    dy: &[f32],
+    dy: OutputGrad,
     dw: &mut [f32],
     ws: &mut ConvWorkspace,
 ) {
@@ -235,6 +251,8 @@ pub(super) fn backward_weight_with(
         .par_chunks_mut(slot)
         .enumerate()
         .for_each(|(t, part)| {
+            // An image of `dy` formed through a batch norm (`OutputGrad::ThroughBn`).
+            let mut formed = Vec::new();
             with_scratch(16 * v_ld + padded, 16 * u_ld, |s| {
                 let (n0, n1) = (t * per, ((t + 1) * per).min(g.n));
                 if outer {
@@ -244,7 +262,7 @@ pub(super) fn backward_weight_with(
                     let cnt = gs.min(n1 - i0);
                     let cols = cnt * tiles;
                     for j in 0..cnt {
-                        let di = &dy[(i0 + j) * g.out_img()..][..g.out_img()];
+                        let di = dy.image(i0 + j, g.c_out, g.out_plane(), &mut formed);
                         #[cfg(target_arch = "x86_64")]
                         if outer {
                             use outer::Transform;
@@ -303,13 +321,16 @@ pub(super) fn backward_weight_with(
 }
 
 /// Asserts that the slice lengths match `g`.
-pub(super) fn check_lens(g: &ConvGeom, x: Input, dy: &[f32], dw: &[f32]) {
+pub(super) fn check_lens(g: &ConvGeom, x: Input, dy: OutputGrad, dw: &[f32]) {
     let x_len = match x {
         Input::Dense(x) => x.len(),
         Input::Spikes(b) => b.len(),
     };
     assert!(
-        x_len == g.n * g.in_img() && dw.len() == g.weight_len() && dy.len() == g.n * g.out_img(),
+        x_len == g.n * g.in_img()
+            && dw.len() == g.weight_len()
+            && dy.len() == g.n * g.out_img()
+            && dy.is_consistent(g.c_out),
         "winograd backward_weight: slice lengths do not match {g:?}"
     );
 }

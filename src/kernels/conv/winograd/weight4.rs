@@ -14,7 +14,7 @@
 //! thread count: as [`super::weight`], fixed image ranges summed in order.
 
 use super::super::direct::Input;
-use super::super::{with_scratch, ConvGeom, ConvWorkspace};
+use super::super::{with_scratch, ConvGeom, ConvWorkspace, OutputGrad};
 use super::outer::{self, Image, Transform};
 use super::{f43, fits, weight, Transforms, XI_PAD};
 use rayon::prelude::*;
@@ -70,7 +70,7 @@ fn add_output(d: &[f32; XIS], k: &mut [f32]) {
 pub(super) fn backward_weight(
     g: &ConvGeom,
     x: Input,
-    dy: &[f32],
+    dy: OutputGrad,
     dw: &mut [f32],
     ws: &mut ConvWorkspace,
 ) {
@@ -115,7 +115,7 @@ pub(super) fn backward_weight(
                     for j in 0..cnt {
                         let image = i0 + j;
                         let xi = weight::input_image(g, x, image);
-                        let di = Image::Dense(&dy[image * g.out_img()..][..g.out_img()]);
+                        let di = grad_image(g, dy, image);
                         let col0 = j * tiles;
                         let dims = (g.c_in, g.h, g.w);
                         outer::transform_t(
@@ -150,4 +150,22 @@ pub(super) fn backward_weight(
             })
         });
     weight::add_partials::<XIS>(g, &ws.partials[..tasks * slot], dw, add_output);
+}
+
+/// Image `image` of `dy` as the transposed transforms take it (one formed through a batch
+/// norm as they load it).
+fn grad_image<'a>(g: &ConvGeom, dy: OutputGrad<'a>, image: usize) -> Image<'a> {
+    let span = image * g.out_img()..(image + 1) * g.out_img();
+    match dy {
+        OutputGrad::Dense(dy) => Image::Dense(&dy[span]),
+        OutputGrad::ThroughBn {
+            grad,
+            bn_input,
+            affines,
+        } => Image::ThroughBn {
+            grad: &grad[span.clone()],
+            input: &bn_input[span],
+            affines,
+        },
+    }
 }
