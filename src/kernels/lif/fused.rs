@@ -279,9 +279,16 @@ impl<'a, 'b> AffineCursor<'a, 'b> {
                 V::splat(a.shift[c]),
             );
         }
+        // The lanes' planes, walked forward from this group's first: one division per
+        // straddling group, not two per lane (a 14×14 plane straddles every 12th group).
         let (mut m, mut k, mut b) = ([0.0; LANES], [0.0; LANES], [0.0; LANES]);
+        let (mut c, mut next) = (self.plane % a.mean.len(), self.next);
         for l in 0..LANES {
-            let c = a.channel(j + l);
+            while j + l >= next {
+                next += a.plane;
+                c = if c + 1 == a.mean.len() { 0 } else { c + 1 };
+            }
+            debug_assert_eq!(c, a.channel(j + l));
             (m[l], k[l], b[l]) = (a.mean[c], a.scale[c], a.shift[c]);
         }
         (V::new(m), V::new(k), V::new(b))
