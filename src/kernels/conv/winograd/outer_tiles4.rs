@@ -1,5 +1,5 @@
 //! F(4×4)'s transposed tile transforms for the weight gradient F(3×3, 4×4)
-//! ([`super::super::weight4`]): on the channels-last grid of [`super::to_channels_last`],
+//! ([`super::super::weight4`]): on the channels-last grid of [`super::channels_last::to_channels_last`],
 //! 16 channels a vector, `Bᵀ·d·B` of each 6×6 input window (F(4×4, 3×3)'s `Bᵀ`,
 //! [`super::super::f43::bt`]) or `A·y·Aᵀ` of each 4×4 gradient tile (its `A`, [`a_col`]),
 //! written as a row of channels per tile for each of the 36 products.
@@ -27,7 +27,7 @@ fn a_col<T: Lanes>(y: [T; 4]) -> [T; 6] {
 /// down each window column first, then along each transformed row.
 ///
 /// # Safety
-/// AVX-512F; `padded` is the [`super::grid`] for 4-pixel tiles of `c` channels (a multiple of
+/// AVX-512F; `padded` is the [`super::channels_last::grid`] for 4-pixel tiles of `c` channels (a multiple of
 /// 16) of an `h × w` plane, `pw` columns wide; `out` holds `35·ld + (col0 + ⌈h/4⌉·⌈w/4⌉)·c`
 /// floats.
 #[target_feature(enable = "avx512f")]
