@@ -336,53 +336,38 @@ fn train_planes(c: &mut Criterion) {
             dx[0]
         })
     });
-    g.bench_function("stem_fused", |bch| {
-        let stages = PlaneStages {
-            planes: B * ch,
-            channels: ch,
-            height: h,
-            width: w,
-            repeated: true,
-            affine: None,
-            pool: PoolGeom::new(1, h, w, 2, 2, 0),
-            addend: None,
-        };
-        let mut y = vec![0.0; stages.output_len(T)];
-        let mut dx = vec![0.0; input.len()];
-        bch.iter(|| {
-            forward_train_planes(&p, 0.0, T, &stages, &input, &mut y);
-            backward_train_planes(&p, 0.0, T, &stages, &input, &dy, &mut dx, None);
-            dx[0]
-        })
-    });
-    // The stem as `mnist-cnn` trains it: the batch norm's affine applied to the repeated input.
+    // Without and (as `mnist-cnn` trains it, with its backward sums) with the batch norm's
+    // affine applied to the repeated input.
     let mean = data(ch, -0.2, 0.2, 28);
     let scale = data(ch, 0.5, 1.5, 29);
     let shift = data(ch, -0.2, 0.4, 30);
-    g.bench_function("stem_fused_affine", |bch| {
-        let stages = PlaneStages {
-            planes: B * ch,
-            channels: ch,
-            height: h,
-            width: w,
-            repeated: true,
-            affine: Some(ChannelAffine {
-                mean: &mean,
-                scale: &scale,
-                shift: &shift,
-            }),
-            pool: PoolGeom::new(1, h, w, 2, 2, 0),
-            addend: None,
-        };
-        let mut y = vec![0.0; stages.output_len(T)];
-        let mut dx = vec![0.0; input.len()];
-        let mut sums = vec![(0.0, 0.0); B * ch];
-        bch.iter(|| {
-            forward_train_planes(&p, 0.0, T, &stages, &input, &mut y);
-            backward_train_planes(&p, 0.0, T, &stages, &input, &dy, &mut dx, Some(&mut sums));
-            dx[0]
-        })
-    });
+    for (name, with_affine) in [("stem_fused", false), ("stem_fused_affine", true)] {
+        g.bench_function(name, |bch| {
+            let stages = PlaneStages {
+                planes: B * ch,
+                channels: ch,
+                height: h,
+                width: w,
+                repeated: true,
+                affine: with_affine.then_some(ChannelAffine {
+                    mean: &mean,
+                    scale: &scale,
+                    shift: &shift,
+                }),
+                pool: PoolGeom::new(1, h, w, 2, 2, 0),
+                addend: None,
+            };
+            let mut y = vec![0.0; stages.output_len(T)];
+            let mut dx = vec![0.0; input.len()];
+            let mut sums = vec![(0.0, 0.0); B * ch];
+            bch.iter(|| {
+                forward_train_planes(&p, 0.0, T, &stages, &input, &mut y);
+                let sums = with_affine.then_some(&mut sums[..]);
+                backward_train_planes(&p, 0.0, T, &stages, &input, &dy, &mut dx, sums);
+                dx[0]
+            })
+        });
+    }
     // conv2's neuron: every step its own input, read through the batch norm's affine, and the
     // batch norm's backward plane sums taken in the backward.
     let (ch, h, w) = (64, 14, 14);
