@@ -253,6 +253,48 @@ fn sparse_benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// Both gradients of `mnist-cnn`'s conv2 (spike input at density 0.3, `∂L/∂y` through its batch
+/// norm) one after the other and in one pass (`conv::backward_spikes_from`), for the ratio in
+/// one run.
+fn through_bn_benches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv2d_through_bn");
+    group.sample_size(20);
+    let g = ConvGeom::new(256, 32, 14, 14, 64, 3, 1, 1).unwrap();
+    let w = data(g.weight_len(), 2);
+    let (grad, bn_input) = (data(g.n * g.out_img(), 3), data(g.n * g.out_img(), 4));
+    let affines: Vec<bn::GradAffine> = (0..g.c_out)
+        .map(|o| bn::GradAffine {
+            a: 1.0 + o as f32 / 64.0,
+            b: -0.01,
+            c: 0.001,
+            mean: 0.1,
+        })
+        .collect();
+    let dy = conv::OutputGrad::ThroughBn {
+        grad: &grad,
+        bn_input: &bn_input,
+        affines: &affines,
+    };
+    let bits = SpikeBits::from_f32(&spikes(g.n * g.in_img(), 0.3), g.n, g.c_in, 196, 1.0);
+    let (mut dx, mut dw) = (vec![0.0; g.n * g.in_img()], vec![0.0; g.weight_len()]);
+    let mut ws = ConvWorkspace::default();
+    group.throughput(Throughput::Elements(2 * g.flops()));
+    let label = "mnist_c2_32to64_14x14_k3";
+    group.bench_function(BenchmarkId::new("separate", label), |b| {
+        b.iter(|| {
+            conv::backward_weight_spikes_from(&g, black_box(&bits), dy, &mut dw, &mut ws);
+            conv::backward_input_from(&g, dy, &w, &mut dx);
+        })
+    });
+    group.bench_function(BenchmarkId::new("joint", label), |b| {
+        b.iter(|| {
+            let bits = black_box(&bits);
+            conv::backward_spikes_from(&g, bits, dy, &w, &mut dw, &mut dx, &mut ws)
+        })
+    });
+    group.finish();
+}
+
 /// A classifier head (`mnist-cnn`'s `fc`: 3136 → 10 at T·B = 256) by `kernels::narrow` and by
 /// the GEMM it replaced (the input gradient stays a GEMM), for the ratios in one run.
 fn head_benches(c: &mut Criterion) {
@@ -293,6 +335,7 @@ criterion_group!(
     conv_benches,
     sparse_benches,
     bn_pool_benches,
+    through_bn_benches,
     head_benches
 );
 criterion_main!(benches);

@@ -503,6 +503,33 @@ pub fn backward_weight_spikes_from(
     winograd::weight::backward_weight_spikes_from(g, x, dy, dw, ws);
 }
 
+/// Both gradients of a conv on the spikes `x` (given as bits, where
+/// [`weight_grad_reads_spikes`]) from `dy` given as an [`OutputGrad`]: `dw += ∂L/∂W` as
+/// [`backward_weight_spikes_from`] and `dx ← ∂L/∂x` as [`backward_input_from`], the same bits.
+/// Where [`winograd::joint_applies`] in one pass that reads `∂L/∂y` from memory once
+/// ([`winograd::backward_joint`]), else one after the other.
+///
+/// # Panics
+/// As the two kernels.
+pub fn backward_spikes_from(
+    g: &ConvGeom,
+    x: &sparse::SpikeBits,
+    dy: OutputGrad,
+    weight: &[f32],
+    dw: &mut [f32],
+    dx: &mut [f32],
+    ws: &mut ConvWorkspace,
+) {
+    if weight_grad_reads_spikes(g) && winograd::joint_applies(g) {
+        check_lens(g, dx.len(), weight.len(), dy.len(), "backward_spikes");
+        assert!(dy.is_consistent(g.c_out), "conv2d backward_spikes: {dy:?}");
+        let x = direct::Input::Spikes(x);
+        return winograd::backward_joint(g, x, dy, weight, dw, dx, ws);
+    }
+    backward_weight_spikes_from(g, x, dy, dw, ws);
+    backward_input_from(g, dy, weight, dx);
+}
+
 /// [`backward_weight`] as `dY·colᵀ` GEMMs over a fixed grid of channel blocks and image
 /// ranges, for any shape.
 ///

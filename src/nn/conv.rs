@@ -330,6 +330,13 @@ impl Conv2d {
             affines,
         };
         match &saved {
+            Saved::Spikes(bits) if self.weight.trainable && self.input_grad => {
+                // Both gradients in one pass over the batch norm's streams where it can.
+                let mut dx = crate::buffer_pool::overwritable(g.n * g.in_img());
+                let (w, dw) = (self.weight.value.data(), self.weight.grad.data_mut());
+                conv::backward_spikes_from(&g, bits, dy, w, dw, &mut dx, &mut self.ws);
+                return Tensor::from_vec(&in_shape, dx);
+            }
             Saved::Dense(input) if self.weight.trainable => {
                 let dw = self.weight.grad.data_mut();
                 stem::backward_weight_through_bn(

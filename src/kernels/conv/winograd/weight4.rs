@@ -74,6 +74,39 @@ pub(super) fn backward_weight(
     dw: &mut [f32],
     ws: &mut ConvWorkspace,
 ) {
+    check(g, x, dy, dw);
+    if g.n == 0 {
+        return;
+    }
+    let plan = Plan::new(g);
+    let (col_len, tmp_len) = plan.scratch();
+    ws.partials
+        .resize(ws.partials.len().max(plan.tasks * plan.slot), 0.0);
+    ws.partials[..plan.tasks * plan.slot]
+        .par_chunks_mut(plan.slot)
+        .enumerate()
+        .for_each(|(t, part)| {
+            with_scratch(col_len, tmp_len, |s| {
+                let (n0, n1) = plan.task_images(g, t);
+                part.fill(0.0);
+                let mut scratch = GroupScratch::new(&plan, &mut s.col, &mut s.tmp);
+                for i0 in (n0..n1).step_by(plan.images) {
+                    let cnt = plan.images.min(n1 - i0);
+                    let dy_image = |image| grad_image(g, dy, image);
+                    accumulate_group(g, &plan, x, dy_image, i0, cnt, &mut scratch, part);
+                }
+            })
+        });
+    finish(g, &ws.partials[..plan.tasks * plan.slot], dw);
+}
+
+/// `dw += ` the output transform of the tasks' `partials` summed in task order.
+pub(super) fn finish(g: &ConvGeom, partials: &[f32], dw: &mut [f32]) {
+    weight::add_partials::<XIS>(g, partials, dw, add_output);
+}
+
+/// Asserts that [`applies`] holds for `g` and that `x`, `dy` and `dw` match it.
+pub(super) fn check(g: &ConvGeom, x: Input, dy: OutputGrad, dw: &[f32]) {
     assert!(applies(g), "winograd F(3x3, 4x4): not taken for {g:?}");
     weight::check_lens(g, x, dy, dw);
     if let Input::Spikes(b) = x {
@@ -83,73 +116,130 @@ pub(super) fn backward_weight(
             "spike bits of {g:?}"
         );
     }
-    if g.n == 0 {
-        return;
+}
+
+/// How [`backward_weight`] splits the images of `g`: fixed image ranges (tasks) of groups,
+/// and the layout of a group's transposed transforms.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Plan {
+    /// Tiles per plane.
+    tiles: usize,
+    /// Images per group.
+    pub(super) images: usize,
+    /// Images per task (a multiple of `images`).
+    pub(super) per: usize,
+    /// Tasks, each with its own partial `D`.
+    pub(super) tasks: usize,
+    /// Floats of one partial `D`.
+    pub(super) slot: usize,
+    /// Distances between the matrices of `Vᵀ` and of `Uᵀ`.
+    v_ld: usize,
+    u_ld: usize,
+    /// Floats of one channels-last grid.
+    padded: usize,
+}
+
+impl Plan {
+    pub(super) fn new(g: &ConvGeom) -> Self {
+        let tiles = g.h.div_ceil(4) * g.w.div_ceil(4);
+        let images = (GROUP_BYTES / (XIS * (g.c_in + g.c_out) * 4) / tiles).clamp(1, g.n.max(1));
+        let ncols = images * tiles;
+        let per = g.n.div_ceil(TASKS).div_ceil(images) * images;
+        Plan {
+            tiles,
+            images,
+            per,
+            tasks: g.n.div_ceil(per.max(1)),
+            slot: XIS * g.c_out * g.c_in,
+            v_ld: g.c_in * ncols + XI_PAD,
+            u_ld: g.c_out * ncols + XI_PAD,
+            padded: outer::padded_len(g.c_in.max(g.c_out), g.h, g.w),
+        }
     }
-    let tiles = g.h.div_ceil(4) * g.w.div_ceil(4);
-    let gs = (GROUP_BYTES / (XIS * (g.c_in + g.c_out) * 4) / tiles).clamp(1, g.n);
-    let ncols = gs * tiles;
-    let per = g.n.div_ceil(TASKS).div_ceil(gs) * gs;
-    let tasks = g.n.div_ceil(per);
+
+    /// Floats of the `col` and `tmp` scratch a task needs ([`GroupScratch::new`]).
+    pub(super) fn scratch(&self) -> (usize, usize) {
+        (XIS * self.v_ld + 2 * self.padded, XIS * self.u_ld)
+    }
+
+    /// The images `n0..n1` of task `t`.
+    pub(super) fn task_images(&self, g: &ConvGeom, t: usize) -> (usize, usize) {
+        (t * self.per, ((t + 1) * self.per).min(g.n))
+    }
+}
+
+/// A task's scratch, split as [`accumulate_group`] uses it: `Vᵀ`, `Uᵀ` and one grid per
+/// transform, so each keeps its zero border across the images.
+pub(super) struct GroupScratch<'a> {
+    vt: &'a mut [f32],
+    ut: &'a mut [f32],
+    x_grid: outer::Grid<'a>,
+    dy_grid: outer::Grid<'a>,
+}
+
+impl<'a> GroupScratch<'a> {
+    /// Splits `col` and `tmp` (at least [`Plan::scratch`] floats).
+    pub(super) fn new(plan: &Plan, col: &'a mut [f32], tmp: &'a mut [f32]) -> Self {
+        let (vt, grids) = col.split_at_mut(col.len() - 2 * plan.padded);
+        let (x_grid, dy_grid) = grids.split_at_mut(plan.padded);
+        GroupScratch {
+            vt,
+            ut: tmp,
+            x_grid: outer::Grid::new(x_grid),
+            dy_grid: outer::Grid::new(dy_grid),
+        }
+    }
+}
+
+/// `part += ` the products of the `cnt` images from `i0` (one group): their transposed
+/// transforms of `x` and of `dy_image(image)`, then the 36 outer-product GEMMs.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn accumulate_group<'d>(
+    g: &ConvGeom,
+    plan: &Plan,
+    x: Input,
+    dy_image: impl Fn(usize) -> Image<'d>,
+    i0: usize,
+    cnt: usize,
+    s: &mut GroupScratch,
+    part: &mut [f32],
+) {
+    debug_assert!(cnt <= plan.images);
+    for j in 0..cnt {
+        let image = i0 + j;
+        let col0 = j * plan.tiles;
+        let (dims, vt) = ((g.c_in, g.h, g.w), &mut *s.vt);
+        let xi = weight::input_image(g, x, image);
+        outer::transform_t(
+            Transform::Input4,
+            xi,
+            dims,
+            &mut s.x_grid,
+            vt,
+            plan.v_ld,
+            col0,
+        );
+        let (dims, ut) = ((g.c_out, g.h, g.w), &mut *s.ut);
+        let di = dy_image(image);
+        outer::transform_t(
+            Transform::Grad4,
+            di,
+            dims,
+            &mut s.dy_grid,
+            ut,
+            plan.u_ld,
+            col0,
+        );
+    }
     let mat = g.c_out * g.c_in;
-    let slot = XIS * mat;
-    if ws.partials.len() < tasks * slot {
-        ws.partials.resize(tasks * slot, 0.0);
+    for xi in 0..XIS {
+        outer::gemm(
+            (g.c_out, g.c_in, cnt * plan.tiles),
+            &s.ut[xi * plan.u_ld..],
+            &s.vt[xi * plan.v_ld..],
+            &mut part[xi * mat..][..mat],
+        );
     }
-    let (v_ld, u_ld) = (g.c_in * ncols + XI_PAD, g.c_out * ncols + XI_PAD);
-    let padded = outer::padded_len(g.c_in.max(g.c_out), g.h, g.w);
-    ws.partials[..tasks * slot]
-        .par_chunks_mut(slot)
-        .enumerate()
-        .for_each(|(t, part)| {
-            with_scratch(XIS * v_ld + 2 * padded, XIS * u_ld, |s| {
-                let (n0, n1) = (t * per, ((t + 1) * per).min(g.n));
-                part.fill(0.0);
-                // One grid per transform, so each keeps its zero border across the images.
-                let (vt, grids) = s.col.split_at_mut(XIS * v_ld);
-                let (x_grid, dy_grid) = grids.split_at_mut(padded);
-                let (mut x_grid, mut dy_grid) =
-                    (outer::Grid::new(x_grid), outer::Grid::new(dy_grid));
-                for i0 in (n0..n1).step_by(gs) {
-                    let cnt = gs.min(n1 - i0);
-                    for j in 0..cnt {
-                        let image = i0 + j;
-                        let xi = weight::input_image(g, x, image);
-                        let di = grad_image(g, dy, image);
-                        let col0 = j * tiles;
-                        let dims = (g.c_in, g.h, g.w);
-                        outer::transform_t(
-                            Transform::Input4,
-                            xi,
-                            dims,
-                            &mut x_grid,
-                            vt,
-                            v_ld,
-                            col0,
-                        );
-                        let (dims, ut) = ((g.c_out, g.h, g.w), &mut s.tmp);
-                        outer::transform_t(
-                            Transform::Grad4,
-                            di,
-                            dims,
-                            &mut dy_grid,
-                            ut,
-                            u_ld,
-                            col0,
-                        );
-                    }
-                    for xi in 0..XIS {
-                        outer::gemm(
-                            (g.c_out, g.c_in, cnt * tiles),
-                            &s.tmp[xi * u_ld..],
-                            &vt[xi * v_ld..],
-                            &mut part[xi * mat..][..mat],
-                        );
-                    }
-                }
-            })
-        });
-    weight::add_partials::<XIS>(g, &ws.partials[..tasks * slot], dw, add_output);
 }
 
 /// Image `image` of `dy` as the transposed transforms take it (one formed through a batch
