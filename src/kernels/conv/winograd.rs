@@ -18,9 +18,9 @@
 //! Numerics: the transforms add and halve, so the result differs from im2col's in rounding
 //! only; the tests bound it by the same `1e-5 · Σ|products|` as the direct kernels.
 
-use super::super::gemm::{sgemm, MatLayout};
-use super::{with_scratch, ConvGeom, OutputGrad};
+use super::{ConvGeom, OutputGrad};
 use rayon::prelude::*;
+use transformed::{transform_group, transformed_conv, TilePlan};
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -30,6 +30,7 @@ mod joint;
 #[cfg(target_arch = "x86_64")]
 mod outer;
 mod tile_gemm;
+mod transformed;
 pub mod weight;
 #[cfg(target_arch = "x86_64")]
 mod weight4;
@@ -398,174 +399,6 @@ fn input_gradient<V: InputVariant>(
     V::weight(g, weight, &mut wt);
     transformed_conv(tf, g, dy, &wt, dx);
     crate::buffer_pool::give_back(wt);
-}
-
-/// How [`transformed_conv`] groups the images of `g` for the tile variant `V`: group sizes
-/// and the layout of the `V` and `M` scratch.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct TilePlan {
-    /// `(m + 2)²`: transformed values per tile.
-    xis: usize,
-    /// Tiles per plane.
-    tiles: usize,
-    /// True if the GEMMs run on [`tile_gemm`] (no packing), else on `matrixmultiply`.
-    unpacked: bool,
-    /// Images per group.
-    pub(super) images: usize,
-    /// Tile columns of a full group.
-    ncols: usize,
-    /// Distance between the matrices of `V` and of `M`.
-    v_ld: usize,
-    m_ld: usize,
-}
-
-impl TilePlan {
-    pub(super) fn new<V: InputVariant>(g: &ConvGeom) -> Self {
-        let xis = (V::TILE + 2) * (V::TILE + 2);
-        let tiles = g.h.div_ceil(V::TILE) * g.w.div_ceil(V::TILE);
-        let unpacked = tile_gemm::applies(g.c_in, g.c_out);
-        // The unpacked GEMM has no packing to spread over many columns, so its groups fill
-        // one register block and no more: `V` and `M` then stay in L2 between the transforms
-        // and the GEMMs (criterion, mnist-cnn's conv2 at 48 instead of 256 columns: forward
-        // −17 %, input gradient −20 %, at 1 and 2 threads). `matrixmultiply`'s packing wants
-        // the 256 (at 48 or 96 ResNet-19's layers were 10–35 % slower).
-        let target = if unpacked {
-            tile_gemm::BLOCK_COLS
-        } else {
-            V::COLS
-        };
-        // At least four groups where there are the images, so both threads have work (F(4×4)
-        // at 8×8 would otherwise put a 64-image batch in one group).
-        let images = (target / tiles).min(g.n.div_ceil(4)).max(1);
-        let ncols = images * tiles;
-        // The matrices of V (and of M) sit `XI_PAD` floats further apart than their size: a
-        // tile transform touches all of them at once, and power-of-two distances put them in
-        // one L1 set.
-        let (v_ld, m_ld) = (g.c_out * ncols + XI_PAD, g.c_in * ncols + XI_PAD);
-        TilePlan {
-            xis,
-            tiles,
-            unpacked,
-            images,
-            ncols,
-            v_ld,
-            m_ld,
-        }
-    }
-
-    /// Floats of the `V` and `M` scratch.
-    pub(super) fn scratch(&self) -> (usize, usize) {
-        (self.xis * self.v_ld, self.xis * self.m_ld)
-    }
-
-    /// True if every output column is one FMA chain over the channels in order
-    /// ([`tile_gemm`]), so a tile's result does not depend on the group it is in.
-    pub(super) fn group_invariant(&self) -> bool {
-        self.unpacked
-    }
-}
-
-/// The body of [`input_gradient`] with the weight already transformed (`wt`, as
-/// [`InputVariant::weight`] writes it): `dx` ← the "same" correlation of `dy` (`C_out`
-/// channels) that `wt` stands for, `C_in` channels. The forward runs through here too, with
-/// the channel counts swapped ([`f43::forward`]).
-fn transformed_conv<V: InputVariant>(
-    tf: V,
-    g: &ConvGeom,
-    dy: OutputGrad,
-    wt: &[f32],
-    dx: &mut [f32],
-) {
-    let plan = TilePlan::new::<V>(g);
-    debug_assert_eq!(wt.len(), plan.xis * g.c_in * g.c_out);
-    let (v_len, m_len) = plan.scratch();
-    let per = super::groups_per_task(g.n.div_ceil(plan.images)) * plan.images;
-    dx.par_chunks_mut(per * g.in_img())
-        .enumerate()
-        .for_each(|(task, dxc)| {
-            // A plane of `dy` formed through a batch norm (`OutputGrad::ThroughBn`).
-            let mut formed = Vec::new();
-            with_scratch(v_len, m_len, |s| {
-                for (group, dxg) in dxc.chunks_mut(plan.images * g.in_img()).enumerate() {
-                    let first = task * per + group * plan.images;
-                    let (v, m) = (&mut s.col[..], &mut s.tmp[..]);
-                    transform_group(tf, g, &plan, dy, first, wt, dxg, (v, m), &mut formed);
-                }
-            })
-        });
-}
-
-/// One group of [`transformed_conv`]: `dxg` (`cnt ≤ plan.images` images) ← the conv of the
-/// `cnt` images of `dy` from image `first`, through the scratch `(v, m)` of
-/// [`TilePlan::scratch`] (`formed` holds a plane formed through a batch norm).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn transform_group<V: InputVariant>(
-    tf: V,
-    g: &ConvGeom,
-    plan: &TilePlan,
-    dy: OutputGrad,
-    first: usize,
-    wt: &[f32],
-    dxg: &mut [f32],
-    (v, m): (&mut [f32], &mut [f32]),
-    formed: &mut Vec<f32>,
-) {
-    let TilePlan {
-        xis,
-        tiles,
-        ncols,
-        v_ld,
-        m_ld,
-        ..
-    } = *plan;
-    let plane = g.h * g.w;
-    let cnt = dxg.len() / g.in_img();
-    debug_assert!(cnt <= plan.images && cnt * g.in_img() == dxg.len());
-    let cols = cnt * tiles;
-    // Plane `o` of the group's image `j` in `dy`.
-    let at = |j: usize, o: usize| ((first + j) * g.c_out + o) * plane;
-    // V_ξ is `C_out × cols` at `ξ·v_ld`, rows `ncols` apart. Channel by channel, so each row
-    // of V_ξ is written from start to end: with few tiles per image, image by image would
-    // leave partial cache lines in 36 matrices at once (F(4×4) at 8×8: 16 bytes per image).
-    for o in 0..g.c_out {
-        // One short stream per image, which the hardware prefetchers do not follow: the next
-        // channel's planes come in during this one's.
-        if o + 1 < g.c_out {
-            for j in 0..cnt {
-                dy.prefetch(at(j, o + 1), plane);
-            }
-        }
-        for j in 0..cnt {
-            let pl = dy.span(at(j, o), plane, o, formed);
-            tf.input(pl, g.h, g.w, &mut v[o * ncols + j * tiles..], v_ld);
-        }
-    }
-    for xi in 0..xis {
-        let a = &wt[xi * g.c_in..];
-        let b = &v[xi * v_ld..];
-        let c = &mut m[xi * m_ld..];
-        if plan.unpacked {
-            let dims = (g.c_in, g.c_out, cols);
-            tile_gemm::gemm(dims, a, xis * g.c_in, b, ncols, c, ncols);
-            continue;
-        }
-        sgemm(
-            1.0,
-            a,
-            MatLayout::strided(g.c_out, g.c_in, xis * g.c_in).t(),
-            b,
-            MatLayout::strided(g.c_out, cols, ncols),
-            0.0,
-            c,
-            MatLayout::strided(g.c_in, cols, ncols),
-        );
-    }
-    for c in 0..g.c_in {
-        for j in 0..cnt {
-            let pl = &mut dxg[j * g.in_img() + c * plane..][..plane];
-            tf.output(&m[c * ncols + j * tiles..], m_ld, g.h, g.w, pl);
-        }
-    }
 }
 
 #[cfg(test)]
