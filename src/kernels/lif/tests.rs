@@ -118,16 +118,48 @@ fn check_against_reference(p: &StepParams, storage: SpikeStorage, t: usize, n: u
             );
         }
     }
+    // The kernel adds per-neuron totals in f32 lanes over blocks of neurons, the reference one
+    // by one in f64: the sums agree to a few f32 roundings of the totals' magnitudes, which a
+    // cancelling sum (proptest found g_decay = −0.114 from larger totals) can dwarf.
     let rel = if exact { 1e-6 } else { 1e-5 };
+    let (th_scale, dec_scale) = total_magnitudes(p, u0, t, &want, &g_out, g_last.as_deref());
     assert!(
-        close(gs.g_theta, want_sums.g_theta, rel),
+        close(gs.g_theta, want_sums.g_theta, rel * th_scale.max(1.0)),
         "g_θ {gs:?} vs {want_sums:?} {what}"
     );
     assert!(
-        close(gs.g_decay, want_sums.g_decay, rel),
+        close(gs.g_decay, want_sums.g_decay, rel * dec_scale.max(1.0)),
         "g_decay {gs:?} vs {want_sums:?} {what}"
     );
     assert!(gs.g_theta.is_finite() && gs.g_decay.is_finite(), "{what}");
+}
+
+/// `(Σ_j |g_θ of neuron j|, Σ_j |g_decay of neuron j|)` by the reference, neuron by neuron:
+/// the scale the kernel's sums are exact to within a few f32 roundings.
+fn total_magnitudes(
+    p: &StepParams,
+    u0: f32,
+    t: usize,
+    want: &ReferenceForward,
+    g_out: &[f32],
+    g_last: Option<&[f32]>,
+) -> (f64, f64) {
+    let n = want.membrane.len() / t.max(1);
+    let column = |v: &[f32], j: usize| (0..t).map(|s| v[s * n + j]).collect::<Vec<f32>>();
+    (0..n).fold((0.0, 0.0), |(th, dec), j| {
+        let spikes: Vec<bool> = (0..t).map(|s| want.spikes[s * n + j]).collect();
+        let last = g_last.map(|g| [g[j]]);
+        let (_, sums) = backward_reference(
+            p,
+            u0,
+            t,
+            &column(&want.membrane, j),
+            &spikes,
+            &column(g_out, j),
+            last.as_ref().map(|l| &l[..]),
+        );
+        (th + sums.g_theta.abs(), dec + sums.g_decay.abs())
+    })
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
