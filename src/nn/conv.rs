@@ -413,6 +413,19 @@ impl Layer for Conv2d {
                     sparse::backward_weight(&g, bits, dy, self.weight.grad.data_mut());
                 }
             }
+            Saved::Spikes(bits)
+                if self.weight.trainable
+                    && self.input_grad
+                    && self.bias.is_none()
+                    && conv::weight_grad_reads_spikes(&g) =>
+            {
+                // Both gradients in one pass over `dy` where the kernels allow.
+                let mut dx = crate::buffer_pool::overwritable(g.n * g.in_img());
+                let (w, dw) = (self.weight.value.data(), self.weight.grad.data_mut());
+                let dy = conv::OutputGrad::Dense(dy);
+                conv::backward_spikes_from(&g, bits, dy, w, dw, &mut dx, &mut self.ws);
+                return Tensor::from_vec(&in_shape, dx);
+            }
             Saved::Spikes(bits) if conv::weight_grad_reads_spikes(&g) => {
                 if self.weight.trainable {
                     let dw = self.weight.grad.data_mut();
