@@ -4,6 +4,19 @@
 use super::im2col::{col2im, im2col, valid_range};
 use super::*;
 
+/// `c` batch-norm backward affines with random coefficients near a training batch norm's.
+pub(super) fn rand_grad_affines(c: usize, seed: &mut u64) -> Vec<crate::kernels::bn::GradAffine> {
+    rand_vec(4 * c, seed)
+        .chunks_exact(4)
+        .map(|k| crate::kernels::bn::GradAffine {
+            a: 1.0 + 0.5 * k[0],
+            b: 0.1 * k[1],
+            c: 0.01 * k[2],
+            mean: 0.3 * k[3],
+        })
+        .collect()
+}
+
 pub(super) fn rand_vec(n: usize, seed: &mut u64) -> Vec<f32> {
     (0..n)
         .map(|_| {

@@ -173,22 +173,10 @@ fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 #[cfg(test)]
 mod tests {
     use super::super::sparse::SpikeBits;
-    use super::super::tests::rand_vec;
+    use super::super::tests::{rand_grad_affines, rand_vec};
     use super::super::{backward_input, backward_input_from, backward_weight_spikes};
     use super::super::{backward_weight_spikes_from, weight_grad_reads_spikes, winograd};
     use super::*;
-
-    fn affines(c: usize, seed: &mut u64) -> Vec<GradAffine> {
-        let v = rand_vec(4 * c, seed);
-        v.chunks_exact(4)
-            .map(|k| GradAffine {
-                a: 1.0 + 0.5 * k[0],
-                b: 0.1 * k[1],
-                c: 0.01 * k[2],
-                mean: 0.3 * k[3],
-            })
-            .collect()
-    }
 
     fn same(a: &[f32], b: &[f32]) -> bool {
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
@@ -205,7 +193,7 @@ mod tests {
             let g = ConvGeom::new(n, c_in, hw, hw, c_out, 3, 1, 1).unwrap();
             let len = n * g.out_img();
             let (grad, bn_input) = (rand_vec(len, &mut seed), rand_vec(len, &mut seed));
-            let affines = affines(c_out, &mut seed);
+            let affines = rand_grad_affines(c_out, &mut seed);
             let through = OutputGrad::ThroughBn {
                 grad: &grad,
                 bn_input: &bn_input,

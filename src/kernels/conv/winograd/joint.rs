@@ -152,10 +152,9 @@ fn form<'a: 'b, 'b>(
 #[cfg(test)]
 mod tests {
     use super::super::super::sparse::SpikeBits;
-    use super::super::super::tests::rand_vec;
+    use super::super::super::tests::{rand_grad_affines, rand_vec};
     use super::super::{backward_input, backward_input_from, weight};
     use super::*;
-    use crate::kernels::bn::GradAffine;
 
     fn same(a: &[f32], b: &[f32]) -> bool {
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
@@ -183,15 +182,7 @@ mod tests {
             taken += 1;
             let len = n * g.out_img();
             let (grad, bn_input) = (rand_vec(len, &mut seed), rand_vec(len, &mut seed));
-            let affines: Vec<GradAffine> = rand_vec(4 * c_out, &mut seed)
-                .chunks_exact(4)
-                .map(|k| GradAffine {
-                    a: 1.0 + 0.5 * k[0],
-                    b: 0.1 * k[1],
-                    c: 0.01 * k[2],
-                    mean: 0.3 * k[3],
-                })
-                .collect();
+            let affines = rand_grad_affines(c_out, &mut seed);
             let through = OutputGrad::ThroughBn {
                 grad: &grad,
                 bn_input: &bn_input,
