@@ -4,6 +4,11 @@
 use super::im2col::{col2im, im2col, valid_range};
 use super::*;
 
+/// True if `a` and `b` hold the same floats bit for bit.
+pub(super) fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 /// `c` batch-norm backward affines with random coefficients near a training batch norm's.
 pub(super) fn rand_grad_affines(c: usize, seed: &mut u64) -> Vec<crate::kernels::bn::GradAffine> {
     rand_vec(4 * c, seed)

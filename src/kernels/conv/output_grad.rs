@@ -118,11 +118,19 @@ impl<'a> OutputGrad<'a> {
             OutputGrad::Dense(dy) => &dy[at..][..len],
             OutputGrad::ThroughBn { .. } => {
                 let dst = grown(buf, len);
-                for (o, p) in dst.chunks_exact_mut(plane).enumerate() {
-                    self.read(at + o * plane, o, p);
-                }
+                self.read_images(image, c_out, plane, dst);
                 dst
             }
+        }
+    }
+
+    /// Writes the images of `∂L/∂y` from image `first` (`c_out` planes of `plane` values
+    /// each) to `dst`, as many as it holds.
+    #[inline]
+    pub fn read_images(&self, first: usize, c_out: usize, plane: usize, dst: &mut [f32]) {
+        let at = first * c_out * plane;
+        for (i, p) in dst.chunks_exact_mut(plane).enumerate() {
+            self.read(at + i * plane, i % c_out, p);
         }
     }
 
@@ -153,11 +161,7 @@ impl<'a> OutputGrad<'a> {
         let plane = g.out_plane();
         out.par_chunks_mut(g.out_img().max(1))
             .enumerate()
-            .for_each(|(image, dst)| {
-                for (o, p) in dst.chunks_exact_mut(plane).enumerate() {
-                    self.read((image * g.c_out + o) * plane, o, p);
-                }
-            });
+            .for_each(|(image, dst)| self.read_images(image, g.c_out, plane, dst));
         out
     }
 }
@@ -173,14 +177,10 @@ fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 #[cfg(test)]
 mod tests {
     use super::super::sparse::SpikeBits;
-    use super::super::tests::{rand_grad_affines, rand_vec};
+    use super::super::tests::{rand_grad_affines, rand_vec, same_bits as same};
     use super::super::{backward_input, backward_input_from, backward_weight_spikes};
     use super::super::{backward_weight_spikes_from, weight_grad_reads_spikes, winograd};
     use super::*;
-
-    fn same(a: &[f32], b: &[f32]) -> bool {
-        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
-    }
 
     /// Through a batch norm, the input and weight gradients are the bits of the same kernels
     /// on `∂L/∂y` formed first — on F(4×4) (`mnist-cnn`'s conv2), F(2×2), the im2col fallback

@@ -140,10 +140,7 @@ fn form<'a: 'b, 'b>(
         OutputGrad::Dense(d) => &d[first * img..][..cnt * img],
         OutputGrad::ThroughBn { .. } => {
             let dst = &mut buf[..cnt * img];
-            for (i, p) in dst.chunks_exact_mut(plane).enumerate() {
-                let channel = i % (img / plane);
-                dy.read(first * img + i * plane, channel, p);
-            }
+            dy.read_images(first, img / plane, plane, dst);
             dst
         }
     }
@@ -152,13 +149,9 @@ fn form<'a: 'b, 'b>(
 #[cfg(test)]
 mod tests {
     use super::super::super::sparse::SpikeBits;
-    use super::super::super::tests::{rand_grad_affines, rand_vec};
+    use super::super::super::tests::{rand_grad_affines, rand_vec, same_bits as same};
     use super::super::{backward_input, backward_input_from, weight};
     use super::*;
-
-    fn same(a: &[f32], b: &[f32]) -> bool {
-        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
-    }
 
     /// Both gradients in one pass are the bits of the two kernels apart: through a batch norm
     /// from spike bits (`mnist-cnn`'s conv2), and dense, with batches that end mid-chunk and
