@@ -368,6 +368,58 @@ fn train_planes(c: &mut Criterion) {
             })
         });
     }
+    // The stem stage's backward with the stem's weight gradient: the neuron's gradient written
+    // and read again through the batch norm's affines, against the per-plane sums taken in
+    // the neuron's backward and combined by linearity (`Network`'s default).
+    {
+        use mpsnn::kernels::bn::GradAffine;
+        use mpsnn::kernels::conv::{stem, stem_linear, ConvGeom};
+        use mpsnn::kernels::lif::backward_train_planes_to_stem;
+        let geom = ConvGeom::new(B, 1, h, w, ch, 3, 1, 1).unwrap();
+        let images = data(B * h * w, 0.0, 1.0, 31);
+        let stages = PlaneStages {
+            planes: B * ch,
+            channels: ch,
+            height: h,
+            width: w,
+            repeated: true,
+            affine: Some(ChannelAffine {
+                mean: &mean,
+                scale: &scale,
+                shift: &shift,
+            }),
+            pool: PoolGeom::new(1, h, w, 2, 2, 0),
+            addend: None,
+        };
+        let affines: Vec<GradAffine> = (0..ch)
+            .map(|o| GradAffine {
+                a: scale[o],
+                b: -0.01 * scale[o],
+                c: 0.001 * shift[o],
+                mean: mean[o],
+            })
+            .collect();
+        let mut dw = vec![0.0; geom.weight_len()];
+        let mut sums = vec![(0.0, 0.0); B * ch];
+        g.bench_function("stem_backward_through_dy", |bch| {
+            let mut dx = vec![0.0; input.len()];
+            bch.iter(|| {
+                let s = Some(&mut sums[..]);
+                backward_train_planes(&p, 0.0, T, &stages, &input, &dy, &mut dx, s);
+                stem::backward_weight_through_bn(&geom, &images, &dx, &input, &affines, &mut dw);
+                dw[0]
+            })
+        });
+        g.bench_function("stem_backward_linear", |bch| {
+            let mut taps = vec![[0.0; 18]; B * ch];
+            bch.iter(|| {
+                let (s, t) = (&mut sums[..], &mut taps[..]);
+                backward_train_planes_to_stem(&p, 0.0, T, &stages, &input, &dy, s, &images, t);
+                stem_linear::weight_grad(&geom, &images, &taps, &affines, &mut dw);
+                dw[0]
+            })
+        });
+    }
     // conv2's neuron: every step its own input, read through the batch norm's affine, and the
     // batch norm's backward plane sums taken in the backward.
     let (ch, h, w) = (64, 14, 14);

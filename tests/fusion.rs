@@ -119,12 +119,14 @@ fn train_steps(
     encoding: Encoding,
     fused: bool,
     recompute: Recompute,
+    stem_by_linearity: bool,
 ) -> (Vec<Trace>, usize) {
     let mut opts = ModelOptions::new(input, 5);
     opts.encoding = encoding;
     opts.lif.theta0 = 0.5;
     let mut net = Network::new(build(model, &opts).unwrap(), 11).unwrap();
     net.set_train_fusion(fused);
+    net.set_stem_grad_by_linearity(stem_by_linearity);
     net.set_recompute_level(recompute);
     let (t, b) = (3, 4);
     let frames = if encoding == Encoding::Direct { 1 } else { t };
@@ -174,8 +176,8 @@ fn train_steps(
 }
 
 fn check_training(model: &str, input: [usize; 3], encoding: Encoding, recompute: Recompute) {
-    let (plain, none) = train_steps(model, input, encoding, false, recompute);
-    let (fused, fused_layers) = train_steps(model, input, encoding, true, recompute);
+    let (plain, none) = train_steps(model, input, encoding, false, recompute, false);
+    let (fused, fused_layers) = train_steps(model, input, encoding, true, recompute, false);
     assert_eq!(none, 0, "{model}: fusion was off");
     assert!(
         fused_layers > 0,
@@ -212,6 +214,48 @@ fn fused_training_equals_layer_by_layer_on_every_built_in_model() {
     check_training("resnet19", [3, 16, 16], Encoding::Direct, Recompute::Off);
 }
 
+/// By default fused training takes `mnist-cnn`'s stem weight gradient by linearity: its first
+/// step then has the bits of the exact fused step but for that gradient, which is within f32
+/// rounding of it.
+#[test]
+fn the_stem_gradient_by_linearity_is_within_rounding_of_the_exact_one() {
+    let run = |linear| {
+        let (traces, fused) = train_steps(
+            "mnist-cnn",
+            [1, 28, 28],
+            Encoding::Direct,
+            true,
+            Recompute::Pointwise,
+            linear,
+        );
+        assert!(fused > 0);
+        traces.into_iter().next().unwrap()
+    };
+    let (exact, linear) = (run(false), run(true));
+    assert_eq!(exact.logits, linear.logits);
+    assert_eq!(exact.buffers, linear.buffers);
+    assert_eq!(exact.lif_stats, linear.lif_stats);
+    let mut stem_seen = false;
+    for ((name, value, grad), (_, value_l, grad_l)) in exact.params.iter().zip(&linear.params) {
+        assert_eq!(value, value_l, "{name}");
+        if name != "stem_conv.weight" {
+            assert_eq!(grad, grad_l, "{name}");
+            continue;
+        }
+        stem_seen = true;
+        let f = |v: &[u32]| -> Vec<f32> { v.iter().map(|&b| f32::from_bits(b)).collect() };
+        let (a, b) = (f(grad), f(grad_l));
+        let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "the stem got no gradient");
+        // Each entry sums 4·28·28 products per image; both routes round in f32.
+        for (k, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= 1e-5 * scale, "{name}[{k}]: {x} vs {y}");
+        }
+        assert!(a != b, "the same bits: the linear route did not run");
+    }
+    assert!(stem_seen, "no parameter stem_conv.weight");
+}
+
 /// `cnn7-dvs` has average pools and frame input (no repeat): there is nothing to fuse, and
 /// training runs layer by layer.
 #[test]
@@ -222,6 +266,7 @@ fn a_model_without_runs_trains_unfused() {
         Encoding::Frames,
         true,
         Recompute::Pointwise,
+        true,
     );
     assert_eq!(fused_layers, 0);
 }

@@ -60,6 +60,7 @@ pub mod im2col;
 mod output_grad;
 pub mod sparse;
 pub mod stem;
+pub mod stem_linear;
 pub mod winograd;
 
 use super::elementwise::{add_assign, sum};

@@ -30,7 +30,9 @@ pub use planes::{
     forward_eval_planes, forward_eval_planes_in_place, Addend, ChannelAffine, PlaneStages,
 };
 pub use reference::{backward_reference, forward_reference, ReferenceForward};
-pub use train_planes::{backward_train_planes, forward_train_planes};
+pub use train_planes::{
+    backward_train_planes, backward_train_planes_to_stem, forward_train_planes,
+};
 
 use crate::neuron::step::{reset, StepParams};
 use fused::{Bits, Bytes, Format, InputAffine, Recompute};

@@ -5,6 +5,7 @@ use super::spec::Conv2dSpec;
 use super::{ForwardCtx, Layer, Param};
 use crate::error::{Error, Result};
 use crate::kernels::conv::sparse::{self, PackedWeight, SpikeBits};
+use crate::kernels::conv::stem_linear::PlaneTaps;
 use crate::kernels::conv::{self, direct, winograd, ConvGeom, ConvWorkspace};
 use crate::tensor::Tensor;
 use std::borrow::Cow;
@@ -56,6 +57,9 @@ pub struct Conv2d {
     /// [`Tensor::content_id`] it was packed from: kept between eval forwards (repacking the
     /// weights every pass was 2.3 % of a ResNet-19 inference), dropped after a training one.
     packed: Option<(u64, PackedWeight)>,
+    /// Per-plane sums for a stem's weight gradient by linearity
+    /// ([`Conv2d::backward_from_stem_taps`]), reused across steps.
+    stem_taps: Vec<PlaneTaps>,
 }
 
 /// What a training forward keeps for backward: the f32 input, or the spikes bit-packed.
@@ -95,6 +99,7 @@ impl Conv2d {
             input_grad: true,
             last_density: None,
             packed: None,
+            stem_taps: Vec::new(),
         })
     }
 

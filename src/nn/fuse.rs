@@ -235,11 +235,18 @@ pub(super) fn conv_taking_run_grad(layers: &[Box<dyn Layer>], run: Run) -> Optio
 /// the conv forms `∂L/∂y` from them as it loads the neuron's gradient
 /// ([`Conv2d::backward_through_bn`]), so `∂L/∂y` is never written. The same bits as
 /// [`backward_train`] then the conv's backward. Returns the conv's input gradient.
+///
+/// With `stem_by_linearity`, a one-channel stem ([`Conv2d::stem_taps_images`]) instead takes
+/// its weight gradient from per-plane sums the neuron's backward takes
+/// ([`Lif::backward_train_planes_to_stem`]), so the neuron's gradient is not written either:
+/// equal to the route above within f32 rounding, not bit for bit
+/// ([`crate::kernels::conv::stem_linear`]).
 pub(super) fn backward_train_through_conv(
     layers: &mut [Box<dyn Layer>],
     conv: usize,
     run: Run,
     grad: Tensor,
+    stem_by_linearity: bool,
 ) -> Result<Tensor> {
     let b = run.batch_norm.expect("a run with a batch norm");
     let (head, tail) = layers.split_at_mut(b);
@@ -249,6 +256,14 @@ pub(super) fn backward_train_through_conv(
     let x = bn.kept_input().ok_or_else(|| Error::NoForwardCache {
         layer: bn.name().to_string(),
     })?;
+    if stem_by_linearity && conv.stem_taps_images().is_some() {
+        let mut taps = conv.take_stem_taps();
+        let images = conv.stem_taps_images().expect("checked above");
+        let affine = bn.train_affine();
+        lif.backward_train_planes_to_stem(grad, x, affine, &mut sums, images, &mut taps)?;
+        let (affines, _) = bn.backward_to_grad_affines(sums)?;
+        return conv.backward_from_stem_taps(taps, &affines);
+    }
     let grad = lif.backward_train_planes_affine(grad, x, bn.train_affine(), Some(&mut sums))?;
     let (affines, x) = bn.backward_to_grad_affines(sums)?;
     conv.backward_through_bn(&grad, &x, &affines)

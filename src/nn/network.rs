@@ -166,9 +166,19 @@ impl Network {
     }
 
     /// Whether training fuses repeat → LIF → max pool runs into one forward and one backward
-    /// kernel (default on; bit-identical either way, see [`Sequential::set_train_fusion`]).
+    /// kernel (default on; bit-identical either way but for a one-channel stem's weight
+    /// gradient, see [`Sequential::set_train_fusion`] and
+    /// [`Network::set_stem_grad_by_linearity`]).
     pub fn set_train_fusion(&mut self, on: bool) {
         self.root.set_train_fusion(on);
+    }
+
+    /// Whether fused training takes a one-channel stem's weight gradient by linearity (default
+    /// on; equal to the layer-by-layer gradient within f32 rounding, see
+    /// [`Sequential::set_stem_grad_by_linearity`]). Off, fused training is bit-identical to
+    /// layer by layer.
+    pub fn set_stem_grad_by_linearity(&mut self, on: bool) {
+        self.root.set_stem_grad_by_linearity(on);
     }
 
     /// Drops cached forward state in every layer.

@@ -42,6 +42,8 @@ pub struct Sequential {
     recompute: Recompute,
     fuse_eval: bool,
     fuse_train: bool,
+    /// See [`Sequential::set_stem_grad_by_linearity`].
+    stem_by_linearity: bool,
     /// The runs the last training forward fused: backward runs each as one unit.
     fused_runs: Vec<fuse::Run>,
 }
@@ -55,6 +57,7 @@ impl Sequential {
             recompute: Recompute::Pointwise,
             fuse_eval: true,
             fuse_train: true,
+            stem_by_linearity: true,
             fused_runs: Vec::new(),
         }
     }
@@ -82,10 +85,21 @@ impl Sequential {
 
     /// Whether training forwards run `[Repeat] Lif [MaxPool2d]` runs as one fused kernel and
     /// their backward as another (the default; bit-identical, see
-    /// [`super::lif::Lif::forward_train_planes`]), here and in every nested container. Off runs
-    /// every layer on its own. Takes effect at the next forward.
+    /// [`super::lif::Lif::forward_train_planes`], but for a one-channel stem's weight gradient,
+    /// see [`Sequential::set_stem_grad_by_linearity`]), here and in every nested container. Off
+    /// runs every layer on its own. Takes effect at the next forward.
     pub fn set_train_fusion(&mut self, on: bool) {
         self.for_each_container(&mut |seq| seq.fuse_train = on);
+    }
+
+    /// Whether a fused training run after a one-channel 3×3 stem conv (`mnist-cnn`'s) takes
+    /// the stem's weight gradient by linearity from sums its neuron's backward takes plane by
+    /// plane ([`crate::kernels::conv::stem_linear`]; the default), here and in every nested
+    /// container. That gradient then equals the layer-by-layer one within f32 rounding (it is
+    /// summed in another order), not bit for bit; off, fused training is bit-identical to
+    /// layer by layer.
+    pub fn set_stem_grad_by_linearity(&mut self, on: bool) {
+        self.for_each_container(&mut |seq| seq.stem_by_linearity = on);
     }
 
     /// Calls `f` on this container and on every `Sequential` nested in it at any depth
@@ -269,7 +283,8 @@ impl Layer for Sequential {
                     self.restore_input(b)?;
                 }
                 if let Some(conv) = fuse::conv_taking_run_grad(&self.layers, run) {
-                    g = fuse::backward_train_through_conv(&mut self.layers, conv, run, g)?;
+                    let linear = self.stem_by_linearity;
+                    g = fuse::backward_train_through_conv(&mut self.layers, conv, run, g, linear)?;
                     end = conv;
                     continue;
                 }

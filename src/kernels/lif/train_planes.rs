@@ -29,6 +29,7 @@ use super::planes::max_pool_spikes;
 use super::route::{is_2x2, route, route_2x2_bits};
 use super::{chunk_count, sum_over_chunks, BackwardSums, ForwardSums, PlaneStages, CHUNK};
 use crate::kernels::bn;
+use crate::kernels::conv::stem_linear::{PlaneTaps, TapScratch};
 use crate::kernels::elementwise::{add_assign, prefetch};
 use crate::neuron::step::StepParams;
 use rayon::prelude::*;
@@ -47,6 +48,10 @@ struct Scratch {
     argmax: Vec<u32>,
     /// One pooled plane (the generic argmax path writes it).
     pooled: Vec<f32>,
+    /// One gradient plane, where `dx` is not written ([`backward_train_planes_to_stem`]).
+    plane: Vec<f32>,
+    /// The stem's padded image and rows ([`backward_train_planes_to_stem`]).
+    taps: TapScratch,
 }
 
 thread_local! {
@@ -229,8 +234,80 @@ pub fn backward_train_planes(
     dx: &mut [f32],
     bn_sums: Option<&mut [(f64, f64)]>,
 ) -> BackwardSums {
-    check(stages, timesteps, input.len(), grad_out.len());
     assert_eq!(dx.len(), input.len(), "lif train planes: dx length");
+    let out = GradOut::Dense(dx);
+    backward(p, u0, timesteps, stages, input, grad_out, out, bn_sums)
+}
+
+/// [`backward_train_planes`] for a neuron whose training batch norm follows a one-channel 3×3
+/// stem conv ([`crate::kernels::conv::stem_linear`]): instead of writing `dx`, each plane's
+/// [`PlaneTaps`] against the conv's input `images` (`[N, 1, H, W]`: plane `k` of `input`
+/// belongs to image `k / C`) go to `taps` (one per plane of `input`, in plane order), taken,
+/// like the batch norm's sums (`bn_sums`, required here), while the plane is in L1. The sums
+/// returned and `bn_sums` are the bits [`backward_train_planes`] gives.
+///
+/// # Panics
+/// As [`backward_train_planes`]; if `stages.affine` is not set, or `images` or `taps` do not
+/// match `input`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_train_planes_to_stem(
+    p: &StepParams,
+    u0: f32,
+    timesteps: usize,
+    stages: &PlaneStages,
+    input: &[f32],
+    grad_out: &[f32],
+    bn_sums: &mut [(f64, f64)],
+    images: &[f32],
+    taps: &mut [PlaneTaps],
+) -> BackwardSums {
+    let hw = stages.plane_len();
+    assert!(
+        taps.len() * hw == input.len() && images.len() * stages.channels == input.len(),
+        "lif train planes: stem images or taps do not match the input"
+    );
+    let out = GradOut::StemTaps { images, taps };
+    backward(
+        p,
+        u0,
+        timesteps,
+        stages,
+        input,
+        grad_out,
+        out,
+        Some(bn_sums),
+    )
+}
+
+/// Where the backward puts the gradient with respect to the neuron's input.
+enum GradOut<'a> {
+    /// Written to `dx`.
+    Dense(&'a mut [f32]),
+    /// Not written: each plane's [`PlaneTaps`] against its image.
+    StemTaps {
+        images: &'a [f32],
+        taps: &'a mut [PlaneTaps],
+    },
+}
+
+/// A task's share of one row of a [`GradOut`]: its owned planes.
+enum OwnedPlanes<'a> {
+    Dense(&'a mut [f32]),
+    Taps(&'a mut [PlaneTaps]),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    p: &StepParams,
+    u0: f32,
+    timesteps: usize,
+    stages: &PlaneStages,
+    input: &[f32],
+    grad_out: &[f32],
+    out: GradOut,
+    bn_sums: Option<&mut [(f64, f64)]>,
+) -> BackwardSums {
+    check(stages, timesteps, input.len(), grad_out.len());
     let (t, hw, ohw) = (timesteps, stages.plane_len(), stages.out_plane_len());
     let n = stages.planes * hw;
     // dx's rows: one if the input was repeated, else one per step.
@@ -256,8 +333,17 @@ pub fn backward_train_planes(
     let owned: Vec<usize> = (0..chunks)
         .map(|c| first_owned(c + 1) - first_owned(c))
         .collect();
-    let widths: Vec<usize> = owned.iter().map(|k| k * hw).collect();
-    let mut dx_rows = split_rows_by(dx, rows, n, &widths);
+    let (mut out_rows, images): (Vec<OwnedPlanes>, &[f32]) = match out {
+        GradOut::Dense(dx) => {
+            let widths: Vec<usize> = owned.iter().map(|k| k * hw).collect();
+            let rows = split_rows_by(dx, rows, n, &widths);
+            (rows.into_iter().map(OwnedPlanes::Dense).collect(), &[])
+        }
+        GradOut::StemTaps { images, taps } => {
+            let rows = split_rows_by(taps, rows, stages.planes, &owned);
+            (rows.into_iter().map(OwnedPlanes::Taps).collect(), images)
+        }
+    };
     let mut sum_rows = match bn_sums {
         Some(sums) => split_rows_by(sums, rows, stages.planes, &owned),
         None => (0..chunks * rows).map(|_| Default::default()).collect(),
@@ -268,7 +354,7 @@ pub fn backward_train_planes(
     // With a positive scale a value is nonzero exactly when its spike bit is set.
     let bit_routing = p.out_scale > 0.0 && stages.pool.as_ref().is_some_and(is_2x2);
     type Rows<'a, 'b, E> = &'a mut [&'b mut [E]];
-    let body = |c: usize, dx_rows: Rows<f32>, sum_rows: Rows<(f64, f64)>| {
+    let body = |c: usize, out_rows: &mut [OwnedPlanes], sum_rows: Rows<(f64, f64)>| {
         SCRATCH.with(|cell| {
             let s = &mut *cell.borrow_mut();
             let (lo, hi) = chunk_span(c, n);
@@ -360,36 +446,63 @@ pub fn backward_train_planes(
                 // The rest of the last owned plane: the next chunk counts it.
                 lif_backward(hi - start, len);
             }
-            // dx plane by plane, each plane's batch-norm sums taken while it is in L1.
+            // dx plane by plane, each plane's batch-norm sums (and stem taps) taken while it
+            // is in L1.
             let own = p_own * hw - start;
-            for (row, (d, plane_sums)) in dx_rows.iter_mut().zip(sum_rows.iter_mut()).enumerate() {
-                for (k, dst) in d.chunks_exact_mut(hw).enumerate() {
-                    let at = own + k * hw;
-                    if stages.repeated {
-                        // par_sum_tiles' order: step 0, then + step 1, + step 2, ...
-                        dst.copy_from_slice(&io_rows[0][at..at + hw]);
-                        for g in &io_rows[1..] {
-                            add_assign(dst, &g[at..at + hw]);
-                        }
-                    } else {
-                        dst.copy_from_slice(&io_rows[row][at..at + hw]);
+            let sum_plane = |dst: &mut [f32], at: usize, row: usize| {
+                if stages.repeated {
+                    // par_sum_tiles' order: step 0, then + step 1, + step 2, ...
+                    dst.copy_from_slice(&io_rows[0][at..at + hw]);
+                    for g in &io_rows[1..] {
+                        add_assign(dst, &g[at..at + hw]);
                     }
-                    if let Some(mean) = mean {
-                        let plane = p_own + k;
-                        let x = &input[(row * stages.planes + plane) * hw..][..hw];
-                        let m = mean[plane % stages.channels];
-                        plane_sums[k] = bn::plane_grad_sums(dst, x, m);
+                } else {
+                    dst.copy_from_slice(&io_rows[row][at..at + hw]);
+                }
+            };
+            // The batch norm's input plane and channel mean of owned plane k of a row.
+            let bn_plane = |row: usize, k: usize| {
+                let plane = p_own + k;
+                let x = &input[(row * stages.planes + plane) * hw..][..hw];
+                mean.map(|mean| (x, mean[plane % stages.channels]))
+            };
+            let mut loaded_image = None;
+            for (row, (out, plane_sums)) in out_rows.iter_mut().zip(sum_rows.iter_mut()).enumerate()
+            {
+                match out {
+                    OwnedPlanes::Dense(d) => {
+                        for (k, dst) in d.chunks_exact_mut(hw).enumerate() {
+                            sum_plane(dst, own + k * hw, row);
+                            if let Some((x, m)) = bn_plane(row, k) {
+                                plane_sums[k] = bn::plane_grad_sums(dst, x, m);
+                            }
+                        }
+                    }
+                    OwnedPlanes::Taps(taps) => {
+                        let dst = grow(&mut s.plane, hw);
+                        for (k, plane_taps) in taps.iter_mut().enumerate() {
+                            sum_plane(dst, own + k * hw, row);
+                            let (x, m) = bn_plane(row, k).expect("stem taps have the affine");
+                            plane_sums[k] = bn::plane_grad_sums(dst, x, m);
+                            let image = (row * stages.planes + p_own + k) / stages.channels;
+                            if loaded_image != Some(image) {
+                                let pixels = &images[image * hw..][..hw];
+                                s.taps.load_image(pixels, stages.height, stages.width);
+                                loaded_image = Some(image);
+                            }
+                            *plane_taps = s.taps.plane_taps(dst, x, m);
+                        }
                     }
                 }
             }
             sums
         })
     };
-    let parts: Vec<BackwardSums> = dx_rows
+    let parts: Vec<BackwardSums> = out_rows
         .par_chunks_mut(rows)
         .zip(sum_rows.par_chunks_mut(rows))
         .enumerate()
-        .map(|(c, (dx_rows, sum_rows))| body(c, dx_rows, sum_rows))
+        .map(|(c, (out_rows, sum_rows))| body(c, out_rows, sum_rows))
         .collect();
     parts
         .into_iter()

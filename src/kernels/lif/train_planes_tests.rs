@@ -135,6 +135,42 @@ fn check(
             v.iter().map(|(a, b)| (a.to_bits(), b.to_bits())).collect()
         };
         assert_eq!(sum_bits(&bn_sums), sum_bits(&want_sums), "bn sums: {what}");
+        // To a one-channel stem: no dx, the same sums, and each plane's taps of its dx plane.
+        let images: Vec<f32> = (0..rows * b * h * w)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let mut taps = vec![[f64::NAN; 18]; rows * b * c];
+        let mut stem_sums = vec![(f64::NAN, f64::NAN); rows * b * c];
+        let stem_bwd = backward_train_planes_to_stem(
+            p,
+            0.2,
+            t,
+            &st,
+            &input,
+            &dy,
+            &mut stem_sums,
+            &images,
+            &mut taps,
+        );
+        assert_eq!(
+            sum_bits(&stem_sums),
+            sum_bits(&want_sums),
+            "stem bn sums: {what}"
+        );
+        assert_eq!(stem_bwd.g_theta.to_bits(), bwd.g_theta.to_bits(), "{what}");
+        assert_eq!(stem_bwd.g_decay.to_bits(), bwd.g_decay.to_bits(), "{what}");
+        let hw = h * w;
+        let mut scratch = TapScratch::default();
+        for (k, got) in taps.iter().enumerate() {
+            scratch.load_image(&images[k / c * hw..][..hw], h, w);
+            let plane = &want.dx[k * hw..][..hw];
+            let want_taps = scratch.plane_taps(plane, &input[k * hw..][..hw], mean[k % c]);
+            assert_eq!(
+                got.map(f64::to_bits),
+                want_taps.map(f64::to_bits),
+                "taps {k}: {what}"
+            );
+        }
     }
     assert_eq!(fwd.spikes, want.fwd.spikes, "{what}");
     assert_eq!(fwd.active, want.fwd.active, "{what}");

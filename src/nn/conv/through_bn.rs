@@ -4,6 +4,7 @@
 use super::{Conv2d, Saved};
 use crate::error::{Error, Result};
 use crate::kernels::bn::GradAffine;
+use crate::kernels::conv::stem_linear::{self, PlaneTaps};
 use crate::kernels::conv::{self, sparse, stem, winograd};
 use crate::tensor::Tensor;
 
@@ -29,11 +30,11 @@ impl Conv2d {
         }
     }
 
-    /// [`Layer::backward`] of a conv that [`Conv2d::takes_bn_grad`], given the following
+    /// [`Layer::backward`](crate::nn::Layer::backward) of a conv that [`Conv2d::takes_bn_grad`], given the following
     /// training batch norm's output gradient `grad`, its input `bn_input` (this conv's output)
     /// and its per-channel [`GradAffine`]s instead of `∂L/∂y`: the same gradient bits as the
-    /// batch norm's backward followed by [`Layer::backward`], without writing `∂L/∂y`.
-    /// Returns the input gradient (zeros if none is wanted), as [`Layer::backward`] does.
+    /// batch norm's backward followed by [`Layer::backward`](crate::nn::Layer::backward), without writing `∂L/∂y`.
+    /// Returns the input gradient (zeros if none is wanted), as [`Layer::backward`](crate::nn::Layer::backward) does.
     pub(crate) fn backward_through_bn(
         &mut self,
         grad: &Tensor,
@@ -106,5 +107,66 @@ impl Conv2d {
         let mut dx = crate::buffer_pool::overwritable(g.n * g.in_img());
         conv::backward_input_from(&g, dy, self.weight.value.data(), &mut dx);
         Tensor::from_vec(&in_shape, dx)
+    }
+
+    /// The conv's input images if its weight gradient can come from [`PlaneTaps`] a fused
+    /// neuron backward takes ([`stem_linear`], [`Conv2d::backward_from_stem_taps`]): it
+    /// [`Conv2d::takes_bn_grad`] as a trained stem on one-channel images.
+    pub(crate) fn stem_taps_images(&self) -> Option<&Tensor> {
+        match &self.cache {
+            Some((Saved::Dense(images), g))
+                if self.weight.trainable && stem_linear::applies(g) && self.takes_bn_grad() =>
+            {
+                Some(images)
+            }
+            _ => None,
+        }
+    }
+
+    /// Scratch for one [`PlaneTaps`] per plane of this conv's last output, for
+    /// [`Conv2d::backward_from_stem_taps`] to take back (reused across steps).
+    pub(crate) fn take_stem_taps(&mut self) -> Vec<PlaneTaps> {
+        let planes = self.cache.as_ref().map_or(0, |(_, g)| g.n * g.c_out);
+        let mut taps = std::mem::take(&mut self.stem_taps);
+        taps.resize(planes, [0.0; 18]);
+        taps
+    }
+
+    /// [`Layer::backward`](crate::nn::Layer::backward) of a conv with [`Conv2d::stem_taps_images`], from every output
+    /// plane's [`PlaneTaps`] (plane order) and the following batch norm's [`GradAffine`]s:
+    /// adds the weight gradient ([`stem_linear::weight_grad`]; equal to
+    /// [`Conv2d::backward_through_bn`]'s within f32 rounding, not bit for bit) and returns the
+    /// (unwanted) input gradient as zeros, as [`Layer::backward`](crate::nn::Layer::backward) does.
+    pub(crate) fn backward_from_stem_taps(
+        &mut self,
+        taps: Vec<PlaneTaps>,
+        affines: &[GradAffine],
+    ) -> Result<Tensor> {
+        let g = match &self.cache {
+            Some((_, g)) if self.stem_taps_images().is_some() => *g,
+            _ => {
+                return Err(Error::State(format!(
+                    "{}: no stem forward to take plane sums for",
+                    self.spec.name
+                )))
+            }
+        };
+        if taps.len() != g.n * g.c_out || affines.len() != g.c_out {
+            return Err(Error::State(format!(
+                "{}: {} plane sums and {} batch-norm affines for {} planes of {} channels",
+                self.spec.name,
+                taps.len(),
+                affines.len(),
+                g.n * g.c_out,
+                g.c_out
+            )));
+        }
+        self.check_params()?;
+        if let Some((Saved::Dense(images), _)) = self.cache.take() {
+            let dw = self.weight.grad.data_mut();
+            stem_linear::weight_grad(&g, images.data(), &taps, affines, dw);
+        }
+        self.stem_taps = taps;
+        Ok(Tensor::zeros(&[g.n, g.c_in, g.h, g.w]))
     }
 }

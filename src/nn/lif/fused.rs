@@ -5,8 +5,10 @@
 use super::{Cached, FusedInput, Lif};
 use crate::error::{Error, Result};
 use crate::kernels::conv::sparse::SpikeBits;
-use crate::kernels::lif::{self as kernel, Addend, ChannelAffine, PlaneStages};
+use crate::kernels::conv::stem_linear::PlaneTaps;
+use crate::kernels::lif::{self as kernel, Addend, BackwardSums, ChannelAffine, PlaneStages};
 use crate::kernels::pool::PoolGeom;
+use crate::neuron::step::StepParams;
 use crate::nn::batchnorm::EvalAffine;
 use crate::nn::ForwardCtx;
 use crate::tensor::Tensor;
@@ -259,6 +261,66 @@ impl Lif {
         affine: Option<ChannelAffine>,
         bn_sums: Option<&mut [(f64, f64)]>,
     ) -> Result<Tensor> {
+        let mut dx = crate::buffer_pool::overwritable(input.len());
+        self.run_train_planes_backward(&grad_output, input, affine, |p, u0, t, stages| {
+            let (x, dy) = (input.data(), grad_output.data());
+            kernel::backward_train_planes(p, u0, t, stages, x, dy, &mut dx, bn_sums)
+        })?;
+        Tensor::from_vec(input.shape(), dx)
+    }
+
+    /// Backward of [`Lif::forward_train_planes_affine`] (the same `x` and `affine`) for a
+    /// neuron whose batch norm follows a one-channel 3×3 stem conv: instead of the batch norm's
+    /// output gradient, every plane's [`PlaneTaps`] against the conv's input `images`
+    /// (`[N, 1, H, W]`, N as `x`'s) go to `taps` (one per plane of `x`), with the batch norm's
+    /// per-plane sums to `bn_sums` ([`kernel::backward_train_planes_to_stem`]); adds the θ and
+    /// τ gradients.
+    pub fn backward_train_planes_to_stem(
+        &mut self,
+        grad_output: Tensor,
+        x: &Tensor,
+        affine: ChannelAffine,
+        bn_sums: &mut [(f64, f64)],
+        images: &Tensor,
+        taps: &mut [PlaneTaps],
+    ) -> Result<()> {
+        let (xs, is) = (x.shape(), images.shape());
+        if is.len() != 4 || xs.len() != 4 || (is[0], is[1], &is[2..]) != (xs[0], 1, &xs[2..]) {
+            return Err(Error::shape(
+                &self.name,
+                format!(
+                    "stem images [{}, 1, H, W] as the input's",
+                    xs.first().unwrap_or(&0)
+                ),
+                is,
+            ));
+        }
+        if taps.len() * xs[2] * xs[3] != x.len() || bn_sums.len() != taps.len() {
+            return Err(Error::State(format!(
+                "{}: {} stem taps and {} batch-norm sums for {} planes",
+                self.name,
+                taps.len(),
+                bn_sums.len(),
+                xs[0] * xs[1]
+            )));
+        }
+        self.run_train_planes_backward(&grad_output, x, Some(affine), |p, u0, t, stages| {
+            let (xd, dy) = (x.data(), grad_output.data());
+            let images = images.data();
+            kernel::backward_train_planes_to_stem(p, u0, t, stages, xd, dy, bn_sums, images, taps)
+        })
+    }
+
+    /// Checks the cached fused forward and the gradient's shape against `input`, runs
+    /// `kernel` on the cached parameters and the stages, drops the cache and adds the θ and τ
+    /// gradients.
+    fn run_train_planes_backward(
+        &mut self,
+        grad_output: &Tensor,
+        input: &Tensor,
+        affine: Option<ChannelAffine>,
+        kernel: impl FnOnce(&StepParams, f32, usize, &PlaneStages) -> BackwardSums,
+    ) -> Result<()> {
         let c = self.cached()?;
         let Some(f) = &c.fused else {
             return Err(self.not_fused());
@@ -273,21 +335,11 @@ impl Lif {
                 grad_output.shape(),
             ));
         }
-        let mut dx = crate::buffer_pool::overwritable(input.len());
-        let sums = kernel::backward_train_planes(
-            &c.params,
-            c.u0,
-            t,
-            &stages,
-            input.data(),
-            grad_output.data(),
-            &mut dx,
-            bn_sums,
-        );
+        let sums = kernel(&c.params, c.u0, t, &stages);
         let derived = c.derived;
         self.cache = None;
         self.add_param_grads(&sums, &derived);
-        Tensor::from_vec(input.shape(), dx)
+        Ok(())
     }
 
     /// The kernel's view of an `[N, C, H, W]` input and the fused stages, and the batch B.
