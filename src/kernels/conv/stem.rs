@@ -167,10 +167,11 @@ fn load(s: &[f32]) -> f32x16 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn data(len: usize, seed: u32) -> Vec<f32> {
+    /// Values in [-1, 1] from a hash of the index and `seed`.
+    pub(in crate::kernels::conv) fn data(len: usize, seed: u32) -> Vec<f32> {
         (0..len as u32)
             .map(|k| {
                 let h = k.wrapping_mul(2654435761) ^ seed.wrapping_mul(0x9e37_79b9);

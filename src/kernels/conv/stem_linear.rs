@@ -218,16 +218,8 @@ pub fn weight_grad(
 
 #[cfg(test)]
 mod tests {
+    use super::super::stem::tests::data;
     use super::*;
-
-    fn data(len: usize, seed: u32) -> Vec<f32> {
-        (0..len as u32)
-            .map(|k| {
-                let h = k.wrapping_mul(2654435761) ^ seed.wrapping_mul(0x9e37_79b9);
-                ((h >> 8) % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
 
     /// Random affines with every term nonzero, and each channel's mean.
     fn affines(c_out: usize) -> Vec<GradAffine> {
