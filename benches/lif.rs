@@ -411,11 +411,13 @@ fn train_planes(c: &mut Criterion) {
             })
         });
         g.bench_function("stem_backward_linear", |bch| {
-            let mut taps = vec![[0.0; 18]; B * ch];
+            let mut taps = vec![[0.0; 9]; B * ch];
+            let weight = data(geom.weight_len(), -0.3, 0.3, 32);
             bch.iter(|| {
                 let (s, t) = (&mut sums[..], &mut taps[..]);
                 backward_train_planes_to_stem(&p, 0.0, T, &stages, &input, &dy, s, &images, t);
-                stem_linear::weight_grad(&geom, &images, &taps, &affines, &mut dw);
+                let (w, k) = (&weight[..], &affines[..]);
+                stem_linear::weight_grad(&geom, &images, w, None, &taps, k, &mut dw);
                 dw[0]
             })
         });

@@ -490,7 +490,7 @@ fn backward(
                                 s.taps.load_image(pixels, stages.height, stages.width);
                                 loaded_image = Some(image);
                             }
-                            *plane_taps = s.taps.plane_taps(dst, x, m);
+                            *plane_taps = s.taps.plane_taps(dst);
                         }
                     }
                 }

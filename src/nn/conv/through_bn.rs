@@ -128,7 +128,7 @@ impl Conv2d {
     pub(crate) fn take_stem_taps(&mut self) -> Vec<PlaneTaps> {
         let planes = self.cache.as_ref().map_or(0, |(_, g)| g.n * g.c_out);
         let mut taps = std::mem::take(&mut self.stem_taps);
-        taps.resize(planes, [0.0; 18]);
+        taps.resize(planes, [0.0; 9]);
         taps
     }
 
@@ -163,8 +163,9 @@ impl Conv2d {
         }
         self.check_params()?;
         if let Some((Saved::Dense(images), _)) = self.cache.take() {
-            let dw = self.weight.grad.data_mut();
-            stem_linear::weight_grad(&g, images.data(), &taps, affines, dw);
+            let (w, dw) = (self.weight.value.data(), self.weight.grad.data_mut());
+            let bias = self.bias.as_ref().map(|b| b.value.data());
+            stem_linear::weight_grad(&g, images.data(), w, bias, &taps, affines, dw);
         }
         self.stem_taps = taps;
         Ok(Tensor::zeros(&[g.n, g.c_in, g.h, g.w]))
