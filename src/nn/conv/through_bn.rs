@@ -30,11 +30,13 @@ impl Conv2d {
         }
     }
 
-    /// [`Layer::backward`](crate::nn::Layer::backward) of a conv that [`Conv2d::takes_bn_grad`], given the following
-    /// training batch norm's output gradient `grad`, its input `bn_input` (this conv's output)
-    /// and its per-channel [`GradAffine`]s instead of `∂L/∂y`: the same gradient bits as the
-    /// batch norm's backward followed by [`Layer::backward`](crate::nn::Layer::backward), without writing `∂L/∂y`.
-    /// Returns the input gradient (zeros if none is wanted), as [`Layer::backward`](crate::nn::Layer::backward) does.
+    /// The backward ([`Layer::backward`]) of a conv that [`Conv2d::takes_bn_grad`], given the
+    /// following training batch norm's output gradient `grad`, its input `bn_input` (this
+    /// conv's output) and its per-channel [`GradAffine`]s instead of `∂L/∂y`: the same gradient
+    /// bits as the batch norm's backward followed by the conv's, without writing `∂L/∂y`.
+    /// Returns the input gradient (zeros if none is wanted), as [`Layer::backward`] does.
+    ///
+    /// [`Layer::backward`]: crate::nn::Layer::backward
     pub(crate) fn backward_through_bn(
         &mut self,
         grad: &Tensor,
@@ -132,11 +134,14 @@ impl Conv2d {
         taps
     }
 
-    /// [`Layer::backward`](crate::nn::Layer::backward) of a conv with [`Conv2d::stem_taps_images`], from every output
-    /// plane's [`PlaneTaps`] (plane order) and the following batch norm's [`GradAffine`]s:
-    /// adds the weight gradient ([`stem_linear::weight_grad`]; equal to
-    /// [`Conv2d::backward_through_bn`]'s within f32 rounding, not bit for bit) and returns the
-    /// (unwanted) input gradient as zeros, as [`Layer::backward`](crate::nn::Layer::backward) does.
+    /// The backward ([`Layer::backward`]) of a conv with [`Conv2d::stem_taps_images`], from
+    /// every output plane's [`PlaneTaps`] (plane order) and the following batch norm's
+    /// [`GradAffine`]s: adds the weight gradient ([`stem_linear::weight_grad`], with the weight
+    /// and bias the forward ran with; equal to [`Conv2d::backward_through_bn`]'s within f32
+    /// rounding, not bit for bit) and returns the (unwanted) input gradient as zeros, as
+    /// [`Layer::backward`] does.
+    ///
+    /// [`Layer::backward`]: crate::nn::Layer::backward
     pub(crate) fn backward_from_stem_taps(
         &mut self,
         taps: Vec<PlaneTaps>,
