@@ -307,15 +307,50 @@ pub(super) fn forward_chunk_affine<F: Format, const TAPE: bool, const OUT: bool>
     m: &mut [&mut [f32]],
     s: &mut [&mut [u8]],
 ) -> ForwardSums {
-    // The forward depends on the configuration only through the reset; four steps (the
-    // paper's T) get a body with the time loop unrolled.
+    forward_specialized::<F, TAPE, TAPE, OUT>(p, u0, src, affine, io, m, s)
+}
+
+/// [`forward_chunk_affine`] that keeps only the spikes: `s[t]` receives S (one row per step)
+/// and nothing else is written, for a consumer that needs no more (a max pool of spike
+/// values, [`super::planes::max_pool_bits`]). The same sums and spikes as the full forward.
+pub(super) fn forward_chunk_spikes<F: Format>(
+    p: &StepParams,
+    u0: f32,
+    src: &[&[f32]],
+    affine: Option<&InputAffine>,
+    s: &mut [&mut [u8]],
+) -> ForwardSums {
+    let mut no_out: Vec<&mut [f32]> = s.iter().map(|_| <&mut [f32]>::default()).collect();
+    let no_membrane = &mut [];
+    forward_specialized::<F, true, false, false>(
+        p,
+        u0,
+        Some(src),
+        affine,
+        &mut no_out,
+        no_membrane,
+        s,
+    )
+}
+
+/// [`forward_body`] for `p`'s reset (the forward depends on the configuration only through
+/// it); four steps (the paper's T) get a body with the time loop unrolled.
+fn forward_specialized<F: Format, const TAPE: bool, const MEMBRANE: bool, const OUT: bool>(
+    p: &StepParams,
+    u0: f32,
+    src: Option<&[&[f32]]>,
+    affine: Option<&InputAffine>,
+    io: &mut [&mut [f32]],
+    m: &mut [&mut [f32]],
+    s: &mut [&mut [u8]],
+) -> ForwardSums {
     let (k, sh) = (p.surrogate.kind(), p.surrogate.shape());
     macro_rules! body {
         ($r:ident) => {{
             let q = p.specialized(k, sh, Reset::$r);
             match io.len() {
-                4 => forward_body::<F, TAPE, OUT, 4>(&q, u0, src, affine, io, m, s),
-                _ => forward_body::<F, TAPE, OUT, 0>(&q, u0, src, affine, io, m, s),
+                4 => forward_body::<F, TAPE, MEMBRANE, OUT, 4>(&q, u0, src, affine, io, m, s),
+                _ => forward_body::<F, TAPE, MEMBRANE, OUT, 0>(&q, u0, src, affine, io, m, s),
             }
         }};
     }
@@ -326,9 +361,16 @@ pub(super) fn forward_chunk_affine<F: Format, const TAPE: bool, const OUT: bool>
 }
 
 /// The forward over a chunk; `STEPS` is the step count if nonzero (a constant, so the time
-/// loop unrolls and the rows' pointers stay in registers), else `io.len()`.
+/// loop unrolls and the rows' pointers stay in registers), else `io.len()`. With `TAPE` the
+/// spikes go to `s`, and with `MEMBRANE` (which needs `TAPE`) M to `m`.
 #[inline(always)]
-fn forward_body<F: Format, const TAPE: bool, const OUT: bool, const STEPS: usize>(
+fn forward_body<
+    F: Format,
+    const TAPE: bool,
+    const MEMBRANE: bool,
+    const OUT: bool,
+    const STEPS: usize,
+>(
     p: &StepParams,
     u0: f32,
     src: Option<&[&[f32]]>,
@@ -386,8 +428,10 @@ fn forward_body<F: Format, const TAPE: bool, const OUT: bool, const STEPS: usize
                     store16(io[t], j, out.o);
                 }
                 let bits = out.s.to_bitmask();
-                if TAPE {
+                if MEMBRANE {
                     store16(m[t], j, out.m);
+                }
+                if TAPE {
                     F::put16(s[t], v, bits as u16);
                 }
                 spikes += bits.count_ones() as u64;
@@ -422,8 +466,10 @@ fn forward_body<F: Format, const TAPE: bool, const OUT: bool, const STEPS: usize
             if OUT {
                 io[t][j] = out.o;
             }
-            if TAPE {
+            if MEMBRANE {
                 m[t][j] = out.m;
+            }
+            if TAPE {
                 F::put1(s[t], j, out.s);
             }
             spikes += out.s as u64;

@@ -11,6 +11,7 @@
 //! are never NaN), so the output is bit-identical to the chain; `tests.rs` checks it.
 
 use super::fused::{load, mask_from_bits, store};
+use super::route::{bits_at, is_2x2, pooled_bits};
 use super::ForwardSums;
 use crate::kernels::bn;
 use crate::kernels::conv::sparse::{pack_plane, SpikeBits};
@@ -528,6 +529,48 @@ pub(super) fn max_pool_spikes_portable(g: &PoolGeom, o: &[f32], y: &mut [f32]) {
         }
     } else {
         pool::max_plane(g, o, y, None);
+    }
+}
+
+/// [`max_pool_spikes`] for 2×2 windows at stride 2 from the plane's spike bits instead of its
+/// values: bit `bit0 + i` of `spikes` is element `i` of the plane, and a window is `scale` (the
+/// value of a spike) if any of its bits is set, else `+0.0` — the bits [`max_pool_spikes`]
+/// gives on the values (`+0.0` or `scale > 0`). A 32nd of the bytes to read, and the values
+/// need never be written ([`super::train_planes`]' forward).
+///
+/// # Panics
+/// If the windows are not 2×2 at stride 2 without padding, or `y` is not one pooled plane.
+pub(super) fn max_pool_bits(g: &PoolGeom, spikes: &[u8], bit0: usize, scale: f32, y: &mut [f32]) {
+    assert!(
+        is_2x2(g) && y.len() == g.oh * g.ow,
+        "max pool bits: geometry"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if super::pool2x2::applies(g) {
+        // SAFETY: `applies` checked AVX-512F and the geometry; `y`'s length is asserted above.
+        return unsafe { super::pool2x2::max_pool_bits(g, spikes, bit0, scale, y) };
+    }
+    max_pool_bits_portable(g, spikes, bit0, scale, y)
+}
+
+/// [`max_pool_bits`] without AVX-512 (the reference its AVX-512 kernel matches), for planes of
+/// any width: 16 windows (32 elements of each row) at a time.
+pub(super) fn max_pool_bits_portable(
+    g: &PoolGeom,
+    spikes: &[u8],
+    bit0: usize,
+    scale: f32,
+    y: &mut [f32],
+) {
+    for (oy, y_row) in y.chunks_exact_mut(g.ow).enumerate() {
+        for (k, y16) in y_row.chunks_mut(16).enumerate() {
+            let n = 2 * y16.len();
+            let at = |row: usize| bits_at(spikes, bit0 + row * g.w + 32 * k, n);
+            let windows = pooled_bits(at(2 * oy), at(2 * oy + 1));
+            for (i, v) in y16.iter_mut().enumerate() {
+                *v = if windows >> i & 1 == 1 { scale } else { 0.0 };
+            }
+        }
     }
 }
 

@@ -11,16 +11,18 @@
 //! 4.2 %: it waited on loads of LIF outputs that the backward's recompute left in L2. Hence
 //! [`route_bits`], which reads the recompute's spike bits instead (the outputs are then never
 //! written): the fused stem training kernel ran 8 % (1 thread) and 12 % (2 threads) faster
-//! (criterion `train_planes/stem_fused`, interleaved runs). Same bits as the portable
-//! versions: the pooled value is the OR of the window's bits, the routed gradient `0.0 + dy`.
+//! (criterion `train_planes/stem_fused`, interleaved runs). Likewise [`max_pool_bits`] pools
+//! the training forward's spike bits, whose values are then never written. Same bits as the
+//! portable versions: the pooled value is the OR of the window's bits, the routed gradient
+//! `0.0 + dy`.
 
-use super::route::{bits_at, first_lanes, selected};
+use super::route::{bits_at, first_lanes, pooled_bits, selected};
 use crate::kernels::pool::PoolGeom;
 use std::arch::x86_64::{
     __m512, __m512i, _mm512_add_ps, _mm512_castps_si512, _mm512_castsi512_ps,
     _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_maskz_mov_ps, _mm512_or_si512,
-    _mm512_permutex2var_epi32, _mm512_permutexvar_ps, _mm512_setr_epi32, _mm512_setzero_ps,
-    _mm512_test_epi32_mask,
+    _mm512_permutex2var_epi32, _mm512_permutexvar_ps, _mm512_set1_ps, _mm512_setr_epi32,
+    _mm512_setzero_ps, _mm512_test_epi32_mask,
 };
 
 /// Widest plane handled here: an input row is at most two vectors.
@@ -129,6 +131,36 @@ pub(super) unsafe fn max_pool(g: &PoolGeom, o: &[f32], y: &mut [f32]) {
     }
 }
 
+/// The portable `max_pool_bits`' result: `y[oy·ow + ox]` is `scale` if window `(oy, ox)` has
+/// a spike, `+0.0` if not; bit `bit0 + i` of `spikes` is element `i` of the plane.
+///
+/// # Safety
+/// AVX-512F; `g` as [`applies`] requires; `y` holds `oh·ow` elements.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn max_pool_bits(
+    g: &PoolGeom,
+    spikes: &[u8],
+    bit0: usize,
+    scale: f32,
+    y: &mut [f32],
+) {
+    assert!(g.w <= MAX_W && y.len() >= g.oh * g.ow);
+    let n = 2 * g.ow;
+    let (out, value) = (lanes32(g.ow).0, _mm512_set1_ps(scale));
+    for oy in 0..g.oh {
+        let at = |row: usize| bits_at(spikes, bit0 + row * g.w, n);
+        let windows = pooled_bits(at(2 * oy), at(2 * oy + 1));
+        // SAFETY: `ow ≤ 16` lanes of output row `oy`, inside `y` (asserted).
+        unsafe {
+            _mm512_mask_storeu_ps(
+                y.as_mut_ptr().add(oy * g.ow),
+                out,
+                _mm512_maskz_mov_ps(windows, value),
+            )
+        };
+    }
+}
+
 /// The portable `route_2x2`'s result: plane `o` (spike values) becomes its gradient, `0.0 +
 /// dy[oy·ow + ox]` at the first nonzero element of window `(oy, ox)` (its first element if
 /// none), `+0.0` everywhere else, the column and row in no window included.
@@ -210,13 +242,14 @@ unsafe fn route_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::lif::planes::max_pool_spikes_portable;
+    use crate::kernels::lif::planes::{max_pool_bits_portable, max_pool_spikes_portable};
     use crate::kernels::lif::route::{route_2x2_bits_portable, route_2x2_portable};
 
     /// The kernels give the portable versions' bits on every width up to 32 (odd ones with a
     /// column in no window), odd and even heights, spike densities from none to all, and
     /// gradients with `−0.0` (routed as `+0.0`); the routing from a bit row (both versions)
-    /// gives the routing from the values' bits.
+    /// gives the routing from the values' bits, and the pooling from a bit row the portable
+    /// one's.
     #[test]
     fn match_the_portable_bits() {
         if !std::arch::is_x86_feature_detected!("avx512f") {
@@ -266,6 +299,11 @@ mod tests {
                     let mut got = vec![f32::NAN; o.len()];
                     route_2x2_bits_portable(&g, &mut got, &dy, &spikes, bit0);
                     assert_eq!(bits(&got), bits(&want), "portable bits {h}x{w} d{density}");
+                    let (mut want, mut got) = (vec![f32::NAN; dy.len()], vec![f32::NAN; dy.len()]);
+                    max_pool_bits_portable(&g, &spikes, bit0, s, &mut want);
+                    // SAFETY: as above.
+                    unsafe { max_pool_bits(&g, &spikes, bit0, s, &mut got) };
+                    assert_eq!(bits(&got), bits(&want), "pool bits {h}x{w} d{density}");
                 }
             }
         }

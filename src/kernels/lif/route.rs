@@ -33,6 +33,19 @@ pub(super) fn selected(top: u32, bottom: u32, windows: u32) -> (u32, u32) {
     )
 }
 
+/// The 2×2 windows of a row pair that hold a spike: bit `k` of the result is window `k`, from
+/// the rows' spike bits `top` and `bottom` (lanes `2k`, `2k + 1` are window k).
+#[inline(always)]
+pub(super) fn pooled_bits(top: u32, bottom: u32) -> u16 {
+    let any = top | bottom;
+    // Bits 2k (a window's OR) moved to bits k.
+    let x = (any | any >> 1) & EVEN;
+    let x = (x | x >> 1) & 0x3333_3333;
+    let x = (x | x >> 2) & 0x0F0F_0F0F;
+    let x = (x | x >> 4) & 0x00FF_00FF;
+    (x | x >> 8) as u16
+}
+
 /// The first `n ≤ 32` lanes as a mask.
 #[inline(always)]
 pub(super) fn first_lanes(n: usize) -> u32 {
@@ -200,6 +213,7 @@ pub(super) fn route_2x2_bits_portable(
 
 #[cfg(test)]
 mod tests {
+    use super::super::planes::{max_pool_bits_portable, max_pool_spikes_portable};
     use super::*;
 
     /// `bits_at` against a bit-by-bit read, at every offset and length, up to the row's end.
@@ -215,12 +229,12 @@ mod tests {
         }
     }
 
-    /// The bit-row routing gives the value routing's bits (portable both), on every width up
-    /// to 70 (odd ones with a column in no window, wider than the AVX-512 kernel's 32), odd and
-    /// even heights, at a bit offset inside a byte, spike densities from none to all, and
-    /// gradients with `−0.0`.
+    /// The bit-row routing gives the value routing's bits, and the bit-row pooling the value
+    /// pooling's (portable all), on every width up to 70 (odd ones with a column in no window,
+    /// wider than the AVX-512 kernels' 32), odd and even heights, at a bit offset inside a
+    /// byte, spike densities from none to all, and gradients with `−0.0`.
     #[test]
-    fn routing_from_bits_matches_routing_from_values() {
+    fn pooling_and_routing_from_bits_match_them_from_values() {
         let mut seed = 11u32;
         let mut next = || {
             seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
@@ -249,6 +263,15 @@ mod tests {
                     route_2x2_bits_portable(&g, &mut got, &dy, &spikes, bit0);
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&got), bits(&want), "{h}x{w} d{density} bit0 {bit0}");
+                    let mut want = vec![f32::NAN; dy.len()];
+                    max_pool_spikes_portable(&g, &o, &mut want);
+                    let mut got = vec![f32::NAN; dy.len()];
+                    max_pool_bits_portable(&g, &spikes, bit0, 0.5, &mut got);
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "pool {h}x{w} d{density} bit0 {bit0}"
+                    );
                 }
             }
         }

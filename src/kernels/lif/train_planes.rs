@@ -25,7 +25,7 @@
 //! [`crate::kernels::elementwise::par_sum_tiles`]); the tests check it.
 
 use super::fused::{self, Bits, Format, InputAffine, Recompute};
-use super::planes::max_pool_spikes;
+use super::planes::{max_pool_bits, max_pool_spikes};
 use super::route::{is_2x2, route, route_2x2_bits};
 use super::{chunk_count, sum_over_chunks, BackwardSums, ForwardSums, PlaneStages, CHUNK};
 use crate::kernels::bn;
@@ -121,7 +121,7 @@ fn source_rows<'a>(
 }
 
 /// Splits every row of `rows` at `at`.
-fn split_at(rows: Vec<&mut [f32]>, at: usize) -> (Vec<&mut [f32]>, Vec<&mut [f32]>) {
+fn split_at<E>(rows: Vec<&mut [E]>, at: usize) -> (Vec<&mut [E]>, Vec<&mut [E]>) {
     rows.into_iter().map(|r| r.split_at_mut(at)).unzip()
 }
 
@@ -153,6 +153,9 @@ pub fn forward_train_planes(
         .map(|c| (first_owned(c + 1).max(first_owned(c)) - first_owned(c)) * ohw)
         .collect();
     let mut out_rows = split_rows_by(out, t, stages.planes * ohw, &widths);
+    // With a positive scale a window of spike values pools to the scale exactly when one of
+    // its bits is set.
+    let bit_pool = p.out_scale > 0.0 && stages.pool.as_ref().is_some_and(is_2x2);
     let body = |(c, out_rows): (usize, &mut [&mut [f32]])| {
         SCRATCH.with(|cell| {
             let s = &mut *cell.borrow_mut();
@@ -165,6 +168,33 @@ pub fn forward_train_planes(
             let (src_own, src_rest): (Vec<&[f32]>, Vec<&[f32]>) =
                 src.iter().map(|r| r.split_at(hi - lo)).unzip();
             let affine_rest = affine.as_ref().map(|a| InputAffine { first: hi, ..*a });
+            if bit_pool {
+                // Only the spike bits are kept, and the pool reads those: the values are
+                // never written.
+                let row_bytes = Bits::row_bytes(len);
+                let bits = grow(&mut s.bits, t * row_bytes);
+                let rows: Vec<&mut [u8]> = bits.chunks_exact_mut(row_bytes).collect();
+                // Where a rest follows, `hi − lo` is CHUNK, a multiple of 8: its bits start
+                // on a byte.
+                debug_assert!(end == hi || (hi - lo) % 8 == 0);
+                let (mut own, mut rest) = split_at(rows, Bits::row_bytes(hi - lo));
+                let sums =
+                    fused::forward_chunk_spikes::<Bits>(p, u0, &src_own, affine.as_ref(), &mut own);
+                if end > hi {
+                    // The rest of the last plane: the next chunk counts it.
+                    let affine_rest = affine_rest.as_ref();
+                    fused::forward_chunk_spikes::<Bits>(p, u0, &src_rest, affine_rest, &mut rest);
+                }
+                let g = stages.pool.as_ref().expect("bit pooling has a pool");
+                for (step, dst) in out_rows.iter_mut().enumerate() {
+                    let spikes = &s.bits[step * row_bytes..][..row_bytes];
+                    for plane in p_lo..p_hi {
+                        let y = &mut dst[(plane - p_lo) * ohw..][..ohw];
+                        max_pool_bits(g, spikes, plane * hw - lo, p.out_scale, y);
+                    }
+                }
+                return sums;
+            }
             let io = grow(&mut s.io, t * len);
             let rows: Vec<&mut [f32]> = io.chunks_exact_mut(len).collect();
             let (mut own, mut rest) = split_at(rows, hi - lo);
