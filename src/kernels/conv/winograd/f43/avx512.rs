@@ -9,7 +9,7 @@ use super::{at, bt};
 use std::arch::x86_64::{
     __m512, __m512i, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_blend_ps,
     _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_maskz_permutex2var_ps,
-    _mm512_permutex2var_ps, _mm512_setr_epi32, _mm512_storeu_ps,
+    _mm512_permutex2var_ps, _mm512_setr_epi32,
 };
 use wide::f32x16;
 
@@ -368,9 +368,12 @@ unsafe fn store_aligned(src: &[f32], dst: *mut f32) {
             _mm512_mask_storeu_ps(dst, lanes(head), v);
             i = head;
         }
+        // An all-lanes mask the compiler cannot see through: plain vector stores in this
+        // loop became a `memcpy` call (2.3 % of a `mnist-cnn` training step).
+        let all = std::hint::black_box(u16::MAX);
         while i + 16 <= n {
             let v = _mm512_loadu_ps(src.as_ptr().add(i));
-            _mm512_storeu_ps(dst.add(i), v);
+            _mm512_mask_storeu_ps(dst.add(i), all, v);
             i += 16;
         }
         if i < n {
