@@ -102,6 +102,37 @@ fn conv_benches(c: &mut Criterion) {
                 b.iter(|| direct::forward(&g, x, &w, None, &mut y))
             });
         }
+        if conv::winograd::f43::preferred(&g) {
+            // A training batch norm's statistics of the output: its own pass over the output
+            // after the forward, against the moments the forward takes as it writes a plane.
+            let d = BnDims {
+                n,
+                c: co,
+                hw: g.oh * g.ow,
+            };
+            let (mut mean, mut var) = (vec![0.0; co], vec![0.0; co]);
+            group.bench_function(BenchmarkId::new("fwd_then_bn_stats", label), |b| {
+                b.iter(|| {
+                    conv::forward(&g, black_box(&x), &w, None, &mut y);
+                    bn::batch_stats(&y, d, &mut mean, &mut var);
+                })
+            });
+            let mut moments = vec![bn::PlaneMoments::default(); n * co];
+            group.bench_function(BenchmarkId::new("fwd_with_moments", label), |b| {
+                b.iter(|| {
+                    let m = &mut moments;
+                    conv::winograd::f43::forward_with_moments(
+                        &g,
+                        black_box(&x),
+                        &w,
+                        None,
+                        &mut y,
+                        m,
+                    );
+                    bn::stats_from_moments(m, d, &mut mean, &mut var);
+                })
+            });
+        }
     }
     group.finish();
 }

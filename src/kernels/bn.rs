@@ -6,12 +6,12 @@
 //! `∂β = Σ dy`, `∂γ = Σ dy·x̂`, `dx = γ·r·(dy − ∂β/M − x̂·∂γ/M)`.
 //! With fixed (running) statistics the last two terms vanish: `dx = γ·r·dy`.
 //!
-//! Statistics accumulate in f32 lanes over blocks of at most [`STAT_BLOCK`] values and in f64
-//! across blocks, on values shifted by the channel's first element so `Σx²/M − μ²` does not
-//! cancel (`N·HW` reaches 262 144 in ResNet-19). The statistics' sums run in tasks of a fixed
-//! number of images added in task order; backward's sums are per plane ([`plane_grad_sums`]),
-//! added per channel in image order, so a fused kernel can produce them while the plane is in
-//! cache. Every result is the same for any thread count.
+//! Statistics are per plane ([`plane_moments`]: f32 lanes over blocks of at most
+//! [`STAT_BLOCK`] values, f64 across blocks, on values shifted by the plane's first element so
+//! `Σx²/n − μ²` does not cancel), combined per channel in image order
+//! ([`stats_from_moments`]); backward's sums are per plane too ([`plane_grad_sums`]). So a
+//! fused kernel can produce either while the plane is in cache. Every result is the same for
+//! any thread count.
 
 use rayon::prelude::*;
 use wide::{f32x16, f32x8};
@@ -106,69 +106,96 @@ fn block_sums(a: &[f32], sa: f32) -> (f32, f32) {
     )
 }
 
-/// Images per task of [`all_channel_sums`]: tasks (and so the f64 summation order) are fixed
-/// by the shape, never by the thread count.
-const SUM_TASK_IMAGES: usize = 8;
-
-/// [`block_sums`] of every channel over all its segments: `(Σ (a−sa_c)², Σ (a−sa_c))` per
-/// channel `c`, `shift_a[c]` being `sa_c`. The tasks walk memory in
-/// order — [`SUM_TASK_IMAGES`] images, every channel's segment of each — and keep f64 sums per
-/// channel; the tasks' sums are then added in task order.
-///
-/// Why not one task per channel: that walks each channel's `N` segments `C·HW` floats apart,
-/// and with small planes (`mnist-cnn`'s 14×14: 784 bytes) the prefetchers never get going.
-fn all_channel_sums(a: &[f32], shift_a: &[f32], d: &BnDims) -> Vec<(f64, f64)> {
-    let tasks = d.n.div_ceil(SUM_TASK_IMAGES);
-    let partials: Vec<Vec<(f64, f64)>> = (0..tasks)
-        .into_par_iter()
-        .map(|task| {
-            let mut sums = vec![(0.0f64, 0.0f64); d.c];
-            let (n0, n1) = (
-                task * SUM_TASK_IMAGES,
-                ((task + 1) * SUM_TASK_IMAGES).min(d.n),
-            );
-            for image in n0..n1 {
-                for (ch, acc) in sums.iter_mut().enumerate() {
-                    let seg = (image * d.c + ch) * d.hw;
-                    let mut start = seg;
-                    while start < seg + d.hw {
-                        let end = (start + STAT_BLOCK).min(seg + d.hw);
-                        let (bp, bs) = block_sums(&a[start..end], shift_a[ch]);
-                        acc.0 += bp as f64;
-                        acc.1 += bs as f64;
-                        start = end;
-                    }
-                }
-            }
-            sums
-        })
-        .collect();
-    let mut total = vec![(0.0f64, 0.0f64); d.c];
-    for part in &partials {
-        for (t, p) in total.iter_mut().zip(part) {
-            t.0 += p.0;
-            t.1 += p.1;
-        }
-    }
-    total
+/// The moments of one plane (one image's values of one channel): its mean and the sum of
+/// squared deviations from it. A batch's statistics are combined from its planes'
+/// ([`stats_from_moments`]), so a kernel that has a plane in cache (a conv writing its output)
+/// can take them there and the batch norm skips its own pass over the input.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PlaneMoments {
+    /// Mean of the plane's values.
+    pub mean: f64,
+    /// `Σ (x − mean)²` over the plane.
+    pub m2: f64,
 }
 
-/// Batch mean and biased variance of every channel of `x` (both overwritten).
+/// [`PlaneMoments`] of `x` (not empty): f32 lanes over blocks of [`STAT_BLOCK`] values
+/// from the plane's start, shifted by its first value, added in f64. Every caller gets the
+/// same bits for the same plane.
+///
+/// # Panics
+/// If `x` is empty.
+pub fn plane_moments(x: &[f32]) -> PlaneMoments {
+    let shift = x[0];
+    let (mut s2, mut s1) = (0.0f64, 0.0f64);
+    for block in x.chunks(STAT_BLOCK) {
+        let (bp, bs) = block_sums(block, shift);
+        s2 += bp as f64;
+        s1 += bs as f64;
+    }
+    let n = x.len() as f64;
+    PlaneMoments {
+        mean: shift as f64 + s1 / n,
+        m2: (s2 - s1 * s1 / n).max(0.0),
+    }
+}
+
+/// Planes per task of [`all_plane_moments`] (at least a task's worth of small planes).
+fn planes_per_task(hw: usize) -> usize {
+    MIN_TASK.div_ceil(hw.max(1))
+}
+
+/// [`plane_moments`] of every plane of `x` (`[N, C, HW]`) into `moments` (`N·C`, image-major).
+///
+/// # Panics
+/// If a length disagrees with `d`.
+pub fn all_plane_moments(x: &[f32], d: BnDims, moments: &mut [PlaneMoments]) {
+    d.check("plane moments", &[x.len()], &[]);
+    assert_eq!(moments.len(), d.n * d.c, "batch-norm plane moments: length");
+    if d.hw == 0 {
+        return;
+    }
+    let per = planes_per_task(d.hw);
+    moments
+        .par_chunks_mut(per)
+        .zip(x.par_chunks(per * d.hw))
+        .for_each(|(m, xs)| {
+            for (m, plane) in m.iter_mut().zip(xs.chunks_exact(d.hw)) {
+                *m = plane_moments(plane);
+            }
+        });
+}
+
+/// Batch mean and biased variance of every channel (both overwritten) from the moments of
+/// its planes (`N·C`, image-major, as [`all_plane_moments`] writes them): the mean of the
+/// planes' means, and `(Σ m2 + HW·Σ (mean_p − mean)²) / (N·HW)`, added in image order.
+///
+/// # Panics
+/// If a length disagrees with `d`, or `d.count() == 0`.
+pub fn stats_from_moments(moments: &[PlaneMoments], d: BnDims, mean: &mut [f32], var: &mut [f32]) {
+    d.check("stats_from_moments", &[], &[mean.len(), var.len()]);
+    assert_eq!(moments.len(), d.n * d.c, "batch-norm plane moments: length");
+    assert!(d.count() > 0, "batch-norm statistics of an empty batch");
+    for (ch, (mu, v)) in mean.iter_mut().zip(var.iter_mut()).enumerate() {
+        let planes = || moments[ch..].iter().step_by(d.c);
+        let m = planes().map(|p| p.mean).sum::<f64>() / d.n as f64;
+        let within: f64 = planes().map(|p| p.m2).sum();
+        let between: f64 = planes().map(|p| (p.mean - m) * (p.mean - m)).sum();
+        *mu = m as f32;
+        *v = ((within + d.hw as f64 * between) / d.count() as f64).max(0.0) as f32;
+    }
+}
+
+/// Batch mean and biased variance of every channel of `x` (both overwritten), from its planes'
+/// moments ([`all_plane_moments`], [`stats_from_moments`]).
 ///
 /// # Panics
 /// If a slice length disagrees with `d`, or `d.count() == 0`.
 pub fn batch_stats(x: &[f32], d: BnDims, mean: &mut [f32], var: &mut [f32]) {
     d.check("batch_stats", &[x.len()], &[mean.len(), var.len()]);
     assert!(d.count() > 0, "batch-norm statistics of an empty batch");
-    let m = d.count() as f64;
-    let shifts: Vec<f32> = (0..d.c).map(|ch| x[ch * d.hw]).collect();
-    let sums = all_channel_sums(x, &shifts, &d);
-    for (ch, (mu, v)) in mean.iter_mut().zip(var.iter_mut()).enumerate() {
-        let (s2, s1) = sums[ch];
-        let dm = s1 / m;
-        *mu = (shifts[ch] as f64 + dm) as f32;
-        *v = (s2 / m - dm * dm).max(0.0) as f32;
-    }
+    let mut moments = vec![PlaneMoments::default(); d.n * d.c];
+    all_plane_moments(x, d, &mut moments);
+    stats_from_moments(&moments, d, mean, var);
 }
 
 /// `y = (x − mean[c])·scale[c] + shift[c]` for every element (`y` is overwritten, never read).

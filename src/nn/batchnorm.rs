@@ -228,7 +228,16 @@ impl BatchNorm2d {
     /// The statistics half of a training forward on input `x` of shape `shape` (dims `d`):
     /// batch mean and variance (all-reduced if synced), `scale`, and the running averages; or
     /// the running statistics if frozen. Returns whether the batch's own statistics are used.
-    fn train_stats(&mut self, shape: &[usize], x: &[f32], d: BnDims) -> Result<bool> {
+    ///
+    /// `moments`, if given, are the [`bn::PlaneMoments`] of `x`'s planes (its producer took
+    /// them): the statistics come from them, the same bits, without a pass over `x`.
+    fn train_stats(
+        &mut self,
+        shape: &[usize],
+        x: &[f32],
+        d: BnDims,
+        moments: Option<&[bn::PlaneMoments]>,
+    ) -> Result<bool> {
         let batch_stats = !self.frozen_stats;
         if batch_stats {
             if d.count() < 2 {
@@ -238,7 +247,10 @@ impl BatchNorm2d {
                     shape,
                 ));
             }
-            bn::batch_stats(x, d, &mut self.mean, &mut self.var);
+            match moments {
+                Some(m) => bn::stats_from_moments(m, d, &mut self.mean, &mut self.var),
+                None => bn::batch_stats(x, d, &mut self.mean, &mut self.var),
+            }
             self.synced_count = self.sync.as_ref().map(|c| {
                 sync_bn::reduce_stats(c.as_ref(), d.count(), &mut self.mean, &mut self.var)
             });
@@ -264,10 +276,15 @@ impl BatchNorm2d {
     /// A training forward whose normalize is left to the consumer (a LIF that applies
     /// [`BatchNorm2d::train_affine`] as it loads `input`): computes the statistics as
     /// [`Layer::forward`] does and keeps `input` for backward (or drops it if deferred).
-    pub(crate) fn forward_stats_only(&mut self, input: &Tensor) -> Result<()> {
+    /// `moments`: as [`BatchNorm2d::train_stats`]'.
+    pub(crate) fn forward_stats_only(
+        &mut self,
+        input: &Tensor,
+        moments: Option<&[bn::PlaneMoments]>,
+    ) -> Result<()> {
         let d = self.dims(input.shape())?;
         self.check_params()?;
-        let batch_stats = self.train_stats(input.shape(), input.data(), d)?;
+        let batch_stats = self.train_stats(input.shape(), input.data(), d, moments)?;
         self.cache = Some(Cached {
             x: None,
             shape: input.shape().to_vec(),
@@ -473,7 +490,7 @@ impl Layer for BatchNorm2d {
             bn::normalize_inplace(input.data_mut(), d, &self.mean, &self.scale, beta);
             return Ok(input);
         }
-        let batch_stats = self.train_stats(input.shape(), input.data(), d)?;
+        let batch_stats = self.train_stats(input.shape(), input.data(), d, None)?;
         let shape = input.shape().to_vec();
         let beta = self.beta.value.data();
         let (x, y) = if self.input_recomputable {

@@ -4,6 +4,7 @@ use super::build::{uniform, InitRng};
 use super::spec::Conv2dSpec;
 use super::{ForwardCtx, Layer, Param};
 use crate::error::{Error, Result};
+use crate::kernels::bn::PlaneMoments;
 use crate::kernels::conv::sparse::{self, PackedWeight, SpikeBits};
 use crate::kernels::conv::stem_linear::PlaneTaps;
 use crate::kernels::conv::{self, direct, winograd, ConvGeom, ConvWorkspace};
@@ -60,6 +61,13 @@ pub struct Conv2d {
     /// Per-plane sums for a stem's weight gradient by linearity
     /// ([`Conv2d::backward_from_stem_taps`]), reused across steps.
     stem_taps: Vec<PlaneTaps>,
+    /// Whether training forwards take their output planes' moments
+    /// ([`Conv2d::set_output_moments`]).
+    want_moments: bool,
+    /// The moments of the last forward's output planes, valid if `moments_of` holds that
+    /// output's data address (reused across steps).
+    moments: Vec<PlaneMoments>,
+    moments_of: Option<usize>,
 }
 
 /// What a training forward keeps for backward: the f32 input, or the spikes bit-packed.
@@ -100,6 +108,9 @@ impl Conv2d {
             last_density: None,
             packed: None,
             stem_taps: Vec::new(),
+            want_moments: false,
+            moments: Vec::new(),
+            moments_of: None,
         })
     }
 
@@ -182,25 +193,48 @@ impl Conv2d {
 }
 
 impl Conv2d {
+    /// Makes training forwards take the [`PlaneMoments`] of their output planes where the
+    /// Winograd forward runs (the output planes are then in cache), for a batch norm that
+    /// follows ([`Conv2d::take_output_moments`]). Off by default; [`crate::nn::Sequential`]
+    /// sets it.
+    pub fn set_output_moments(&mut self, on: bool) {
+        self.want_moments = on;
+    }
+
+    /// The moments of `output`'s planes (`N·C_out`, image-major), if `output` is this conv's
+    /// last forward output and that forward took them; each forward's moments are given once.
+    pub fn take_output_moments(&mut self, output: &Tensor) -> Option<&[PlaneMoments]> {
+        let of = self.moments_of.take()?;
+        (of == output.data().as_ptr() as usize
+            && self.moments.len() * output.shape()[2..].iter().product::<usize>() == output.len())
+        .then_some(&self.moments[..])
+    }
+
     /// The forward of [`Layer::forward`] and [`Layer::forward_ref`].
     fn forward_cow(&mut self, input: Cow<Tensor>, ctx: &ForwardCtx) -> Result<Tensor> {
         let g = self.geom(input.shape())?;
         self.check_params()?;
+        self.moments_of = None;
         let mut y = crate::buffer_pool::overwritable(g.n * g.out_img());
         let bits = match input.spike_scale() {
             Some(s) if s.is_finite() => input.packed_spikes(g.n, g.c_in, g.h * g.w),
             _ => None,
         };
         let train = ctx.is_train();
+        let take_moments = train && self.want_moments;
+        let took_moments;
         let saved = match bits {
             Some(bits) => {
-                self.spike_forward(&g, &bits, Some(input.data()), !train, &mut y);
+                let how = (!train, take_moments);
+                took_moments = self.spike_forward(&g, &bits, Some(input.data()), how, &mut y);
                 self.last_density = Some((bits.density(), sparse::fwd_max_density(&g)));
                 Saved::Spikes(bits)
             }
             None => {
                 let bias = self.bias.as_ref().map(|b| b.value.data());
-                conv::forward(&g, input.data(), self.weight.value.data(), bias, &mut y);
+                let weight = self.weight.value.data();
+                let moments = take_moments.then_some(&mut self.moments);
+                took_moments = dense_forward(&g, input.data(), weight, bias, &mut y, moments);
                 self.last_density = None;
                 // Only backward needs the input: a borrowed one is copied in training only.
                 Saved::Dense(match input {
@@ -211,21 +245,27 @@ impl Conv2d {
             }
         };
         self.cache = train.then_some((saved, g));
-        Tensor::from_vec(&[g.n, g.c_out, g.oh, g.ow], y)
+        let out = Tensor::from_vec(&[g.n, g.c_out, g.oh, g.ow], y)?;
+        if took_moments {
+            self.moments_of = Some(out.data().as_ptr() as usize);
+        }
+        Ok(out)
     }
 
     /// The forward of a spike input on the path its density selects. `dense` is the same input
     /// as f32 if at hand (else it is unpacked from `bits`): both hold exactly 0 or the scale, so
     /// the output is the same bits either way, which [`Layer::recompute_output`] relies on.
-    /// `keep_packed`: keep the packed weight for the next forward.
+    /// `keep_packed`: keep the packed weight for the next forward. `take_moments`: take the
+    /// output planes' moments where the path allows ([`dense_forward`]); returns whether it did.
     fn spike_forward(
         &mut self,
         g: &ConvGeom,
         bits: &SpikeBits,
         dense: Option<&[f32]>,
-        keep_packed: bool,
+        (keep_packed, take_moments): (bool, bool),
         y: &mut [f32],
-    ) {
+    ) -> bool {
+        let moments = take_moments.then_some(&mut self.moments);
         let weight = &self.weight.value;
         let bias = self.bias.as_ref().map(|b| b.value.data());
         if bits.density() <= sparse::fwd_max_density(g) {
@@ -242,14 +282,41 @@ impl Conv2d {
             if keep_packed {
                 self.packed = Some((id, std::mem::take(&mut packed)));
             }
+            false
         } else if direct::preferred(g) && !winograd::f43::preferred(g) {
             direct::forward(g, direct::Input::Spikes(bits), weight.data(), bias, y);
+            false
         } else if let Some(x) = dense {
-            conv::forward(g, x, weight.data(), bias, y);
+            dense_forward(g, x, weight.data(), bias, y, moments)
         } else {
             let mut x = crate::buffer_pool::overwritable(bits.len());
             bits.unpack(&mut x);
-            conv::forward(g, &x, weight.data(), bias, y);
+            let took = dense_forward(g, &x, weight.data(), bias, y, moments);
+            crate::buffer_pool::give_back(x);
+            took
+        }
+    }
+}
+
+/// [`conv::forward`], taking the output planes' moments into `moments` (resized) if given and
+/// the Winograd forward runs (the path `conv::forward` takes first). Returns whether it did.
+fn dense_forward(
+    g: &ConvGeom,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    moments: Option<&mut Vec<PlaneMoments>>,
+) -> bool {
+    match moments {
+        Some(m) if winograd::f43::preferred(g) => {
+            m.resize(g.n * g.c_out, PlaneMoments::default());
+            winograd::f43::forward_with_moments(g, x, weight, bias, y, m);
+            true
+        }
+        _ => {
+            conv::forward(g, x, weight, bias, y);
+            false
         }
     }
 }
@@ -396,7 +463,7 @@ impl Layer for Conv2d {
         };
         let (bits, g) = (Arc::clone(bits), *g);
         let mut y = crate::buffer_pool::overwritable(g.n * g.out_img());
-        self.spike_forward(&g, &bits, None, false, &mut y);
+        self.spike_forward(&g, &bits, None, (false, false), &mut y);
         Tensor::from_vec(&[g.n, g.c_out, g.oh, g.ow], y).ok()
     }
 
@@ -416,6 +483,19 @@ mod tests {
                 }
             }
         });
+    }
+
+    /// A 3×3 "same" conv from 32 channels.
+    fn spec_3x3_from_32(out_channels: usize, bias: bool) -> Conv2dSpec {
+        Conv2dSpec {
+            name: "c".into(),
+            in_channels: 32,
+            out_channels,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            bias,
+        }
     }
 
     /// A spike tensor of `shape` with values 0.5 where a seeded LCG's top nibble is below
@@ -441,15 +521,7 @@ mod tests {
     /// where AVX-512 is, which takes the f32 input in the forward and unpacked bits here).
     #[test]
     fn recompute_output_gives_the_forward_bits_on_both_paths() {
-        let spec = Conv2dSpec {
-            name: "c".into(),
-            in_channels: 32,
-            out_channels: 32,
-            kernel: 3,
-            stride: 1,
-            padding: 1,
-            bias: true,
-        };
+        let spec = spec_3x3_from_32(32, true);
         for (threshold, sparse_side) in [(1u32, true), (8, false)] {
             let x = spike_tensor(&[2, 32, 14, 14], threshold, 9);
             let mut conv = Conv2d::from_spec(&spec, &mut init_rng(5)).unwrap();
@@ -470,19 +542,57 @@ mod tests {
         }
     }
 
+    /// A training forward asked for its output planes' moments gives exactly
+    /// `bn::plane_moments` of each output plane — on the dense spike path, where the Winograd
+    /// forward runs — once, and only for that output; the event path, eval forwards and an
+    /// unasked conv give none.
+    #[test]
+    fn output_moments_are_those_of_the_output_planes_given_once() {
+        let spec = spec_3x3_from_32(16, false);
+        let mut conv = Conv2d::from_spec(&spec, &mut init_rng(3)).unwrap();
+        let dense_spikes = spike_tensor(&[3, 32, 14, 14], 8, 4);
+        let y = conv
+            .forward(dense_spikes.clone(), &ForwardCtx::train(1))
+            .unwrap();
+        assert!(conv.take_output_moments(&y).is_none(), "not asked");
+        conv.set_output_moments(true);
+        let y = conv
+            .forward(dense_spikes.clone(), &ForwardCtx::train(1))
+            .unwrap();
+        let other = conv
+            .forward(dense_spikes.clone(), &ForwardCtx::train(1))
+            .unwrap();
+        assert!(conv.take_output_moments(&y).is_none(), "an earlier output");
+        let y = conv
+            .forward(dense_spikes.clone(), &ForwardCtx::train(1))
+            .unwrap();
+        if winograd::f43::preferred(&conv.geom(dense_spikes.shape()).unwrap()) {
+            let moments = conv.take_output_moments(&y).expect("moments").to_vec();
+            assert_eq!(moments.len(), 3 * 16);
+            for (plane, m) in y.data().chunks_exact(14 * 14).zip(&moments) {
+                let want = crate::kernels::bn::plane_moments(plane);
+                assert_eq!(
+                    (want.mean.to_bits(), want.m2.to_bits()),
+                    (m.mean.to_bits(), m.m2.to_bits())
+                );
+            }
+        }
+        assert!(conv.take_output_moments(&y).is_none(), "given twice");
+        drop(other);
+        let sparse = conv.forward(spike_tensor(&[3, 32, 14, 14], 1, 4), &ForwardCtx::train(1));
+        assert!(
+            conv.take_output_moments(&sparse.unwrap()).is_none(),
+            "event path"
+        );
+        let eval = conv.forward(dense_spikes, &ForwardCtx::eval(1)).unwrap();
+        assert!(conv.take_output_moments(&eval).is_none(), "eval");
+    }
+
     /// The packed weight kept between eval forwards is repacked after every change of the
     /// weight, and a training forward does not keep it.
     #[test]
     fn a_kept_packed_weight_follows_weight_changes() {
-        let spec = Conv2dSpec {
-            name: "c".into(),
-            in_channels: 32,
-            out_channels: 16,
-            kernel: 3,
-            stride: 1,
-            padding: 1,
-            bias: true,
-        };
+        let spec = spec_3x3_from_32(16, true);
         let x = spike_tensor(&[2, 32, 6, 6], 2, 1);
         let eval = ForwardCtx::eval(1);
         let mut conv = Conv2d::from_spec(&spec, &mut init_rng(3)).unwrap();

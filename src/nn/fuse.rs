@@ -156,6 +156,36 @@ fn prepare(layers: &mut [Box<dyn Layer>], run: Run, input: &[usize]) -> Result<O
     }
 }
 
+/// The statistics half of the batch norm at `b`'s training forward on `input`
+/// ([`BatchNorm2d::forward_stats_only`]), from the moments of `input`'s planes if the conv
+/// before it took them as it wrote `input` ([`Conv2d::take_output_moments`]).
+fn batch_norm_stats(layers: &mut [Box<dyn Layer>], b: usize, input: &Tensor) -> Result<()> {
+    let (before, rest) = layers.split_at_mut(b);
+    let moments = before
+        .last_mut()
+        .and_then(|l| l.as_any_mut().downcast_mut::<Conv2d>())
+        .and_then(|conv| conv.take_output_moments(input));
+    downcast::<BatchNorm2d>(rest[0].as_mut()).forward_stats_only(input, moments)
+}
+
+/// Whether the conv at `i`, given `input`, feeds a training run that starts with a batch
+/// norm (found by `run_at`): then its forward takes the moments that batch norm's statistics
+/// need ([`Conv2d::set_output_moments`]). Does nothing for other layers.
+pub(super) fn ask_conv_for_moments(
+    layers: &mut [Box<dyn Layer>],
+    i: usize,
+    input: &[usize],
+    run_at: impl Fn(&[Box<dyn Layer>], usize, &[usize]) -> Option<Run>,
+) -> Result<()> {
+    if !is::<Conv2d>(layers, i) {
+        return Ok(());
+    }
+    let out = layers[i].output_shape(input)?;
+    let feeds_bn = run_at(layers, i + 1, &out).is_some_and(|r| r.batch_norm == Some(i + 1));
+    downcast::<Conv2d>(layers[i].as_mut()).set_output_moments(feeds_bn);
+    Ok(())
+}
+
 /// Runs training run `run` (from [`find_train_run`] or [`find_bn_lif_run`]) on `input`;
 /// [`backward_train`] must follow.
 pub(super) fn forward_train(
@@ -173,7 +203,7 @@ pub(super) fn forward_train(
         let lif = downcast::<Lif>(layers[run.lif].as_mut());
         return lif.forward_train_planes(input, ctx, repeated, pool);
     };
-    downcast::<BatchNorm2d>(layers[b].as_mut()).forward_stats_only(&input)?;
+    batch_norm_stats(layers, b, &input)?;
     // The neuron's input: the batch norm's shape, repeated over T by the run if it has a repeat.
     let pool = prepare(layers, run, input.shape())?;
     let (bn, lif) = batch_norm_and_lif(layers, b, run.lif);
@@ -299,8 +329,8 @@ fn forward_bn_lif(
     ctx: &ForwardCtx,
 ) -> Result<Tensor> {
     let b = run.batch_norm.expect("a batch-norm run");
+    batch_norm_stats(layers, b, &input)?;
     let (bn, lif) = batch_norm_and_lif(layers, b, run.lif);
-    bn.forward_stats_only(&input)?;
     let out = lif.forward_affine(&input, &bn.train_affine(), ctx)?;
     bn.keep_input(input);
     Ok(out)

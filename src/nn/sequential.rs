@@ -231,6 +231,12 @@ impl Sequential {
             }
             if ctx.is_train() {
                 layers[i].set_input_recomputable(recomputable(self.recompute, layers, i));
+                if self.fuse_train {
+                    let run_at = |l: &[Box<dyn Layer>], j, shape: &[usize]| {
+                        train_run_at(self.recompute, l, j, shape)
+                    };
+                    fuse::ask_conv_for_moments(layers, i, x.shape(), run_at)?;
+                }
             }
             x = layers[i].forward(x, ctx)?;
             i += 1;

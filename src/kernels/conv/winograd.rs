@@ -397,7 +397,7 @@ fn input_gradient<V: InputVariant>(
     let xis = (V::TILE + 2) * (V::TILE + 2);
     let mut wt = crate::buffer_pool::overwritable(xis * g.c_in * g.c_out);
     V::weight(g, weight, &mut wt);
-    transformed_conv(tf, g, dy, &wt, dx);
+    transformed_conv(tf, g, dy, &wt, dx, None);
     crate::buffer_pool::give_back(wt);
 }
 

@@ -26,6 +26,7 @@
 
 use super::super::{ConvGeom, OutputGrad};
 use super::{input_gradient, transformed_conv, InputVariant, Transforms};
+use crate::kernels::bn::{self, PlaneMoments};
 use rayon::prelude::*;
 use std::ops::{Add, Mul, Sub};
 
@@ -283,10 +284,41 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) 
 /// # Panics
 /// If `g` does not fit, a slice length disagrees with `g`, or `bias` is not `C_out` long.
 pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
-    forward_with(F43(Transforms::detect(g)), g, x, weight, bias, y);
+    forward_with(F43(Transforms::detect(g)), g, x, weight, bias, y, None);
 }
 
-/// [`forward`] with the transforms `tf`.
+/// [`forward`] that also writes the [`PlaneMoments`] of every output plane to `moments`
+/// (`N·C_out`, image-major): the bits [`bn::plane_moments`] gives on `y`'s planes, taken as
+/// each plane is written (with a bias, as it is added), so a batch norm on `y` need not read
+/// it for its statistics ([`bn::stats_from_moments`]).
+///
+/// # Panics
+/// As [`forward`]; if `moments` is not `N·C_out` long.
+pub fn forward_with_moments(
+    g: &ConvGeom,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    moments: &mut [PlaneMoments],
+) {
+    assert_eq!(
+        moments.len(),
+        g.n * g.c_out,
+        "winograd forward: moments length"
+    );
+    forward_with(
+        F43(Transforms::detect(g)),
+        g,
+        x,
+        weight,
+        bias,
+        y,
+        Some(moments),
+    );
+}
+
+/// [`forward`] with the transforms `tf` (and [`forward_with_moments`]' `moments`).
 fn forward_with(
     tf: F43,
     g: &ConvGeom,
@@ -294,6 +326,7 @@ fn forward_with(
     weight: &[f32],
     bias: Option<&[f32]>,
     y: &mut [f32],
+    moments: Option<&mut [PlaneMoments]>,
 ) {
     assert!(
         super::fits(g),
@@ -317,15 +350,29 @@ fn forward_with(
     };
     let mut wt = crate::buffer_pool::overwritable(36 * g.c_in * g.c_out);
     transform_weight_forward(g, weight, &mut wt);
-    transformed_conv(tf, &swapped, OutputGrad::Dense(x), &wt, y);
+    // With a bias the moments are of the planes after it is added.
+    let (in_transform, after_bias) = match bias {
+        Some(_) => (None, moments),
+        None => (moments, None),
+    };
+    transformed_conv(tf, &swapped, OutputGrad::Dense(x), &wt, y, in_transform);
     crate::buffer_pool::give_back(wt);
     if let Some(b) = bias {
         let plane = g.oh * g.ow;
-        y.par_chunks_mut(g.out_img()).for_each(|img| {
-            for (p, &bo) in img.chunks_exact_mut(plane).zip(b) {
-                p.iter_mut().for_each(|v| *v += bo);
-            }
-        });
+        let mut per_image: Vec<Option<&mut [PlaneMoments]>> = match after_bias {
+            Some(m) => m.chunks_mut(g.c_out).map(Some).collect(),
+            None => (0..g.n).map(|_| None).collect(),
+        };
+        y.par_chunks_mut(g.out_img())
+            .zip(per_image.par_iter_mut())
+            .for_each(|(img, moments)| {
+                for (c, (p, &bo)) in img.chunks_exact_mut(plane).zip(b).enumerate() {
+                    p.iter_mut().for_each(|v| *v += bo);
+                    if let Some(m) = moments.as_deref_mut() {
+                        m[c] = bn::plane_moments(p);
+                    }
+                }
+            });
     }
 }
 
@@ -395,7 +442,7 @@ mod tests {
             let want = reference(&g, &x, &wt, &b, &dy).y;
             let run = |tf| {
                 let mut y = vec![f32::NAN; g.n * g.out_img()];
-                forward_with(tf, &g, &x, &wt, Some(&b), &mut y);
+                forward_with(tf, &g, &x, &wt, Some(&b), &mut y, None);
                 y
             };
             let portable = run(F43(Transforms::Portable));
@@ -410,6 +457,36 @@ mod tests {
                     same,
                     "{h}x{w}: AVX-512 forward bits differ from the portable"
                 );
+            }
+        }
+    }
+
+    /// The forward taking its output planes' moments writes the output `forward` writes and,
+    /// for every plane, the bits `bn::plane_moments` gives on it: with a bias (taken after it
+    /// is added) and without, with a short last image group and several tasks (70 images).
+    #[test]
+    fn the_moments_taken_in_the_forward_are_those_of_its_output_planes() {
+        use crate::kernels::conv::tests::rand_vec;
+        let mut seed = 9u64;
+        for &(n, ci, h, w, co) in &[(5, 32, 14, 14, 64), (3, 5, 7, 13, 9), (70, 2, 8, 8, 3)] {
+            let g = ConvGeom::new(n, ci, h, w, co, 3, 1, 1).unwrap();
+            let x = rand_vec(g.n * g.in_img(), &mut seed);
+            let wt = rand_vec(g.weight_len(), &mut seed);
+            let b = rand_vec(g.c_out, &mut seed);
+            for bias in [None, Some(&b[..])] {
+                let mut want = vec![f32::NAN; g.n * g.out_img()];
+                forward(&g, &x, &wt, bias, &mut want);
+                let mut y = vec![f32::NAN; want.len()];
+                let mut moments = vec![PlaneMoments::default(); g.n * g.c_out];
+                forward_with_moments(&g, &x, &wt, bias, &mut y, &mut moments);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&y), bits(&want), "{g:?} output");
+                for (k, plane) in y.chunks_exact(g.oh * g.ow).enumerate() {
+                    let m = bn::plane_moments(plane);
+                    let same = m.mean.to_bits() == moments[k].mean.to_bits()
+                        && m.m2.to_bits() == moments[k].m2.to_bits();
+                    assert!(same, "{g:?} bias {} plane {k}", bias.is_some());
+                }
             }
         }
     }

@@ -110,7 +110,18 @@ pub(super) fn backward(
                         let dxg = &mut dxc[(c0 - n0 + i) * g.in_img()..][..k * g.in_img()];
                         let scratch = (&mut col[..], &mut s.tmp[..]);
                         // A dense `dy` forms nothing: no plane buffer needed.
-                        transform_group(tf, g, &ip, dense, i, &wt, dxg, scratch, &mut Vec::new());
+                        transform_group(
+                            tf,
+                            g,
+                            &ip,
+                            dense,
+                            i,
+                            &wt,
+                            dxg,
+                            scratch,
+                            &mut Vec::new(),
+                            None,
+                        );
                     }
                     let mut gs = GroupScratch::new(&wp, col, &mut s.tmp);
                     let dy_image =
