@@ -17,6 +17,7 @@
 //! [`SpikeStorage`]).
 
 mod fused;
+mod input_affine;
 mod planes;
 #[cfg(target_arch = "x86_64")]
 mod pool2x2;
