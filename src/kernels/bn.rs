@@ -175,13 +175,25 @@ pub fn stats_from_moments(moments: &[PlaneMoments], d: BnDims, mean: &mut [f32],
     d.check("stats_from_moments", &[], &[mean.len(), var.len()]);
     assert_eq!(moments.len(), d.n * d.c, "batch-norm plane moments: length");
     assert!(d.count() > 0, "batch-norm statistics of an empty batch");
-    for (ch, (mu, v)) in mean.iter_mut().zip(var.iter_mut()).enumerate() {
-        let planes = || moments[ch..].iter().step_by(d.c);
-        let m = planes().map(|p| p.mean).sum::<f64>() / d.n as f64;
-        let within: f64 = planes().map(|p| p.m2).sum();
-        let between: f64 = planes().map(|p| (p.mean - m) * (p.mean - m)).sum();
-        *mu = m as f32;
-        *v = ((within + d.hw as f64 * between) / d.count() as f64).max(0.0) as f32;
+    // Image by image (the moments' order), every channel's sums at once.
+    let mut sums = vec![0.0f64; d.c];
+    for image in moments.chunks_exact(d.c) {
+        for (s, p) in sums.iter_mut().zip(image) {
+            *s += p.mean;
+        }
+    }
+    let means: Vec<f64> = sums.iter().map(|s| s / d.n as f64).collect();
+    let (mut within, mut between) = (vec![0.0f64; d.c], vec![0.0f64; d.c]);
+    for image in moments.chunks_exact(d.c) {
+        for (((w, b), p), m) in within.iter_mut().zip(&mut between).zip(image).zip(&means) {
+            *w += p.m2;
+            *b += (p.mean - m) * (p.mean - m);
+        }
+    }
+    for ch in 0..d.c {
+        mean[ch] = means[ch] as f32;
+        let sum_sq = within[ch] + d.hw as f64 * between[ch];
+        var[ch] = (sum_sq / d.count() as f64).max(0.0) as f32;
     }
 }
 
