@@ -205,9 +205,13 @@ impl Conv2d {
     /// last forward output and that forward took them; each forward's moments are given once.
     pub fn take_output_moments(&mut self, output: &Tensor) -> Option<&[PlaneMoments]> {
         let of = self.moments_of.take()?;
-        (of == output.data().as_ptr() as usize
-            && self.moments.len() * output.shape()[2..].iter().product::<usize>() == output.len())
-        .then_some(&self.moments[..])
+        // The address names the tensor; the length guards a reshaped view of it.
+        let same = of == output.data().as_ptr() as usize;
+        let planes = match output.shape() {
+            [n, c, _, _] => n * c,
+            _ => 0,
+        };
+        (same && planes == self.moments.len()).then_some(&self.moments[..])
     }
 
     /// The forward of [`Layer::forward`] and [`Layer::forward_ref`].

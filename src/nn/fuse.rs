@@ -168,9 +168,9 @@ fn batch_norm_stats(layers: &mut [Box<dyn Layer>], b: usize, input: &Tensor) -> 
     downcast::<BatchNorm2d>(rest[0].as_mut()).forward_stats_only(input, moments)
 }
 
-/// Whether the conv at `i`, given `input`, feeds a training run that starts with a batch
-/// norm (found by `run_at`): then its forward takes the moments that batch norm's statistics
-/// need ([`Conv2d::set_output_moments`]). Does nothing for other layers.
+/// Tells the conv at `i` (given `input`) whether it feeds a training run that starts with a
+/// batch norm (found by `run_at`): if so, its forward takes the moments that batch norm's
+/// statistics need ([`Conv2d::set_output_moments`]). Does nothing for other layers.
 pub(super) fn ask_conv_for_moments(
     layers: &mut [Box<dyn Layer>],
     i: usize,

@@ -120,8 +120,8 @@ pub(super) fn transformed_conv<V: InputVariant>(
 /// One group of [`transformed_conv`]: `dxg` (`cnt ≤ plan.images` images) ← the conv of the
 /// `cnt` images of `dy` from image `first`, through the scratch `(v, m)` of
 /// [`TilePlan::scratch`] (`formed` holds a plane formed through a batch norm); `moments`, if
-/// given, gets the [`PlaneMoments`] of `dxg`'s planes (image-major), each taken right after
-/// the plane is written.
+/// given, gets the [`PlaneMoments`] of `dxg`'s planes (image-major), taken after the group's
+/// output transforms, while its planes are in L2.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn transform_group<V: InputVariant>(
     tf: V,
