@@ -43,6 +43,10 @@ const CONVS: &[(&str, [usize; 7])] = &[
     ("w14_128to128_14x14_k3", [64, 128, 14, 128, 3, 1, 1]),
 ];
 
+/// A conv forward that also takes its output planes' moments.
+type WithMoments =
+    fn(&ConvGeom, &[f32], &[f32], Option<&[f32]>, &mut [f32], &mut [bn::PlaneMoments]);
+
 fn conv_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("conv2d");
     group.sample_size(10);
@@ -89,9 +93,13 @@ fn conv_benches(c: &mut Criterion) {
                 b.iter(|| conv::backward_weight_im2col(&g, black_box(&x), &dy, &mut dw, &mut ws))
             });
         }
-        if direct::preferred(&g) || conv::winograd::f43::preferred(&g) {
+        if direct::preferred(&g)
+            || conv::winograd::f43::preferred(&g)
+            || conv::stem_forward::applies(&g)
+        {
             // The paths `fwd` replaced for 3×3 "same" convs (Winograd F(4×4) with ≥ 32
-            // channels, else the direct kernel on narrow planes), for the ratios in one run.
+            // channels, the stem's flat taps with one input channel, else the direct kernel on
+            // narrow planes), for the ratios in one run.
             group.bench_function(BenchmarkId::new("fwd_im2col", label), |b| {
                 b.iter(|| conv::forward_im2col(&g, black_box(&x), &w, None, &mut y))
             });
@@ -102,7 +110,20 @@ fn conv_benches(c: &mut Criterion) {
                 b.iter(|| direct::forward(&g, x, &w, None, &mut y))
             });
         }
-        if conv::winograd::f43::preferred(&g) {
+        if conv::stem_forward::applies(&g) && !conv::stem_forward::preferred(&g) {
+            // The stem's flat taps where `fwd` does not take them (more input channels).
+            group.bench_function(BenchmarkId::new("fwd_stem_taps", label), |b| {
+                b.iter(|| conv::stem_forward::forward(&g, black_box(&x), &w, None, &mut y))
+            });
+        }
+        let with_moments = if conv::winograd::f43::preferred(&g) {
+            Some(conv::winograd::f43::forward_with_moments as WithMoments)
+        } else if conv::stem_forward::preferred(&g) {
+            Some(conv::stem_forward::forward_with_moments as WithMoments)
+        } else {
+            None
+        };
+        if let Some(forward_with_moments) = with_moments {
             // A training batch norm's statistics of the output: its own pass over the output
             // after the forward, against the moments the forward takes as it writes a plane.
             let d = BnDims {
@@ -121,14 +142,7 @@ fn conv_benches(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new("fwd_with_moments", label), |b| {
                 b.iter(|| {
                     let m = &mut moments;
-                    conv::winograd::f43::forward_with_moments(
-                        &g,
-                        black_box(&x),
-                        &w,
-                        None,
-                        &mut y,
-                        m,
-                    );
+                    forward_with_moments(&g, black_box(&x), &w, None, &mut y, m);
                     bn::stats_from_moments(m, d, &mut mean, &mut var);
                 })
             });

@@ -60,6 +60,7 @@ pub mod im2col;
 mod output_grad;
 pub mod sparse;
 pub mod stem;
+pub mod stem_forward;
 pub mod stem_linear;
 pub mod winograd;
 
@@ -248,14 +249,17 @@ fn check_lens(g: &ConvGeom, x: usize, w: usize, y: usize, what: &str) {
 /// `y ← conv(x, weight) + bias`; `x` is `[N, C_in, H, W]`, `weight` `[C_out, C_in, k, k]`,
 /// `y` `[N, C_out, OH, OW]` (overwritten, never read). 3×3 "same" convs run Winograd
 /// F(4×4, 3×3) ([`winograd::f43::forward`]) where [`winograd::f43::preferred`] (at least 32
-/// channels each way, 12–32 wide), else [`direct::forward`] where it is [`direct::preferred`];
-/// every other shape im2col + GEMM.
+/// channels each way, 12–32 wide), a one-channel stem by [`stem_forward::forward`], else
+/// [`direct::forward`] where it is [`direct::preferred`]; every other shape im2col + GEMM.
 ///
 /// # Panics
 /// If a slice length disagrees with `g`, or `bias` is not `C_out` long.
 pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     if winograd::f43::preferred(g) {
         return winograd::f43::forward(g, x, weight, bias, y);
+    }
+    if stem_forward::preferred(g) {
+        return stem_forward::forward(g, x, weight, bias, y);
     }
     if direct::preferred(g) {
         return direct::forward(g, direct::Input::Dense(x), weight, bias, y);

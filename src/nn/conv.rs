@@ -303,7 +303,8 @@ impl Conv2d {
 }
 
 /// [`conv::forward`], taking the output planes' moments into `moments` (resized) if given and
-/// the Winograd forward runs (the path `conv::forward` takes first). Returns whether it did.
+/// the path `conv::forward` takes has them (Winograd, or the stem's flat taps). Returns
+/// whether it did.
 fn dense_forward(
     g: &ConvGeom,
     x: &[f32],
@@ -316,6 +317,11 @@ fn dense_forward(
         Some(m) if winograd::f43::preferred(g) => {
             m.resize(g.n * g.c_out, PlaneMoments::default());
             winograd::f43::forward_with_moments(g, x, weight, bias, y, m);
+            true
+        }
+        Some(m) if conv::stem_forward::preferred(g) => {
+            m.resize(g.n * g.c_out, PlaneMoments::default());
+            conv::stem_forward::forward_with_moments(g, x, weight, bias, y, m);
             true
         }
         _ => {
