@@ -116,6 +116,33 @@ fn output_moments_are_those_of_the_output_planes_given_once() {
     assert!(conv.take_output_moments(&eval).is_none(), "eval");
 }
 
+/// A one-channel stem takes its output planes' moments too (the flat-tap forward), the bits
+/// of the planes' own moments, given once.
+#[test]
+fn a_stem_gives_its_output_moments() {
+    let spec = Conv2dSpec {
+        in_channels: 1,
+        bias: true,
+        ..spec_3x3_from_32(8, true)
+    };
+    let mut conv = Conv2d::from_spec(&spec, &mut init_rng(5)).unwrap();
+    let images = Tensor::from_vec(
+        &[3, 1, 9, 11],
+        (0..3 * 9 * 11).map(|k| (k % 7) as f32 * 0.25).collect(),
+    )
+    .unwrap();
+    conv.set_output_moments(true);
+    let y = conv.forward(images.clone(), &ForwardCtx::train(1)).unwrap();
+    let moments = conv.take_output_moments(&y).expect("moments").to_vec();
+    assert_eq!(moments.len(), 3 * 8);
+    for (plane, m) in y.data().chunks_exact(9 * 11).zip(&moments) {
+        assert_eq!(*m, crate::kernels::bn::plane_moments(plane));
+    }
+    assert!(conv.take_output_moments(&y).is_none(), "given twice");
+    let eval = conv.forward(images, &ForwardCtx::eval(1)).unwrap();
+    assert!(conv.take_output_moments(&eval).is_none(), "eval");
+}
+
 /// The packed weight kept between eval forwards is repacked after every change of the
 /// weight, and a training forward does not keep it.
 #[test]
