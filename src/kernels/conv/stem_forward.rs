@@ -23,6 +23,7 @@
 use super::{check_lens, groups_per_task, ConvGeom};
 use crate::kernels::bn::{plane_moments, PlaneMoments};
 use rayon::prelude::*;
+use std::cell::RefCell;
 use wide::f32x16;
 
 /// Most input channels taken here (each needs three flat copies per image).
@@ -102,33 +103,50 @@ fn run(
         .zip(x.par_chunks(per * g.in_img()))
         .zip(m_chunks)
         .for_each(|((yc, xc), mut mc)| {
-            let mut flat = Flat::new(g);
-            for (k, (yi, xi)) in yc
-                .chunks_mut(g.out_img())
-                .zip(xc.chunks(g.in_img()))
-                .enumerate()
-            {
-                flat.load(g, xi);
-                let mi = mc.as_deref_mut().map(|m| &mut m[k * g.c_out..][..g.c_out]);
-                image(g, &flat, weight, bias, yi, mi);
-            }
+            FLAT.with(|cell| {
+                let flat = &mut *cell.borrow_mut();
+                flat.fit(g);
+                for (k, (yi, xi)) in yc
+                    .chunks_mut(g.out_img())
+                    .zip(xc.chunks(g.in_img()))
+                    .enumerate()
+                {
+                    flat.load(g, xi);
+                    let mi = mc.as_deref_mut().map(|m| &mut m[k * g.c_out..][..g.c_out]);
+                    image(g, flat, weight, bias, yi, mi);
+                }
+            })
         });
 }
 
 /// An image's flat copies: for each input channel the versions for `kx` = 0, 1, 2, each
 /// `(H + 2)·W` floats (a zero row above and below) plus a register block's width of slack, so
 /// the loads of a plane's last block stay in bounds.
+/// One per thread, reused across calls (no allocation per task).
+#[derive(Default)]
 struct Flat {
     data: Vec<f32>,
     len: usize,
+    /// `(C_in, H, W)` the buffers are laid out for.
+    shape: (usize, usize, usize),
+}
+
+thread_local! {
+    static FLAT: RefCell<Flat> = RefCell::default();
 }
 
 impl Flat {
-    fn new(g: &ConvGeom) -> Self {
-        let len = (g.h + 2) * g.w + VECS * LANES;
-        Flat {
-            data: vec![0.0; 3 * g.c_in * len],
-            len,
+    /// Lays the buffers out for `g`, zeroed if the shape changed; for the same shape they
+    /// are kept as they are (only an image's values are ever written, never the zero rows,
+    /// the zeroed edge columns are rewritten by every [`Flat::load`], and the slack is
+    /// never written).
+    fn fit(&mut self, g: &ConvGeom) {
+        let shape = (g.c_in, g.h, g.w);
+        if self.shape != shape {
+            self.len = (g.h + 2) * g.w + VECS * LANES;
+            self.data.clear();
+            self.data.resize(3 * g.c_in * self.len, 0.0);
+            self.shape = shape;
         }
     }
 
